@@ -1,0 +1,89 @@
+"""gunicorn settings for livecam: one gthread worker whose threads serve the viewers.
+
+Serve with ``gunicorn -c gunicorn.conf.py wsgi:app``. The configuration is validated here,
+in the master, so a bad setting stops startup with one line before any worker boots.
+"""
+
+import logging
+import signal
+import sys
+import threading
+
+from livecam.config import ConfigError, load_settings
+
+try:
+    # Discovery is the worker's business; here only the settings' validity matters.
+    _settings = load_settings(discover=lambda: [])
+except ConfigError as exc:
+    sys.exit(f"livecam: configuration error: {exc}")
+
+wsgi_app = "wsgi:app"
+bind = [_settings.bind]
+# Every viewer holds one thread for as long as it watches: size the pool for viewers.
+worker_class = "gthread"
+workers = 1
+threads = _settings.threads
+# Streams never finish on their own; the worker's SIGTERM hook below ends them, so a short
+# grace period is enough for every camera to release its source.
+graceful_timeout = 5
+timeout = 30
+keepalive = 5
+# gunicorn's control socket can add workers at run time, which a camera cannot survive; it
+# would also be one shared path for every gunicorn on the machine.
+control_socket_disable = True
+# Capture threads must start in the worker: threads do not survive a fork.
+preload_app = False
+
+
+def on_starting(server):
+    """Refuse setups livecam cannot serve correctly, with one clear line."""
+    if server.cfg.workers != 1:
+        sys.exit(
+            f"livecam: refusing to start with {server.cfg.workers} workers: a camera can be "
+            "opened by one process only, so livecam runs exactly one worker (raise threads instead)"
+        )
+    if server.cfg.worker_class_str != "gthread":
+        sys.exit(
+            f"livecam: refusing the {server.cfg.worker_class_str} worker: streams need the "
+            "gthread worker, one thread per viewer"
+        )
+
+
+def post_fork(server, worker):
+    """Send livecam's log lines to gunicorn's error log."""
+    logger = logging.getLogger("livecam")
+    logger.handlers = logging.getLogger("gunicorn.error").handlers
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _registry(worker):
+    app = getattr(worker, "wsgi", None)
+    return getattr(app, "extensions", {}).get("livecam")
+
+
+def post_worker_init(worker):
+    """On SIGTERM, also stop the cameras at once so open streams end and the worker can exit."""
+    registry = _registry(worker)
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def handle_term(sig, frame):
+        graceful(sig, frame)
+        if registry is not None:
+            threading.Thread(target=registry.shutdown, name="livecam-shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, handle_term)
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT: release every camera before the worker exits."""
+    registry = _registry(worker)
+    if registry is not None:
+        registry.shutdown()
+
+
+def worker_exit(server, worker):
+    """Release every camera before the worker process ends."""
+    registry = _registry(worker)
+    if registry is not None:
+        registry.shutdown()

@@ -1,0 +1,55 @@
+"""livecam: live MJPEG streams from several cameras, served by Flask."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from . import errors
+from .config import load_settings
+from .registry import Registry
+from .views import camera, dashboard
+
+__all__ = ["create_app"]
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, the camera registry, one camera Blueprint per camera.
+
+    ``test_config`` keys in upper case are Flask settings; lower-case keys override livecam
+    settings (``cameras``, ``view_token``...) after the file and the environment.
+    """
+    test_config = dict(test_config or {})
+    flask_config = {k: v for k, v in test_config.items() if k.isupper()}
+    overrides = {k: v for k, v in test_config.items() if not k.isupper()}
+    app = Flask(__name__)
+    logger = logging.getLogger(__name__)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    app.json.sort_keys = False  # keep records in their documented order
+    app.config.update(flask_config)
+
+    registry = Registry(load_settings(overrides=overrides))
+    if registry.settings.discovered and all(c.config.source.kind == "testsrc" for c in registry):
+        logger.warning("no camera configured and no V4L2 capture device found: serving a test pattern")
+    app.extensions["livecam"] = registry
+    errors.init_app(app)
+    app.register_blueprint(dashboard.bp)
+    for cam in registry:
+        # One Blueprint object, registered once per camera under its own name and prefix.
+        app.register_blueprint(
+            camera.bp,
+            name=f"camera{cam.id}",
+            url_prefix=f"/cameras/{cam.id}",
+            url_defaults={"camera_id": cam.id},
+        )
+    registry.autostart()
+    # Release devices at interpreter exit too (the dev server); gunicorn's hooks do it sooner.
+    ref = weakref.ref(registry)
+    atexit.register(lambda: (r := ref()) is not None and r.shutdown())
+    return app

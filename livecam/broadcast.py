@@ -1,0 +1,114 @@
+"""Fan one camera's frames out to any number of viewers: publish, wait for the next, close.
+
+One producer (the capture thread) publishes each frame once; viewers wait on a single
+``Condition`` for a sequence number newer than the one they saw last. There is no queue per
+viewer: a slow viewer simply gets the newest frame when it asks again. This interface is
+the seam where a frame bus shared by several processes could plug in later.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+class BroadcastClosed(Exception):
+    """The broadcaster was closed: its camera stopped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One published frame: its JPEG bytes and the stream part built from them, once."""
+
+    seq: int
+    timestamp: float  # capture time, Unix seconds
+    jpeg: bytes
+    part: bytes
+    placeholder: bool = False
+
+    @property
+    def age(self) -> float:
+        """Seconds since the frame was captured."""
+        return time.time() - self.timestamp
+
+
+class Broadcaster:
+    """Latest-frame fan-out for one capture session of one camera."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._seq = 0
+        self._latest: Frame | None = None
+        self._closed = False
+        self._viewers = 0
+        self._waiters = 0  # snapshot requests waiting for a fresh frame
+
+    @property
+    def latest(self) -> Frame | None:
+        """The newest frame, or None before the first."""
+        return self._latest
+
+    @property
+    def viewers(self) -> int:
+        """How many stream viewers are connected."""
+        return self._viewers
+
+    @property
+    def wanted(self) -> bool:
+        """Whether anyone (a viewer or a snapshot) will look at the next frame."""
+        return self._viewers > 0 or self._waiters > 0
+
+    @property
+    def closed(self) -> bool:
+        """Whether the camera's capture session has ended."""
+        return self._closed
+
+    def publish(self, jpeg: bytes, timestamp: float, part: bytes, placeholder: bool = False) -> Frame:
+        """Make ``jpeg`` (framed for streams as ``part``) the newest frame and wake every viewer.
+
+        Only one thread, the camera's capture thread, may publish.
+        """
+        frame = Frame(self._seq + 1, timestamp, jpeg, part, placeholder)
+        with self._cond:
+            self._seq = frame.seq
+            self._latest = frame
+            self._cond.notify_all()
+        return frame
+
+    def wait_next(self, after_seq: int, timeout: float) -> Frame | None:
+        """Return the newest frame if newer than ``after_seq``, waiting up to ``timeout``.
+
+        :return: None when no newer frame came in time.
+        :raise BroadcastClosed: the camera stopped.
+        """
+        with self._cond:
+            self._cond.wait_for(lambda: self._seq > after_seq or self._closed, timeout)
+            if self._closed:
+                raise BroadcastClosed
+            return self._latest if self._seq > after_seq else None
+
+    def close(self) -> None:
+        """End the session: every waiting and future ``wait_next`` raises BroadcastClosed."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @contextmanager
+    def watching(self, snapshot: bool = False) -> Iterator[None]:
+        """Count the caller as a viewer (or a snapshot waiter) for the duration of the block."""
+        with self._cond:
+            if snapshot:
+                self._waiters += 1
+            else:
+                self._viewers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                if snapshot:
+                    self._waiters -= 1
+                else:
+                    self._viewers -= 1

@@ -1,0 +1,336 @@
+"""A camera: its capture thread, its state (off, starting, on, error) and its counters.
+
+The capture thread owns its source from open to release. It grabs every frame (so a live
+source never queues up stale ones) but decodes, transforms and encodes only frames that a
+viewer or a snapshot will see, and publishes each encoded frame once to the broadcaster.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import imutils
+import numpy as np
+
+from .broadcast import BroadcastClosed, Broadcaster, Frame
+from .config import CameraConfig
+from .mjpeg import make_part
+from .pattern import no_signal
+from .sources import Source, SourceError, open_source, redact
+
+log = logging.getLogger(__name__)
+
+STATES = ("off", "starting", "on", "error")
+STOP_TIMEOUT = 5.0  # longest a stop waits for the thread; a healthy source stops in one frame
+BACKOFF_MIN, BACKOFF_MAX = 0.5, 10.0
+PLACEHOLDER_INTERVAL = 1.0
+SNAPSHOT_FRESH = 0.25  # a frame younger than this is fresh enough for a snapshot
+SNAPSHOT_TIMEOUT = 3.0
+# Exact right-angle rotations; imutils.rotate_bound interpolates and shifts by a pixel.
+ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+class CameraBusy(Exception):
+    """The camera's previous capture thread has not let go of its source yet."""
+
+
+class RateMeter:
+    """Frames per second over a sliding window, fed by one thread and read by any."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self._window = window
+        self._ticks: deque[float] = deque(maxlen=512)
+
+    def tick(self, now: float) -> None:
+        """Count one frame at monotonic time ``now``."""
+        self._ticks.append(now)
+
+    def rate(self, now: float | None = None) -> float:
+        """Frames per second over the last window; 0 when frames stopped."""
+        now = time.monotonic() if now is None else now
+        recent = [t for t in list(self._ticks) if now - t <= self._window]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+
+class Camera:
+    """One configured camera, switched on and off by start, stop and toggle."""
+
+    def __init__(self, config: CameraConfig, opener: Callable[..., Source] = open_source) -> None:
+        self.config = config
+        self._opener = opener
+        self._control = threading.RLock()  # serialises start/stop/toggle
+        self._state_lock = threading.Lock()  # pairs a stop request with the state it sets
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._broadcaster = Broadcaster()
+        self._broadcaster.close()
+        self.state = "off"
+        self.since = time.time()
+        self.error: str | None = None
+        self.source_size: tuple[int, int] | None = None
+        self.frames = 0  # frames captured from the source
+        self.encoded = 0  # frames encoded to JPEG
+        self.dropped = 0  # frames dropped by the fps cap
+        self.errors = 0  # source failures
+        self._rate = RateMeter()
+
+    @property
+    def id(self) -> int:
+        """The camera's id."""
+        return self.config.id
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        """The current capture session's broadcaster (closed while off)."""
+        return self._broadcaster
+
+    @property
+    def is_on(self) -> bool:
+        """Whether the camera is switched on (starting, on or failing)."""
+        return self._running
+
+    # -- control ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Switch on: start the capture thread unless it runs already."""
+        with self._control:
+            if self._running:
+                return
+            self._reap()
+            if self._thread is not None:
+                raise CameraBusy(f"camera {self.id} is still releasing its source")
+            self._stop = threading.Event()
+            self._broadcaster = Broadcaster()
+            self._running = True
+            self._set_state("starting", None, self._stop)
+            self._thread = threading.Thread(
+                target=self._run,
+                args=(self._stop, self._broadcaster),
+                name=f"livecam-capture-{self.id}",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def stop(self, wait: bool = True) -> None:
+        """Switch off: end every stream, stop the thread and, with ``wait``, join it."""
+        with self._control:
+            if self._running:
+                self._running = False
+                with self._state_lock:
+                    self._stop.set()
+                    self._change("off", None)
+                self._broadcaster.close()
+            if wait:
+                self._reap()
+
+    def toggle(self) -> None:
+        """Flip between on and off, atomically with respect to other control calls."""
+        with self._control:
+            if self._running:
+                self.stop()
+            else:
+                self.start()
+
+    def _reap(self) -> None:
+        """Join a stopping capture thread, bounded; forget it once it has ended."""
+        thread = self._thread
+        if thread is None or self._running:
+            return
+        thread.join(STOP_TIMEOUT)
+        if thread.is_alive():
+            log.warning("camera %s: capture thread still busy after %.0f s", self.id, STOP_TIMEOUT)
+        else:
+            self._thread = None
+
+    # -- state --------------------------------------------------------------------
+
+    def _set_state(self, state: str, error: str | None, stop: threading.Event) -> None:
+        """Record a state change made by a capture session, unless it was told to stop."""
+        with self._state_lock:
+            if not stop.is_set():
+                self._change(state, error)
+
+    def _change(self, state: str, error: str | None) -> None:
+        if state == self.state and error == self.error:
+            return
+        previous, self.state, self.error, self.since = self.state, state, error, time.time()
+        if state == "error":
+            log.warning("camera %s (%s): %s", self.id, self.config.name, error)
+        elif previous == "error" and state == "on":
+            log.info("camera %s (%s): source is back", self.id, self.config.name)
+        else:
+            log.info("camera %s (%s): %s", self.id, self.config.name, state)
+
+    @property
+    def fps(self) -> float:
+        """Measured frames per second after the fps cap."""
+        return self._rate.rate() if self.state == "on" else 0.0
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """Width and height of the frames viewers get, once the source's size is known."""
+        if self.source_size is None:
+            return None
+        width, height = self.source_size
+        if self.config.width and self.config.width != width:
+            # The same arithmetic as imutils.resize.
+            width, height = self.config.width, int(height * self.config.width / float(width))
+        if self.config.rotate in (90, 270):
+            width, height = height, width
+        return width, height
+
+    def status(self) -> dict[str, Any]:
+        """The camera's JSON record."""
+        size = self.size
+        return {
+            "id": self.id,
+            "name": self.config.name,
+            "source": redact(str(self.config.source)),
+            "kind": self.config.source.kind,
+            "test_pattern": self.config.source.kind == "testsrc",
+            "state": self.state,
+            "since": round(self.since, 3),
+            "error": self.error,
+            "fps": round(self.fps, 2),
+            "width": size[0] if size else None,
+            "height": size[1] if size else None,
+            "viewers": self._broadcaster.viewers,
+            "frames": self.frames,
+            "encoded": self.encoded,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "passthrough": False,
+        }
+
+    # -- frames for viewers ---------------------------------------------------------
+
+    def snapshot(self, timeout: float = SNAPSHOT_TIMEOUT) -> Frame | None:
+        """A fresh live frame, waiting up to ``timeout`` for one; None if none comes."""
+        broadcaster = self._broadcaster
+        latest = broadcaster.latest
+        if latest is not None and not latest.placeholder and latest.age <= SNAPSHOT_FRESH:
+            return latest
+        deadline = time.monotonic() + timeout
+        seq = latest.seq if latest is not None else 0
+        with broadcaster.watching(snapshot=True):
+            while (remaining := deadline - time.monotonic()) > 0:
+                try:
+                    frame = broadcaster.wait_next(seq, remaining)
+                except BroadcastClosed:
+                    return None
+                if frame is None or frame.placeholder:
+                    return None
+                return frame
+        return None
+
+    # -- the capture thread ---------------------------------------------------------
+
+    def _run(self, stop: threading.Event, broadcaster: Broadcaster) -> None:
+        """Capture until told to stop; a failing source is retried with capped backoff."""
+        backoff = BACKOFF_MIN
+        while not stop.is_set():
+            delivered = False
+            try:
+                source = self._opener(
+                    self.config.source,
+                    self.config.name,
+                    stop,
+                    width=self.config.width,
+                    loop=self.config.loop,
+                )
+                try:
+                    delivered = self._pump(source, stop, broadcaster)
+                finally:
+                    source.release()
+                if stop.is_set():
+                    break
+                reason = "source stopped delivering frames"
+            except SourceError as exc:
+                reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a capture thread must never die silently
+                log.exception("camera %s: unexpected capture failure", self.id)
+                reason = f"capture failed: {exc}"
+            if stop.is_set():
+                break
+            self.errors += 1
+            self._set_state("error", reason, stop)
+            backoff = BACKOFF_MIN if delivered else backoff
+            self._show_no_signal(stop, broadcaster, backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        log.debug("camera %s: capture thread ends", self.id)
+
+    def _pump(self, source: Source, stop: threading.Event, broadcaster: Broadcaster) -> bool:
+        """Move frames from an open source to viewers until stopped or the source fails.
+
+        :return: whether any frame arrived (a source that worked earns a fresh backoff).
+        :raise SourceError: the source failed.
+        """
+        self.source_size = (source.width, source.height)
+        interval = 1.0 / self.config.fps if self.config.fps else 0.0
+        next_due = 0.0
+        delivered = False
+        while not stop.is_set():
+            if not source.grab():
+                if stop.is_set():
+                    break
+                raise SourceError("source stopped delivering frames")
+            timestamp = time.time()
+            now = time.monotonic()
+            self.frames += 1
+            if not delivered:
+                delivered = True
+                self._set_state("on", None, stop)
+            if interval:
+                # Drop frames to respect the cap; never sleep, a live source must be drained.
+                if now < next_due - interval * 0.25:
+                    self.dropped += 1
+                    continue
+                next_due = max(next_due, now - interval) + interval
+            self._rate.tick(now)
+            if not broadcaster.wanted:
+                continue
+            image = source.retrieve()
+            if image is None:
+                raise SourceError("frame could not be decoded")
+            jpeg = self._encode(self._transform(image))
+            broadcaster.publish(jpeg, timestamp, make_part(jpeg, timestamp))
+        return delivered
+
+    def _transform(self, image: np.ndarray) -> np.ndarray:
+        """Apply the configured resize and rotation."""
+        if self.config.width and image.shape[1] != self.config.width:
+            image = imutils.resize(image, width=self.config.width)
+        if self.config.rotate:
+            image = cv2.rotate(image, ROTATIONS[self.config.rotate])
+        return image
+
+    def _encode(self, image: np.ndarray) -> bytes:
+        """Encode one frame to JPEG at the configured quality."""
+        ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.config.quality])
+        if not ok:
+            raise SourceError("frame could not be encoded")
+        self.encoded += 1
+        return buffer.tobytes()
+
+    def _show_no_signal(self, stop: threading.Event, broadcaster: Broadcaster, delay: float) -> None:
+        """Wait ``delay`` before the next attempt, showing viewers a placeholder each second."""
+        deadline = time.monotonic() + delay
+        while not stop.is_set():
+            if broadcaster.wanted:
+                width, height = self.size or (self.config.width or 640, (self.config.width or 640) * 3 // 4)
+                image = no_signal(width, height, self.config.name, self.error or "", self.since)
+                jpeg = self._encode(image)
+                now = time.time()
+                broadcaster.publish(jpeg, now, make_part(jpeg, now), placeholder=True)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stop.wait(min(PLACEHOLDER_INTERVAL, remaining)):
+                return

@@ -1,0 +1,307 @@
+"""Settings in layers: defaults, a TOML file, ``LIVECAM_*`` environment, test overrides.
+
+Everything is validated before anything starts: a bad value raises :class:`ConfigError`
+whose message is one line naming the key and the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "LIVECAM_"
+DEFAULT_BIND = "127.0.0.1:8000"
+DEFAULT_THREADS = 200
+ROTATIONS = (0, 90, 180, 270)
+TESTSRC_RE = re.compile(r"^testsrc(?::(\d{1,5})x(\d{1,5})(?:@(\d{1,3}(?:\.\d+)?))?)?$")
+DEVICE_PATH_RE = re.compile(r"^/dev/(video\d+|v4l/.+)$")
+
+# Top-level settings that can also come from the environment (LIVECAM_<NAME upper>).
+TOP_KEYS = ("cameras", "bind", "threads", "control_token", "view_token", "state_dir")
+ENV_ONLY = ("config",)
+CAMERA_KEYS = ("name", "source", "width", "fps", "quality", "rotate", "autostart", "loop")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a camera's frames come from: a V4L2 device, a URL, a file or the test pattern."""
+
+    kind: str  # "device", "url", "file" or "testsrc"
+    target: int | str  # device index or path, URL, file path; "" for testsrc
+    width: int = 640  # testsrc only
+    height: int = 480  # testsrc only
+    fps: float = 15.0  # testsrc only
+
+    def __str__(self) -> str:
+        if self.kind == "testsrc":
+            return f"testsrc:{self.width}x{self.height}@{self.fps:g}"
+        return str(self.target)
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """One camera's validated settings."""
+
+    id: int
+    source: SourceSpec
+    name: str
+    width: int | None = None
+    fps: float | None = None
+    quality: int = 80
+    rotate: int = 0
+    autostart: bool = False
+    loop: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole validated configuration."""
+
+    cameras: dict[int, CameraConfig]
+    bind: str = DEFAULT_BIND
+    threads: int = DEFAULT_THREADS
+    control_token: str | None = None
+    view_token: str | None = None
+    state_dir: str | None = None
+    discovered: bool = False  # cameras came from device discovery, not configuration
+
+
+def parse_source(value: Any, key: str) -> SourceSpec:
+    """Turn a configured source (index, URL, path or testsrc spec) into a SourceSpec."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(f"{key}: must be a device index, URL, file path or testsrc")
+    if isinstance(value, int) or value.strip().isdigit():
+        index = int(value)
+        if not 0 <= index < 1024:
+            raise ConfigError(f"{key}: device index must be 0-1023, got {index}")
+        return SourceSpec("device", index)
+    text = value.strip()
+    if not text:
+        raise ConfigError(f"{key}: must not be empty")
+    if text.startswith("testsrc"):
+        match = TESTSRC_RE.match(text)
+        if not match:
+            raise ConfigError(f"{key}: expected testsrc or testsrc:WIDTHxHEIGHT@FPS, got {text!r}")
+        width, height, fps = match.groups()
+        spec = SourceSpec(
+            "testsrc",
+            "",
+            int(width) if width else 640,
+            int(height) if height else 480,
+            float(fps) if fps else 15.0,
+        )
+        if not (16 <= spec.width <= 7680 and 16 <= spec.height <= 4320):
+            raise ConfigError(f"{key}: test pattern size must be 16x16 to 7680x4320")
+        if not 0 < spec.fps <= 120:
+            raise ConfigError(f"{key}: test pattern fps must be above 0 and at most 120")
+        return spec
+    if "://" in text:
+        return SourceSpec("url", text)
+    if DEVICE_PATH_RE.match(text):
+        return SourceSpec("device", text)
+    return SourceSpec("file", text)
+
+
+def _integer(value: Any, key: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: must be from {low} to {high}, got {value}")
+    return value
+
+
+def _camera(cam_id: int, table: Mapping[str, Any], key: str) -> CameraConfig:
+    """Validate one ``[cameras.ID]`` table."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{key}: must be a table")
+    for name in table:
+        if name not in CAMERA_KEYS:
+            raise ConfigError(f"{key}.{name}: unknown key")
+    source = parse_source(table.get("source", cam_id), f"{key}.source")
+    name = table.get("name", "Test pattern" if source.kind == "testsrc" else f"Camera {cam_id}")
+    if not isinstance(name, str) or not name.strip() or len(name) > 64:
+        raise ConfigError(f"{key}.name: must be a non-empty string of at most 64 characters")
+    width = table.get("width")
+    if width is not None:
+        width = _integer(width, f"{key}.width", 16, 7680)
+    fps = table.get("fps")
+    if fps is not None:
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)):
+            raise ConfigError(f"{key}.fps: must be a number, got {fps!r}")
+        if not 0 < fps <= 120:
+            raise ConfigError(f"{key}.fps: must be above 0 and at most 120, got {fps}")
+        fps = float(fps)
+    quality = _integer(table.get("quality", 80), f"{key}.quality", 1, 100)
+    rotate = table.get("rotate", 0)
+    if isinstance(rotate, bool) or rotate not in ROTATIONS:
+        raise ConfigError(f"{key}.rotate: must be one of 0, 90, 180, 270, got {rotate!r}")
+    flags = {}
+    for flag, default in (("autostart", False), ("loop", True)):
+        flags[flag] = table.get(flag, default)
+        if not isinstance(flags[flag], bool):
+            raise ConfigError(f"{key}.{flag}: must be true or false, got {flags[flag]!r}")
+    return CameraConfig(
+        cam_id, source, name.strip(), width, fps, quality, rotate, flags["autostart"], flags["loop"]
+    )
+
+
+def _camera_id(raw: Any, key: str) -> int:
+    text = str(raw).strip()
+    if not text.isdigit() or len(text) > 6:
+        raise ConfigError(f"{key}: camera id must be an integer from 0 to 999999, got {raw!r}")
+    return int(text)
+
+
+def parse_camera_list(text: str, key: str = "LIVECAM_CAMERAS") -> dict[int, Any]:
+    """Parse ``0,5=rtsp://host/s,6=testsrc`` into ``{id: source}``."""
+    result: dict[int, Any] = {}
+    for entry in text.split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        raw_id, sep, source = entry.partition("=")
+        cam_id = _camera_id(raw_id, key)
+        if cam_id in result:
+            raise ConfigError(f"{key}: duplicate camera id {cam_id}")
+        result[cam_id] = source.strip() if sep else cam_id
+    if not result:
+        raise ConfigError(f"{key}: names no camera")
+    return result
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the TOML configuration file, turning every failure into a ConfigError."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"LIVECAM_CONFIG: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"LIVECAM_CONFIG: {path} is not valid TOML: {exc}") from None
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Collect ``LIVECAM_*`` variables as settings; unknown ones are logged, not fatal."""
+    layer: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key in TOP_KEYS:
+            layer[key] = value
+        elif key not in ENV_ONLY:
+            layer.setdefault("_unknown", []).append(name)
+    return layer
+
+
+def _merge_cameras(base: Mapping[str, Any], override: Any, key: str) -> dict[str, Any]:
+    """Apply a camera layer: a list string (env) picks cameras and sources, a table replaces."""
+    if isinstance(override, str):
+        chosen = parse_camera_list(override, key)
+        tables = {}
+        for cam_id, source in chosen.items():
+            table = dict(base.get(str(cam_id), {}))
+            table["source"] = source
+            tables[str(cam_id)] = table
+        return tables
+    if not isinstance(override, Mapping):
+        raise ConfigError(f"{key}: must be a table of cameras or a comma list")
+    return {str(k): v for k, v in override.items()}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    discover: Any = None,
+) -> Settings:
+    """Build validated Settings from file, environment and overrides, in that order."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    cameras: dict[str, Any] | None = None
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    path = (overrides or {}).get("config_file") or environ.get("LIVECAM_CONFIG")
+    if path:
+        layers.append(("", read_toml(path)))
+    env = _env_layer(environ)
+    for name in env.pop("_unknown", []):
+        log.warning("ignoring unknown environment variable %s", name)
+    layers.append(("LIVECAM_", env))
+    if overrides:
+        layers.append(("", {k: v for k, v in overrides.items() if k != "config_file"}))
+    for prefix, layer in layers:
+        for key, value in layer.items():
+            label = f"{prefix}{key.upper()}" if prefix else key
+            if key not in TOP_KEYS:
+                raise ConfigError(f"{label}: unknown key")
+            if key == "cameras":
+                cameras = _merge_cameras(cameras or {}, value, label)
+            else:
+                merged[key] = (label, value)
+    return _validate(merged, cameras, discover)
+
+
+def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: Any) -> Settings:
+    values: dict[str, Any] = {}
+    for key in ("bind", "control_token", "view_token", "state_dir"):
+        if key in merged:
+            label, value = merged[key]
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{label}: must be a non-empty string")
+            values[key] = value.strip()
+    if "threads" in merged:
+        label, value = merged["threads"]
+        if isinstance(value, str):
+            if not value.strip().isdigit():
+                raise ConfigError(f"{label}: must be an integer, got {value!r}")
+            value = int(value)
+        values["threads"] = _integer(value, label, 1, 4096)
+    discovered = cameras is None
+    if cameras is None:
+        cameras = _discovered_cameras(discover)
+    configs: dict[int, CameraConfig] = {}
+    devices: dict[Any, int] = {}
+    for raw_id, table in cameras.items():
+        cam_id = _camera_id(raw_id, f"cameras.{raw_id}")
+        if cam_id in configs:
+            raise ConfigError(f"cameras.{raw_id}: duplicate camera id {cam_id}")
+        camera = _camera(cam_id, table, f"cameras.{raw_id}")
+        if camera.source.kind == "device":
+            other = devices.setdefault(camera.source.target, cam_id)
+            if other != cam_id:
+                raise ConfigError(
+                    f"cameras.{raw_id}.source: device {camera.source.target} is already camera {other}"
+                )
+        configs[cam_id] = camera
+    return Settings(cameras=dict(sorted(configs.items())), discovered=discovered, **values)
+
+
+def _discovered_cameras(discover: Any) -> dict[str, Any]:
+    """Zero configuration: every V4L2 capture device, else one test pattern, all autostarted."""
+    if discover is None:
+        from .sources import discover_devices
+
+        discover = discover_devices
+    indexes = discover()
+    if indexes:
+        return {str(i): {"source": i, "autostart": True} for i in indexes}
+    return {"0": {"source": "testsrc", "autostart": True}}
+
+
+def state_dir(settings: Settings) -> Path:
+    """Where livecam keeps state: the setting, else $XDG_STATE_HOME/livecam or ~/.local/state."""
+    if settings.state_dir:
+        return Path(settings.state_dir)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
+    return Path(base) / "livecam"

@@ -1,0 +1,255 @@
+"""Open a camera's source (V4L2 device, URL, file or test pattern) behind one small interface.
+
+A source is used by exactly one capture thread, which opens it, calls ``grab()`` for every
+frame (cheap: advance to the newest frame) and ``retrieve()`` only for frames someone will
+see (expensive: decode), and finally ``release()``. OpenCV captures are not thread-safe, so
+nothing else may touch a source.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import os
+import re
+import struct
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+
+from .config import SourceSpec
+from .pattern import TestPattern
+
+log = logging.getLogger(__name__)
+
+OPEN_TIMEOUT_MS = 5000
+# A network camera that sends nothing for this long is treated as lost.
+READ_TIMEOUT_MS = 3000
+
+# VIDIOC_QUERYCAP = _IOR('V', 0, struct v4l2_capability), a 104-byte struct.
+VIDIOC_QUERYCAP = 0x80685600
+V4L2_CAP_VIDEO_CAPTURE = 0x00000001
+V4L2_CAP_VIDEO_CAPTURE_MPLANE = 0x00001000
+V4L2_CAP_DEVICE_CAPS = 0x80000000
+
+
+class SourceError(Exception):
+    """The source cannot be opened or stopped delivering frames; the message says why."""
+
+
+class Source(Protocol):
+    """What the capture thread needs from a source."""
+
+    width: int
+    height: int
+
+    def grab(self) -> bool:
+        """Advance to the next frame, without decoding it where possible."""
+
+    def retrieve(self) -> np.ndarray | None:
+        """Decode the frame last grabbed."""
+
+    def release(self) -> None:
+        """Let go of the device, connection or file."""
+
+
+def redact(source: str) -> str:
+    """Hide the password of a URL (``rtsp://user:secret@host``) for logs and status."""
+    try:
+        parts = urlsplit(source)
+    except ValueError:
+        return source
+    if parts.password is None:
+        return source
+    netloc = f"{parts.username}:***@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class CaptureSource:
+    """An OpenCV capture (device, URL or file), optionally paced and looped like a live feed."""
+
+    def __init__(
+        self,
+        cap: cv2.VideoCapture,
+        stop: threading.Event,
+        pace_fps: float | None = None,
+        reopen: Callable[[], cv2.VideoCapture] | None = None,
+    ) -> None:
+        self._cap = cap
+        self._stop = stop
+        self._interval = 1.0 / pace_fps if pace_fps else 0.0
+        self._next = time.monotonic()
+        self._reopen = reopen
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            cap.release()
+            raise SourceError("opened, but no frame arrived")
+        self.height, self.width = frame.shape[:2]
+        # The frame read to learn the size is the first one grab()/retrieve() hand out.
+        self._held: np.ndarray | None = frame
+        self._held_fresh = True
+
+    def grab(self) -> bool:
+        """Advance one frame; a file is paced at its own rate and loops when asked."""
+        if self._held_fresh:
+            self._held_fresh = False
+            return True
+        self._held = None
+        if self._interval:
+            # A file has no clock of its own: play it at its frame rate, not decode speed.
+            self._next = max(self._next + self._interval, time.monotonic() - self._interval)
+            delay = self._next - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return False
+        if self._cap.grab():
+            return True
+        if self._reopen is None:
+            return False
+        self._cap.release()
+        self._cap = self._reopen()
+        return self._cap.isOpened() and self._cap.grab()
+
+    def retrieve(self) -> np.ndarray | None:
+        """Decode the frame last grabbed."""
+        if self._held is not None:
+            return self._held
+        ok, frame = self._cap.retrieve()
+        return frame if ok else None
+
+    def release(self) -> None:
+        """Release the OpenCV capture."""
+        self._cap.release()
+
+
+class PatternSource:
+    """The built-in test pattern: frames are counted at the pattern's rate, drawn on demand."""
+
+    def __init__(self, spec: SourceSpec, name: str, stop: threading.Event) -> None:
+        self.width, self.height = spec.width, spec.height
+        self._pattern = TestPattern(spec.width, spec.height, name)
+        self._interval = 1.0 / spec.fps
+        self._stop = stop
+        self._next = time.monotonic()
+        self._count = -1
+
+    def grab(self) -> bool:
+        """Wait for the next frame time; cost nothing else, so an unwatched pattern is free."""
+        now = time.monotonic()
+        self._next = max(self._next + self._interval, now)
+        delay = self._next - now
+        if delay > 0 and self._stop.wait(delay):
+            return False
+        self._count += 1
+        return True
+
+    def retrieve(self) -> np.ndarray:
+        """Draw the current frame."""
+        return self._pattern.render(self._count)
+
+    def release(self) -> None:
+        """Nothing to release."""
+
+
+def _open_device(target: int | str, width: int | None) -> cv2.VideoCapture:
+    """Open a V4L2 device asking for MJPG (before the size, as drivers require) and one buffer."""
+    cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
+    if not cap.isOpened():
+        raise SourceError(f"cannot open V4L2 device {target}")
+    cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+    if width:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    # One buffer: the newest frame, not one from a queue filled while nobody read.
+    cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    return cap
+
+
+def _open_ffmpeg(target: str) -> cv2.VideoCapture:
+    """Open a URL or file with FFmpeg, with timeouts so a dead camera cannot hang the thread."""
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+        OPEN_TIMEOUT_MS,
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+        READ_TIMEOUT_MS,
+    ]
+    return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+
+
+def open_source(
+    spec: SourceSpec,
+    name: str,
+    stop: threading.Event,
+    width: int | None = None,
+    loop: bool = True,
+) -> Source:
+    """Open ``spec`` for the calling capture thread, or raise SourceError saying why."""
+    if spec.kind == "testsrc":
+        return PatternSource(spec, name, stop)
+    if spec.kind == "device":
+        source = CaptureSource(_open_device(spec.target, width), stop)
+        if width and source.width != width:
+            log.info("%s: device %s delivers %dx%d", name, spec.target, source.width, source.height)
+        return source
+    target = str(spec.target)
+    if spec.kind == "file":
+        if not os.path.isfile(target):
+            raise SourceError(f"no such file: {target}")
+        cap = _open_ffmpeg(target)
+        if not cap.isOpened():
+            raise SourceError(f"cannot read video file {target}")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if not (math.isfinite(fps) and 0.1 <= fps <= 240):
+            fps = 25.0
+        reopen = (lambda: _open_ffmpeg(target)) if loop else None
+        return CaptureSource(cap, stop, pace_fps=fps, reopen=reopen)
+    cap = _open_ffmpeg(target)
+    if not cap.isOpened():
+        raise SourceError(f"cannot open {redact(target)}")
+    return CaptureSource(cap, stop)
+
+
+def _querycap(path: str) -> bytes:
+    """Ask a V4L2 node for its capabilities (the VIDIOC_QUERYCAP ioctl)."""
+    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        return bytes(fcntl.ioctl(fd, VIDIOC_QUERYCAP, bytearray(104)))
+    finally:
+        os.close(fd)
+
+
+def can_capture(caps: bytes) -> bool:
+    """Tell from a v4l2_capability struct whether the node captures video (not metadata)."""
+    capabilities, device_caps = struct.unpack_from("<II", caps, 84)
+    if capabilities & V4L2_CAP_DEVICE_CAPS:
+        capabilities = device_caps
+    return bool(capabilities & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_CAPTURE_MPLANE))
+
+
+def card_name(caps: bytes) -> str:
+    """The device's own name from a v4l2_capability struct."""
+    return caps[16:48].split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def discover_devices(
+    dev: str | os.PathLike[str] = "/dev", querycap: Callable[[str], bytes] = _querycap
+) -> list[int]:
+    """Indexes of the V4L2 nodes under ``dev`` that can capture video, in order."""
+    found = []
+    for node in Path(dev).glob("video*"):
+        match = re.fullmatch(r"video(\d+)", node.name)
+        if not match:
+            continue
+        try:
+            if can_capture(querycap(str(node))):
+                found.append(int(match.group(1)))
+        except OSError as exc:
+            log.info("skipping %s: %s", node, exc.strerror or exc)
+    return sorted(found)

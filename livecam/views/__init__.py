@@ -1,0 +1,1 @@
+"""HTTP views: the per-camera Blueprint and the dashboard."""

@@ -1,0 +1,108 @@
+"""The camera Blueprint: registered once per camera as ``camera<ID>`` under ``/cameras/<ID>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, redirect, request, url_for
+from werkzeug.exceptions import NotFound
+
+from ..capture import Camera, CameraBusy
+from ..errors import json_error
+from ..mjpeg import CONTENT_TYPE, STREAM_HEADERS, stream
+
+bp = Blueprint("camera", __name__)
+
+ACTIONS = ("status", "toggle", "start", "stop", "stream", "snapshot")
+
+
+def get_camera(camera_id: int) -> Camera:
+    """The camera this Blueprint registration serves.
+
+    :raise 404: no such camera (only reachable if the registry changed under the app).
+    """
+    camera = current_app.extensions["livecam"].get(camera_id)
+    if camera is None:
+        raise NotFound(f"no camera {camera_id}")
+    return camera
+
+
+def record(camera: Camera) -> dict[str, Any]:
+    """The camera's JSON record with the URLs of its routes."""
+    data = camera.status()
+    data["urls"] = {action: url_for(f"camera{camera.id}.{action}") for action in ACTIONS}
+    return data
+
+
+def _wants_html() -> bool:
+    """Whether the client is a browser form (it names text/html) rather than an API client."""
+    return any(mime == "text/html" and q > 0 for mime, q in request.accept_mimetypes)
+
+
+def _control(camera_id: int, action: str) -> Response:
+    """Apply start, stop or toggle; answer a browser with a redirect, anyone else with JSON."""
+    camera = get_camera(camera_id)
+    try:
+        getattr(camera, action)()
+    except CameraBusy as exc:
+        return json_error(503, str(exc), **{"Retry-After": "1"})
+    if action == "toggle" and _wants_html():
+        return redirect(url_for("dashboard.index", _anchor=f"camera-{camera.id}"), code=303)
+    return jsonify(record(camera))
+
+
+@bp.get("")
+def status(camera_id: int) -> Response:
+    """The camera's JSON record."""
+    return jsonify(record(get_camera(camera_id)))
+
+
+@bp.post("/toggle")
+def toggle(camera_id: int) -> Response:
+    """Flip the camera on or off."""
+    return _control(camera_id, "toggle")
+
+
+@bp.post("/start")
+def start(camera_id: int) -> Response:
+    """Switch the camera on (idempotent)."""
+    return _control(camera_id, "start")
+
+
+@bp.post("/stop")
+def stop(camera_id: int) -> Response:
+    """Switch the camera off (idempotent); its streams end."""
+    return _control(camera_id, "stop")
+
+
+@bp.get("/stream.mjpg", endpoint="stream")
+def stream_mjpg(camera_id: int) -> Response:
+    """The live MJPEG stream.
+
+    :raise 503: the camera is off.
+    """
+    camera = get_camera(camera_id)
+    if not camera.is_on:
+        return json_error(503, f"camera {camera_id} is off")
+    body = stream(camera.broadcaster)
+    return Response(body, content_type=CONTENT_TYPE, headers=STREAM_HEADERS, direct_passthrough=True)
+
+
+@bp.get("/snapshot.jpg")
+def snapshot(camera_id: int) -> Response:
+    """One fresh frame as a JPEG.
+
+    :raise 503: the camera is off or its source is failing.
+    """
+    camera = get_camera(camera_id)
+    if not camera.is_on:
+        return json_error(503, f"camera {camera_id} is off")
+    frame = camera.snapshot()
+    if frame is None:
+        reason = camera.error or "no frame arrived in time"
+        return json_error(503, f"camera {camera_id} has no picture: {reason}", **{"Retry-After": "1"})
+    response = Response(frame.jpeg, content_type="image/jpeg")
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Disposition"] = f'inline; filename="camera{camera_id}.jpg"'
+    response.headers["X-Timestamp"] = f"{frame.timestamp:.6f}"
+    return response

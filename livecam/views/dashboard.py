@@ -1,0 +1,31 @@
+"""The dashboard page, the camera list and the health check."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, render_template
+
+from .camera import record
+
+bp = Blueprint("dashboard", __name__)
+
+
+@bp.get("/")
+def index() -> str:
+    """Every camera with its live view, state and on/off button."""
+    registry = current_app.extensions["livecam"]
+    return render_template("dashboard.html", cameras=[record(camera) for camera in registry])
+
+
+@bp.get("/cameras")
+def cameras() -> Response:
+    """Every camera's JSON record."""
+    return jsonify([record(camera) for camera in current_app.extensions["livecam"]])
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    """Answer 200 while the app is up, with a count of cameras by state."""
+    states: dict[str, int] = {}
+    for camera in current_app.extensions["livecam"]:
+        states[camera.state] = states.get(camera.state, 0) + 1
+    return jsonify(status="ok", cameras=states)

@@ -1,0 +1,3 @@
+from livecam import create_app
+
+app = create_app()

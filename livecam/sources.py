@@ -138,7 +138,7 @@ class PatternSource:
         self._pattern = TestPattern(spec.width, spec.height, name)
         self._interval = 1.0 / spec.fps
         self._stop = stop
-        self._next = time.monotonic()
+        self._next = time.monotonic() - self._interval  # the first frame is due at once
         self._count = -1
 
     def grab(self) -> bool:

@@ -1,0 +1,81 @@
+"""Fixtures: apps whose cameras are all stopped and joined at teardown, real sources."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from flask import Flask
+
+from livecam import create_app
+
+from camera_server import MjpegCamera
+from helpers import capture_threads
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's own LIVECAM_* settings out of the tests."""
+    for name in list(os.environ):
+        if name.startswith("LIVECAM_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Flask]]:
+    """Build apps; at teardown stop every camera and check no capture thread is left."""
+    apps: list[Flask] = []
+
+    def factory(config: dict[str, Any]) -> Flask:
+        app = create_app({"TESTING": True, **config})
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["livecam"].shutdown()
+    assert capture_threads() == []
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """Two small test-pattern cameras: 0 on at boot, 1 off."""
+    return make_app(
+        {
+            "cameras": {
+                "0": {"source": "testsrc:160x120@30", "name": "Bench", "autostart": True},
+                "1": {"source": "testsrc:160x120@30", "name": "Door"},
+            }
+        }
+    )
+
+
+@pytest.fixture
+def client(app: Flask):
+    return app.test_client()
+
+
+@pytest.fixture
+def mjpeg_camera() -> Iterator[MjpegCamera]:
+    """A real HTTP MJPEG camera on loopback, 320x240 at 30 fps."""
+    camera = MjpegCamera(320, 240, 30).start()
+    yield camera
+    camera.stop()
+
+
+@pytest.fixture(scope="session")
+def video_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 24-frame 160x120 video file at 50 fps, each frame distinct."""
+    path = tmp_path_factory.mktemp("video") / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 50.0, (160, 120))
+    assert writer.isOpened()
+    for number in range(24):
+        image = np.full((120, 160, 3), number * 10, np.uint8)
+        writer.write(image)
+    writer.release()
+    return path

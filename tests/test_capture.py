@@ -1,0 +1,218 @@
+"""The capture thread on real sources: states, control, encode-on-demand, caps, faults."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from camera_server import MjpegCamera
+from helpers import capture_threads, decode
+from livecam.broadcast import Frame
+from livecam.capture import Camera
+from livecam.config import CameraConfig, parse_source
+from livecam.sources import Source, open_source
+
+
+@pytest.fixture
+def make_camera() -> Iterator[Callable[..., Camera]]:
+    """Cameras that are stopped and joined at teardown."""
+    cameras: list[Camera] = []
+
+    def factory(source: object, opener: Callable[..., Source] = open_source, **settings: object) -> Camera:
+        settings.setdefault("name", "Test")
+        config = CameraConfig(id=len(cameras), source=parse_source(source, "source"), **settings)
+        cameras.append(Camera(config, opener))
+        return cameras[-1]
+
+    yield factory
+    for camera in cameras:
+        camera.stop()
+    assert capture_threads() == []
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll a condition on a camera's state, bounded by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def next_frames(camera: Camera, count: int) -> list[Frame]:
+    """Watch ``count`` new frames as a viewer would."""
+    broadcaster = camera.broadcaster
+    result: list[Frame] = []
+    with broadcaster.watching():
+        seq = broadcaster.latest.seq if broadcaster.latest else 0
+        while len(result) < count:
+            frame = broadcaster.wait_next(seq, 5)
+            assert frame is not None, "no frame within 5 s"
+            result.append(frame)
+            seq = frame.seq
+    return result
+
+
+def test_start_stop_toggle_are_idempotent(make_camera: Callable[..., Camera]) -> None:
+    camera = make_camera("testsrc:64x48@30")
+    assert camera.state == "off"
+    camera.start()
+    camera.start()
+    assert [t.name for t in capture_threads()] == ["livecam-capture-0"]
+    assert wait_for(lambda: camera.state == "on")
+    camera.stop()
+    camera.stop()
+    assert camera.state == "off"
+    assert capture_threads() == []  # stop returns after the thread has ended
+    camera.toggle()
+    assert camera.is_on
+    camera.toggle()
+    assert not camera.is_on and capture_threads() == []
+
+
+def test_frames_are_encoded_only_while_watched(make_camera: Callable[..., Camera]) -> None:
+    camera = make_camera("testsrc:64x48@60")
+    camera.start()
+    assert wait_for(lambda: camera.frames >= 10)
+    assert camera.encoded == 0  # nobody watching: frames are counted, never drawn or encoded
+    frames = next_frames(camera, 5)
+    assert [f.seq for f in frames] == list(range(frames[0].seq, frames[0].seq + 5))
+    assert camera.encoded >= 5
+    assert decode(frames[-1].jpeg).shape == (48, 64, 3)
+    assert frames[-1].timestamp <= time.time()
+
+
+def test_status_record(make_camera: Callable[..., Camera]) -> None:
+    camera = make_camera("testsrc:64x48@30", width=32, rotate=90)
+    record = camera.status()
+    assert record["state"] == "off" and record["width"] is None and record["viewers"] == 0
+    camera.start()
+    assert wait_for(lambda: camera.state == "on" and camera.fps > 0)
+    record = camera.status()
+    assert (record["width"], record["height"]) == (24, 32)
+    assert record["kind"] == "testsrc" and record["test_pattern"]
+    assert record["frames"] > 0 and record["error"] is None
+
+
+def test_resize_and_rotation(make_camera: Callable[..., Camera]) -> None:
+    camera = make_camera("testsrc:160x120@30", width=80, rotate=90, quality=50)
+    camera.start()
+    image = decode(next_frames(camera, 1)[0].jpeg)
+    assert image.shape == (80, 60, 3)  # 160x120 -> 80x60 -> rotated to 60 wide, 80 high
+    assert (camera.size) == (60, 80)
+
+
+def test_fps_cap_drops_frames(make_camera: Callable[..., Camera]) -> None:
+    camera = make_camera("testsrc:64x48@60", fps=15)
+    camera.start()
+    frames = next_frames(camera, 8)
+    assert camera.dropped > 0
+    span = frames[-1].timestamp - frames[0].timestamp
+    # Seven intervals of the 15 fps cap, never the source's 60 fps.
+    assert span >= 7 / 15 * 0.7
+
+
+def test_snapshot_is_fresh_and_none_while_off(make_camera: Callable[..., Camera]) -> None:
+    camera = make_camera("testsrc:64x48@30")
+    assert camera.snapshot(timeout=0.2) is None
+    camera.start()
+    frame = camera.snapshot()
+    assert frame is not None and not frame.placeholder
+    assert frame.age < 1
+    assert camera.broadcaster.wanted is False  # the snapshot no longer asks for frames
+
+
+def test_video_file_source(make_camera: Callable[..., Camera], video_file: Path) -> None:
+    camera = make_camera(str(video_file))
+    camera.start()
+    frames = next_frames(camera, 3)
+    assert decode(frames[0].jpeg).shape == (120, 160, 3)
+
+
+def test_stop_releases_an_http_camera_and_start_reopens_it(
+    make_camera: Callable[..., Camera], mjpeg_camera: MjpegCamera
+) -> None:
+    camera = make_camera(mjpeg_camera.url)
+    camera.start()
+    assert mjpeg_camera.wait_connections(1)
+    assert wait_for(lambda: camera.state == "on")
+    camera.stop()
+    assert mjpeg_camera.connections == 0 or mjpeg_camera.wait_connections(0)
+    camera.start()
+    assert mjpeg_camera.wait_connections(1)
+    assert decode(next_frames(camera, 1)[0].jpeg).shape == (240, 320, 3)
+
+
+def test_lost_source_shows_no_signal_then_recovers(
+    make_camera: Callable[..., Camera], mjpeg_camera: MjpegCamera
+) -> None:
+    camera = make_camera(mjpeg_camera.url, name="Yard")
+    camera.start()
+    broadcaster = camera.broadcaster
+    with broadcaster.watching():
+        first = broadcaster.wait_next(0, 10)
+        assert first is not None and not first.placeholder
+        mjpeg_camera.stop()  # the camera loses power
+        seq, placeholder = first.seq, None
+        deadline = time.monotonic() + 10
+        while placeholder is None and time.monotonic() < deadline:
+            frame = broadcaster.wait_next(seq, 2)
+            if frame is not None:
+                seq = frame.seq
+                placeholder = frame if frame.placeholder else None
+        assert placeholder is not None, "no placeholder while the source was down"
+        assert camera.state == "error" and camera.error
+        assert decode(placeholder.jpeg).shape == (240, 320, 3)  # the camera's own size
+        mjpeg_camera.start()  # back on the same port
+        live = None
+        deadline = time.monotonic() + 15
+        while live is None and time.monotonic() < deadline:
+            frame = broadcaster.wait_next(seq, 2)
+            if frame is not None:
+                seq = frame.seq
+                live = None if frame.placeholder else frame
+        assert live is not None, "live frames did not resume"
+    assert camera.state == "on" and camera.errors >= 1
+
+
+def test_concurrent_control_never_opens_twice(
+    make_camera: Callable[..., Camera], mjpeg_camera: MjpegCamera
+) -> None:
+    lock = threading.Lock()
+    open_now = peak = opened = 0
+
+    def counting_opener(*args: object, **kwargs: object) -> Source:
+        """The real opener, counting sources open at the same time."""
+        nonlocal open_now, peak, opened
+        source = open_source(*args, **kwargs)
+        release = source.release
+        with lock:
+            open_now += 1
+            opened += 1
+            peak = max(peak, open_now)
+
+        def counted_release() -> None:
+            nonlocal open_now
+            with lock:
+                open_now -= 1
+            release()
+
+        source.release = counted_release
+        return source
+
+    camera = make_camera(mjpeg_camera.url, opener=counting_opener)
+    workers = [
+        threading.Thread(target=getattr(camera, ("toggle", "start", "stop")[i % 3])) for i in range(60)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    assert peak == 1 and opened >= 1
+    assert len(capture_threads()) == (1 if camera.is_on else 0)
+    assert camera.state in (("starting", "on") if camera.is_on else ("off",))

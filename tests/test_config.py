@@ -1,0 +1,141 @@
+"""Settings: layers, camera lists, zero configuration and every kind of bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from livecam.config import ConfigError, load_settings, parse_camera_list, parse_source
+
+
+def test_zero_config_without_devices_serves_an_autostarted_test_pattern() -> None:
+    settings = load_settings(environ={}, discover=lambda: [])
+    assert settings.discovered
+    assert list(settings.cameras) == [0]
+    camera = settings.cameras[0]
+    assert camera.source.kind == "testsrc"
+    assert camera.autostart
+    assert camera.name == "Test pattern"
+
+
+def test_zero_config_registers_every_capture_device() -> None:
+    settings = load_settings(environ={}, discover=lambda: [0, 2])
+    assert list(settings.cameras) == [0, 2]
+    assert settings.cameras[2].source.kind == "device"
+    assert settings.cameras[2].source.target == 2
+
+
+def test_environment_camera_list() -> None:
+    environ = {"LIVECAM_CAMERAS": "0, 5=rtsp://u:p@host/s,6=testsrc:320x240@10,7=/videos/a.mp4"}
+    cameras = load_settings(environ=environ).cameras
+    assert [(c.id, c.source.kind) for c in cameras.values()] == [
+        (0, "device"),
+        (5, "url"),
+        (6, "testsrc"),
+        (7, "file"),
+    ]
+    assert (cameras[6].source.width, cameras[6].source.height, cameras[6].source.fps) == (320, 240, 10)
+    assert not cameras[0].autostart  # configured cameras are off until switched on
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "livecam.toml"
+    path.write_text(
+        'bind = "127.0.0.1:9000"\n'
+        '[cameras.0]\nname = "Workbench"\nwidth = 320\nfps = 15\nquality = 70\nrotate = 90\nautostart = true\n'
+        '[cameras.5]\nsource = "http://127.0.0.1:8091/cam.mjpg"\n'
+    )
+    settings = load_settings(environ={"LIVECAM_CONFIG": str(path)})
+    assert settings.bind == "127.0.0.1:9000"
+    workbench = settings.cameras[0]
+    assert (workbench.name, workbench.width, workbench.fps, workbench.quality, workbench.rotate) == (
+        "Workbench",
+        320,
+        15.0,
+        70,
+        90,
+    )
+    assert workbench.source.kind == "device" and workbench.source.target == 0
+    assert settings.cameras[5].source.kind == "url"
+
+    # The environment wins: it picks the cameras, and the file still names them.
+    environ = {"LIVECAM_CONFIG": str(path), "LIVECAM_CAMERAS": "0=testsrc,9", "LIVECAM_BIND": "127.0.0.1:9100"}
+    settings = load_settings(environ=environ)
+    assert settings.bind == "127.0.0.1:9100"
+    assert list(settings.cameras) == [0, 9]
+    assert settings.cameras[0].name == "Workbench"
+    assert settings.cameras[0].source.kind == "testsrc"
+
+
+def test_overrides_come_last() -> None:
+    settings = load_settings(environ={"LIVECAM_THREADS": "50"}, overrides={"threads": 8})
+    assert settings.threads == 8
+
+
+def test_unknown_environment_variable_is_only_logged(caplog: pytest.LogCaptureFixture) -> None:
+    load_settings(environ={"LIVECAM_CAMERAS": "0", "LIVECAM_TYPO": "1"})
+    assert "LIVECAM_TYPO" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("toml", "environ", "key"),
+    [
+        ('[cameras.0]\nqualty = 80\n', {}, "cameras.0.qualty: unknown key"),
+        ('colour = "red"\n', {}, "colour: unknown key"),
+        ('[cameras.0]\nquality = 0\n', {}, "cameras.0.quality: must be from 1 to 100"),
+        ('[cameras.0]\nquality = "high"\n', {}, "cameras.0.quality: must be an integer"),
+        ('[cameras.0]\nrotate = 45\n', {}, "cameras.0.rotate: must be one of 0, 90, 180, 270"),
+        ('[cameras.0]\nfps = 0\n', {}, "cameras.0.fps: must be above 0"),
+        ('[cameras.0]\nfps = "fast"\n', {}, "cameras.0.fps: must be a number"),
+        ('[cameras.0]\nwidth = 8\n', {}, "cameras.0.width: must be from 16 to 7680"),
+        ('[cameras.0]\nautostart = "yes"\n', {}, "cameras.0.autostart: must be true or false"),
+        ('[cameras.0]\nname = ""\n', {}, "cameras.0.name: must be a non-empty string"),
+        ('[cameras.0]\nsource = "testsrc:big"\n', {}, "cameras.0.source: expected testsrc"),
+        ('[cameras.0]\nsource = 1.5\n', {}, "cameras.0.source: must be a device index"),
+        ('[cameras.x]\n', {}, "cameras.x: camera id must be an integer"),
+        ('[cameras.0]\n[cameras.1]\nsource = 0\n', {}, "cameras.1.source: device 0 is already camera 0"),
+        ('cameras = 3\n', {}, "cameras: must be a table"),
+        ('threads = 0\n', {}, "threads: must be from 1 to 4096"),
+        ('bind = 8000\n', {}, "bind: must be a non-empty string"),
+        ("[cameras.0\n", {}, "is not valid TOML"),
+        ("", {"LIVECAM_CAMERAS": "0,0=testsrc"}, "LIVECAM_CAMERAS: duplicate camera id 0"),
+        ("", {"LIVECAM_CAMERAS": "-1"}, "LIVECAM_CAMERAS: camera id must be an integer"),
+        ("", {"LIVECAM_CAMERAS": ","}, "LIVECAM_CAMERAS: names no camera"),
+        ("", {"LIVECAM_THREADS": "many"}, "LIVECAM_THREADS: must be an integer"),
+    ],
+)
+def test_bad_configuration_names_the_key(tmp_path: Path, toml: str, environ: dict, key: str) -> None:
+    path = tmp_path / "livecam.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"LIVECAM_CONFIG": str(path), **environ}, discover=lambda: [])
+    message = str(info.value)
+    assert key in message
+    assert "\n" not in message
+
+
+def test_unreadable_file_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^LIVECAM_CONFIG: cannot read .*missing\.toml"):
+        load_settings(environ={"LIVECAM_CONFIG": str(tmp_path / "missing.toml")})
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "target"),
+    [
+        (3, "device", 3),
+        ("3", "device", 3),
+        ("/dev/video2", "device", "/dev/video2"),
+        ("/dev/v4l/by-id/usb-cam-video-index0", "device", "/dev/v4l/by-id/usb-cam-video-index0"),
+        ("rtsp://host/stream", "url", "rtsp://host/stream"),
+        ("/videos/a.mp4", "file", "/videos/a.mp4"),
+        ("testsrc", "testsrc", ""),
+    ],
+)
+def test_parse_source(value: object, kind: str, target: object) -> None:
+    spec = parse_source(value, "source")
+    assert (spec.kind, spec.target) == (kind, target)
+
+
+def test_camera_list_keeps_urls_with_equals_signs() -> None:
+    assert parse_camera_list("4=http://h/cam?a=1&b=2") == {4: "http://h/cam?a=1&b=2"}

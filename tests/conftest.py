@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from flask import Flask
 
-from livecam import create_app
-
 from camera_server import MjpegCamera
 from helpers import capture_threads
+from livecam import create_app
 
 
 @pytest.fixture(autouse=True)

@@ -43,7 +43,8 @@ def test_file_then_environment(tmp_path: Path) -> None:
     path = tmp_path / "livecam.toml"
     path.write_text(
         'bind = "127.0.0.1:9000"\n'
-        '[cameras.0]\nname = "Workbench"\nwidth = 320\nfps = 15\nquality = 70\nrotate = 90\nautostart = true\n'
+        '[cameras.0]\nname = "Workbench"\nwidth = 320\nfps = 15\n'
+        "quality = 70\nrotate = 90\nautostart = true\n"
         '[cameras.5]\nsource = "http://127.0.0.1:8091/cam.mjpg"\n'
     )
     settings = load_settings(environ={"LIVECAM_CONFIG": str(path)})
@@ -60,7 +61,11 @@ def test_file_then_environment(tmp_path: Path) -> None:
     assert settings.cameras[5].source.kind == "url"
 
     # The environment wins: it picks the cameras, and the file still names them.
-    environ = {"LIVECAM_CONFIG": str(path), "LIVECAM_CAMERAS": "0=testsrc,9", "LIVECAM_BIND": "127.0.0.1:9100"}
+    environ = {
+        "LIVECAM_CONFIG": str(path),
+        "LIVECAM_CAMERAS": "0=testsrc,9",
+        "LIVECAM_BIND": "127.0.0.1:9100",
+    }
     settings = load_settings(environ=environ)
     assert settings.bind == "127.0.0.1:9100"
     assert list(settings.cameras) == [0, 9]
@@ -81,23 +86,23 @@ def test_unknown_environment_variable_is_only_logged(caplog: pytest.LogCaptureFi
 @pytest.mark.parametrize(
     ("toml", "environ", "key"),
     [
-        ('[cameras.0]\nqualty = 80\n', {}, "cameras.0.qualty: unknown key"),
+        ("[cameras.0]\nqualty = 80\n", {}, "cameras.0.qualty: unknown key"),
         ('colour = "red"\n', {}, "colour: unknown key"),
-        ('[cameras.0]\nquality = 0\n', {}, "cameras.0.quality: must be from 1 to 100"),
+        ("[cameras.0]\nquality = 0\n", {}, "cameras.0.quality: must be from 1 to 100"),
         ('[cameras.0]\nquality = "high"\n', {}, "cameras.0.quality: must be an integer"),
-        ('[cameras.0]\nrotate = 45\n', {}, "cameras.0.rotate: must be one of 0, 90, 180, 270"),
-        ('[cameras.0]\nfps = 0\n', {}, "cameras.0.fps: must be above 0"),
+        ("[cameras.0]\nrotate = 45\n", {}, "cameras.0.rotate: must be one of 0, 90, 180, 270"),
+        ("[cameras.0]\nfps = 0\n", {}, "cameras.0.fps: must be above 0"),
         ('[cameras.0]\nfps = "fast"\n', {}, "cameras.0.fps: must be a number"),
-        ('[cameras.0]\nwidth = 8\n', {}, "cameras.0.width: must be from 16 to 7680"),
+        ("[cameras.0]\nwidth = 8\n", {}, "cameras.0.width: must be from 16 to 7680"),
         ('[cameras.0]\nautostart = "yes"\n', {}, "cameras.0.autostart: must be true or false"),
         ('[cameras.0]\nname = ""\n', {}, "cameras.0.name: must be a non-empty string"),
         ('[cameras.0]\nsource = "testsrc:big"\n', {}, "cameras.0.source: expected testsrc"),
-        ('[cameras.0]\nsource = 1.5\n', {}, "cameras.0.source: must be a device index"),
-        ('[cameras.x]\n', {}, "cameras.x: camera id must be an integer"),
-        ('[cameras.0]\n[cameras.1]\nsource = 0\n', {}, "cameras.1.source: device 0 is already camera 0"),
-        ('cameras = 3\n', {}, "cameras: must be a table"),
-        ('threads = 0\n', {}, "threads: must be from 1 to 4096"),
-        ('bind = 8000\n', {}, "bind: must be a non-empty string"),
+        ("[cameras.0]\nsource = 1.5\n", {}, "cameras.0.source: must be a device index"),
+        ("[cameras.x]\n", {}, "cameras.x: camera id must be an integer"),
+        ("[cameras.0]\n[cameras.1]\nsource = 0\n", {}, "cameras.1.source: device 0 is already camera 0"),
+        ("cameras = 3\n", {}, "cameras: must be a table"),
+        ("threads = 0\n", {}, "threads: must be from 1 to 4096"),
+        ("bind = 8000\n", {}, "bind: must be a non-empty string"),
         ("[cameras.0\n", {}, "is not valid TOML"),
         ("", {"LIVECAM_CAMERAS": "0,0=testsrc"}, "LIVECAM_CAMERAS: duplicate camera id 0"),
         ("", {"LIVECAM_CAMERAS": "-1"}, "LIVECAM_CAMERAS: camera id must be an integer"),

@@ -13,7 +13,9 @@ def test_status_record(client) -> None:
     response = client.get("/cameras/0")
     assert response.status_code == 200
     record = response.json
-    assert {"id", "name", "source", "state", "fps", "width", "height", "viewers", "frames", "error"} <= set(record)
+    assert {"id", "name", "source", "state", "fps", "width", "height", "viewers", "frames", "error"} <= set(
+        record
+    )
     assert record["id"] == 0 and record["name"] == "Bench"
     assert record["urls"]["stream"] == "/cameras/0/stream.mjpg"
 
@@ -34,7 +36,9 @@ def test_start_and_stop_are_idempotent(client) -> None:
 
 
 def test_toggle_answers_a_browser_form_with_a_redirect(client) -> None:
-    response = client.post("/cameras/1/toggle", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    response = client.post(
+        "/cameras/1/toggle", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    )
     assert response.status_code == 303
     assert response.headers["Location"] == "/#camera-1"
     assert client.get("/cameras/1").json["state"] in ("starting", "on")
@@ -114,7 +118,12 @@ def test_unknown_camera_is_a_json_404(client, path: str) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/cameras/0/toggle"), ("DELETE", "/cameras/0"), ("POST", "/cameras/0/stream.mjpg"), ("PUT", "/")],
+    [
+        ("GET", "/cameras/0/toggle"),
+        ("DELETE", "/cameras/0"),
+        ("POST", "/cameras/0/stream.mjpg"),
+        ("PUT", "/"),
+    ],
 )
 def test_wrong_method_is_a_json_405(client, method: str, path: str) -> None:
     response = client.open(path, method=method)

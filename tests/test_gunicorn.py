@@ -1,0 +1,238 @@
+"""End to end: real gunicorn from gunicorn.conf.py, a real HTTP camera, clients on sockets."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from camera_server import MjpegCamera
+from helpers import Part, decode, read_parts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A gunicorn process serving livecam on a loopback port."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+        command += ["--bind", f"127.0.0.1:{self.port}", *args]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
+        self.process = subprocess.Popen(command, cwd=ROOT, env={**full_env, **env}, stderr=self.log)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the app answers its health check (bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            try:
+                if self.request("GET", "/healthz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("gunicorn did not become ready:\n" + self.output())
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, headers=headers or {"Accept": "application/json"})
+            response = conn.getresponse()
+            body = response.read()
+            return response.status, json.loads(body) if body else {}
+        finally:
+            conn.close()
+
+    def open_stream(self, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        return conn, response
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.log.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    """Start gunicorn servers; each is stopped (and killed if need be) at teardown."""
+    (ROOT / "test-artifacts").mkdir(exist_ok=True)
+    servers: list[Server] = []
+
+    def start(env: dict[str, str], *args: str, ready: bool = True) -> Server:
+        server = Server(env, *args)
+        servers.append(server)
+        if ready:
+            server.wait_ready()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def livecam(serve: Callable[..., Server], mjpeg_camera: MjpegCamera) -> Server:
+    """livecam under gunicorn with camera 1 an HTTP camera and camera 2 a test pattern."""
+    return serve({"LIVECAM_CAMERAS": f"1={mjpeg_camera.url},2=testsrc:160x120@15"})
+
+
+def read_for(parts: Iterator[Part], seconds: float) -> list[Part]:
+    """Read parts for about ``seconds``."""
+    result = []
+    deadline = time.monotonic() + seconds
+    for part in parts:
+        result.append(part)
+        if time.monotonic() >= deadline:
+            break
+    return result
+
+
+def test_stream_delivers_new_valid_frames_at_the_source_rate(livecam: Server) -> None:
+    assert livecam.request("POST", "/cameras/1/start")[0] == 200
+    conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+    assert response.getheader("Content-Type") == "multipart/x-mixed-replace; boundary=frame"
+    assert response.getheader("X-Accel-Buffering") == "no"
+    stream = read_parts(response)
+    read_for(stream, 0.5)  # let the source settle
+    parts = read_for(stream, 2.0)
+    conn.close()
+    stamps = [float(p.headers["x-timestamp"]) for p in parts]
+    assert len(stamps) == len(set(stamps)), "a frame was sent twice"
+    assert all(decode(p.body).shape == (240, 320, 3) for p in parts)
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    assert 20 <= rate <= 36, f"{rate:.1f} fps from a 30 fps camera"
+    status = livecam.request("GET", "/cameras/1")[1]
+    assert status["state"] == "on" and 20 <= status["fps"] <= 36
+
+
+def test_two_viewers_cost_one_encode_per_frame(livecam: Server) -> None:
+    livecam.request("POST", "/cameras/1/start")
+    streams = [livecam.open_stream("/cameras/1/stream.mjpg") for _ in range(2)]
+    readers_parts = [read_parts(response) for _, response in streams]
+    for parts in readers_parts:
+        read_for(parts, 0.3)
+    assert livecam.request("GET", "/cameras/1")[1]["viewers"] == 2
+    before = livecam.request("GET", "/cameras/1")[1]["encoded"]
+    seen: list[set[float]] = [set(), set()]
+
+    def watch(index: int) -> None:
+        for part in read_for(readers_parts[index], 2.0):
+            seen[index].add(float(part.headers["x-timestamp"]))
+
+    readers = [threading.Thread(target=watch, args=(i,)) for i in range(2)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(20)
+    after = livecam.request("GET", "/cameras/1")[1]["encoded"]
+    for conn, _ in streams:
+        conn.close()
+    shared = seen[0] & seen[1]
+    assert len(shared) >= 30, "the two viewers did not get the same frames"
+    # Every frame either viewer saw was encoded once: the count grew by one per frame, not two.
+    assert after - before < len(seen[0] | seen[1]) + 10
+    assert after - before >= len(shared)
+
+
+def test_viewer_count_returns_to_zero_when_clients_vanish(livecam: Server) -> None:
+    livecam.request("POST", "/cameras/2/start")
+    for _ in range(3):
+        conn, response = livecam.open_stream("/cameras/2/stream.mjpg")
+        read_for(read_parts(response), 0.1)
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+    deadline = time.monotonic() + 10
+    while livecam.request("GET", "/cameras/2")[1]["viewers"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert livecam.request("GET", "/cameras/2")[1]["viewers"] == 0
+
+
+def test_toggle_off_ends_stream_and_releases_source_then_resumes(
+    livecam: Server, mjpeg_camera: MjpegCamera
+) -> None:
+    assert livecam.request("POST", "/cameras/1/toggle")[1]["state"] in ("starting", "on")
+    assert mjpeg_camera.wait_connections(1)
+    conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+    parts = read_parts(response)
+    next(parts)
+    status, record = livecam.request("POST", "/cameras/1/toggle")
+    assert (status, record["state"]) == (200, "off")
+    assert list(parts) == []  # the stream ends (a hang would hit the socket timeout)
+    conn.close()
+    assert mjpeg_camera.wait_connections(0), "the source connection stayed open"
+    status, _ = livecam.request("GET", "/cameras/1/stream.mjpg")
+    assert status == 503
+    livecam.request("POST", "/cameras/1/toggle")
+    conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+    assert decode(next(read_parts(response)).body).shape == (240, 320, 3)
+    conn.close()
+
+
+def test_dashboard_form_post_redirects(livecam: Server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", livecam.port, timeout=10)
+    conn.request("POST", "/cameras/2/toggle", headers={"Accept": "text/html"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status == 303
+    assert response.getheader("Location").endswith("/#camera-2")
+
+
+def test_sigterm_stops_gunicorn_and_releases_every_camera(livecam: Server, mjpeg_camera: MjpegCamera) -> None:
+    livecam.request("POST", "/cameras/1/start")
+    livecam.request("POST", "/cameras/2/start")
+    conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+    parts = read_parts(response)
+    next(parts)
+    livecam.process.send_signal(signal.SIGTERM)
+    assert list(parts) == []  # the open stream ends instead of holding the worker
+    conn.close()
+    assert livecam.process.wait(15) == 0
+    assert mjpeg_camera.wait_connections(0)
+    log = livecam.output()
+    assert "stopped 2 camera(s)" in log
+    assert "Traceback" not in log
+
+
+def test_bad_configuration_stops_startup_with_one_line(serve: Callable[..., Server]) -> None:
+    server = serve({"LIVECAM_CAMERAS": "0,0=testsrc"}, ready=False)
+    assert server.process.wait(20) != 0
+    lines = server.output().strip().splitlines()
+    assert lines == ["livecam: configuration error: LIVECAM_CAMERAS: duplicate camera id 0"]
+
+
+def test_more_than_one_worker_is_refused(serve: Callable[..., Server]) -> None:
+    server = serve({"LIVECAM_CAMERAS": "0=testsrc"}, "--workers", "2", ready=False)
+    assert server.process.wait(20) != 0
+    assert "refusing to start with 2 workers" in server.output()

@@ -17,6 +17,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -238,18 +239,40 @@ def card_name(caps: bytes) -> str:
     return caps[16:48].split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def discover_devices(
+@dataclass(frozen=True)
+class Device:
+    """A V4L2 node that captures video."""
+
+    index: int
+    path: str
+    name: str
+    by_id: str | None  # the stable /dev/v4l/by-id link, when udev made one
+
+
+def list_devices(
     dev: str | os.PathLike[str] = "/dev", querycap: Callable[[str], bytes] = _querycap
-) -> list[int]:
-    """Indexes of the V4L2 nodes under ``dev`` that can capture video, in order."""
+) -> list[Device]:
+    """The V4L2 nodes under ``dev`` that can capture video (not metadata nodes), by index."""
+    links = {os.path.realpath(link): str(link) for link in Path(dev, "v4l", "by-id").glob("*")}
     found = []
     for node in Path(dev).glob("video*"):
         match = re.fullmatch(r"video(\d+)", node.name)
         if not match:
             continue
         try:
-            if can_capture(querycap(str(node))):
-                found.append(int(match.group(1)))
+            caps = querycap(str(node))
         except OSError as exc:
             log.info("skipping %s: %s", node, exc.strerror or exc)
-    return sorted(found)
+            continue
+        if can_capture(caps):
+            found.append(
+                Device(int(match.group(1)), str(node), card_name(caps), links.get(os.path.realpath(node)))
+            )
+    return sorted(found, key=lambda device: device.index)
+
+
+def discover_devices(
+    dev: str | os.PathLike[str] = "/dev", querycap: Callable[[str], bytes] = _querycap
+) -> list[int]:
+    """Indexes of the V4L2 nodes under ``dev`` that can capture video, in order."""
+    return [device.index for device in list_devices(dev, querycap)]

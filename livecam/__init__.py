@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors
 from .config import load_settings
@@ -47,6 +48,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             name=f"camera{cam.id}",
             url_prefix=f"/cameras/{cam.id}",
             url_defaults={"camera_id": cam.id},
+        )
+    hops = registry.settings.proxy_hops
+    if hops:
+        # Trust X-Forwarded-For/Proto/Host/Port/Prefix only from the proxies really there, so
+        # every URL livecam builds is right under the proxy's host and sub-path.
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
         )
     registry.autostart()
     # Release devices at interpreter exit too (the dev server); gunicorn's hooks do it sooner.

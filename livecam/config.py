@@ -25,7 +25,7 @@ TESTSRC_RE = re.compile(r"^testsrc(?::(\d{1,5})x(\d{1,5})(?:@(\d{1,3}(?:\.\d+)?)
 DEVICE_PATH_RE = re.compile(r"^/dev/(video\d+|v4l/.+)$")
 
 # Top-level settings that can also come from the environment (LIVECAM_<NAME upper>).
-TOP_KEYS = ("cameras", "bind", "threads", "control_token", "view_token", "state_dir")
+TOP_KEYS = ("cameras", "bind", "threads", "proxy_hops", "control_token", "view_token", "state_dir")
 ENV_ONLY = ("config",)
 CAMERA_KEYS = ("name", "source", "width", "fps", "quality", "rotate", "autostart", "loop")
 
@@ -72,6 +72,7 @@ class Settings:
     cameras: dict[int, CameraConfig]
     bind: str = DEFAULT_BIND
     threads: int = DEFAULT_THREADS
+    proxy_hops: int = 0  # how many reverse proxies in front of livecam set X-Forwarded-*
     control_token: str | None = None
     view_token: str | None = None
     state_dir: str | None = None
@@ -260,13 +261,14 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{label}: must be a non-empty string")
             values[key] = value.strip()
-    if "threads" in merged:
-        label, value = merged["threads"]
-        if isinstance(value, str):
-            if not value.strip().isdigit():
-                raise ConfigError(f"{label}: must be an integer, got {value!r}")
-            value = int(value)
-        values["threads"] = _integer(value, label, 1, 4096)
+    for key, low, high in (("threads", 1, 4096), ("proxy_hops", 0, 10)):
+        if key in merged:
+            label, value = merged[key]
+            if isinstance(value, str):
+                if not value.strip().isdigit():
+                    raise ConfigError(f"{label}: must be an integer, got {value!r}")
+                value = int(value)
+            values[key] = _integer(value, label, low, high)
     discovered = cameras is None
     if cameras is None:
         cameras = _discovered_cameras(discover)

@@ -108,6 +108,7 @@ def test_unknown_environment_variable_is_only_logged(caplog: pytest.LogCaptureFi
         ("", {"LIVECAM_CAMERAS": "-1"}, "LIVECAM_CAMERAS: camera id must be an integer"),
         ("", {"LIVECAM_CAMERAS": ","}, "LIVECAM_CAMERAS: names no camera"),
         ("", {"LIVECAM_THREADS": "many"}, "LIVECAM_THREADS: must be an integer"),
+        ("", {"LIVECAM_PROXY_HOPS": "11"}, "LIVECAM_PROXY_HOPS: must be from 0 to 10"),
     ],
 )
 def test_bad_configuration_names_the_key(tmp_path: Path, toml: str, environ: dict, key: str) -> None:

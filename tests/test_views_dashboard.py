@@ -57,3 +57,25 @@ def test_healthz(client) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.json["status"] == "ok"
+
+
+def test_every_url_follows_the_proxy_sub_path(make_app) -> None:
+    app = make_app({"proxy_hops": 1, "cameras": {"0": {"source": "testsrc:32x24@5", "autostart": True}}})
+    client = app.test_client()
+    proxy = {
+        "X-Forwarded-Prefix": "/livecam",
+        "X-Forwarded-Host": "cams.example",
+        "X-Forwarded-Proto": "https",
+    }
+    tags = parse(client.get("/", headers=proxy).get_data(as_text=True))
+    urls = [attrs.get("href") or attrs.get("src") or attrs.get("action") for _, attrs in tags]
+    urls = [url for url in urls if url]
+    assert urls and all(url.startswith("/livecam/") for url in urls), urls
+    response = client.post("/cameras/0/toggle", headers={**proxy, "Accept": "text/html"})
+    assert response.headers["Location"] == "/livecam/#camera-0"
+    assert client.get("/cameras/0", headers=proxy).json["urls"]["stream"] == "/livecam/cameras/0/stream.mjpg"
+
+
+def test_forwarded_headers_are_ignored_without_a_proxy(client) -> None:
+    html = client.get("/", headers={"X-Forwarded-Prefix": "/evil"}).get_data(as_text=True)
+    assert "/evil" not in html

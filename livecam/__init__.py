@@ -56,7 +56,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
         )
-    registry.autostart()
+    registry.restore()
     # Release devices at interpreter exit too (the dev server); gunicorn's hooks do it sooner.
     ref = weakref.ref(registry)
     atexit.register(lambda: (r := ref()) is not None and r.shutdown())

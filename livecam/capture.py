@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 STATES = ("off", "starting", "on", "error")
 STOP_TIMEOUT = 5.0  # longest a stop waits for the thread; a healthy source stops in one frame
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 10.0
+# While someone watches the placeholder, retry at least this often: a camera that comes back
+# must be live again within two seconds, whatever the backoff has grown to.
+WATCHED_RETRY = 1.5
 PLACEHOLDER_INTERVAL = 1.0
 SNAPSHOT_FRESH = 0.25  # a frame younger than this is fresh enough for a snapshot
 SNAPSHOT_TIMEOUT = 3.0
@@ -321,12 +324,19 @@ class Camera:
         self.encoded += 1
         return buffer.tobytes()
 
+    def _default_size(self) -> tuple[int, int]:
+        """A 4:3 size for a placeholder shown before the source ever delivered a frame."""
+        width = self.config.width or 640
+        return width, width * 3 // 4
+
     def _show_no_signal(self, stop: threading.Event, broadcaster: Broadcaster, delay: float) -> None:
         """Wait ``delay`` before the next attempt, showing viewers a placeholder each second."""
-        deadline = time.monotonic() + delay
+        start = time.monotonic()
+        deadline = start + delay
         while not stop.is_set():
             if broadcaster.wanted:
-                width, height = self.size or (self.config.width or 640, (self.config.width or 640) * 3 // 4)
+                deadline = min(deadline, start + WATCHED_RETRY)
+                width, height = self.size or self._default_size()
                 image = no_signal(width, height, self.config.name, self.error or "", self.since)
                 jpeg = self._encode(image)
                 now = time.time()

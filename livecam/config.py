@@ -25,7 +25,16 @@ TESTSRC_RE = re.compile(r"^testsrc(?::(\d{1,5})x(\d{1,5})(?:@(\d{1,3}(?:\.\d+)?)
 DEVICE_PATH_RE = re.compile(r"^/dev/(video\d+|v4l/.+)$")
 
 # Top-level settings that can also come from the environment (LIVECAM_<NAME upper>).
-TOP_KEYS = ("cameras", "bind", "threads", "proxy_hops", "control_token", "view_token", "state_dir")
+TOP_KEYS = (
+    "cameras",
+    "bind",
+    "threads",
+    "proxy_hops",
+    "send_timeout",
+    "control_token",
+    "view_token",
+    "state_dir",
+)
 ENV_ONLY = ("config",)
 CAMERA_KEYS = ("name", "source", "width", "fps", "quality", "rotate", "autostart", "loop")
 
@@ -73,6 +82,7 @@ class Settings:
     bind: str = DEFAULT_BIND
     threads: int = DEFAULT_THREADS
     proxy_hops: int = 0  # how many reverse proxies in front of livecam set X-Forwarded-*
+    send_timeout: int = 20  # seconds a stream viewer may take to accept one frame
     control_token: str | None = None
     view_token: str | None = None
     state_dir: str | None = None
@@ -261,7 +271,7 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{label}: must be a non-empty string")
             values[key] = value.strip()
-    for key, low, high in (("threads", 1, 4096), ("proxy_hops", 0, 10)):
+    for key, low, high in (("threads", 1, 4096), ("proxy_hops", 0, 10), ("send_timeout", 1, 3600)):
         if key in merged:
             label, value = merged[key]
             if isinstance(value, str):
@@ -301,7 +311,7 @@ def _discovered_cameras(discover: Any) -> dict[str, Any]:
     return {"0": {"source": "testsrc", "autostart": True}}
 
 
-def state_dir(settings: Settings) -> Path:
+def state_directory(settings: Settings) -> Path:
     """Where livecam keeps state: the setting, else $XDG_STATE_HOME/livecam or ~/.local/state."""
     if settings.state_dir:
         return Path(settings.state_dir)

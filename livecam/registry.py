@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 
+from . import state
 from .capture import Camera
-from .config import Settings
+from .config import Settings, state_directory
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +18,9 @@ class Registry:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.state_dir = state_directory(settings)
         self._cameras = {cam_id: Camera(config) for cam_id, config in settings.cameras.items()}
+        self._save_lock = threading.Lock()
 
     def get(self, cam_id: int) -> Camera | None:
         """The camera with this id, or None."""
@@ -28,11 +32,19 @@ class Registry:
     def __len__(self) -> int:
         return len(self._cameras)
 
-    def autostart(self) -> None:
-        """Start every camera configured to start at boot."""
+    def restore(self) -> None:
+        """Switch on the cameras that were on before a restart, else those set to autostart."""
+        saved = state.load(self.state_dir) or {}
         for camera in self:
-            if camera.config.autostart:
+            if saved.get(camera.id, camera.config.autostart):
                 camera.start()
+
+    def control(self, camera: Camera, action: str) -> None:
+        """Apply ``start``, ``stop`` or ``toggle`` to a camera and remember the outcome."""
+        getattr(camera, action)()
+        with self._save_lock:
+            # Read the switches under the lock: the last writer always saves the latest state.
+            state.save(self.state_dir, {c.id: c.is_on for c in self})
 
     def shutdown(self) -> None:
         """Stop every camera: end all streams at once, then wait for each source's release."""

@@ -26,12 +26,12 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def make_app() -> Iterator[Callable[..., Flask]]:
+def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
     """Build apps; at teardown stop every camera and check no capture thread is left."""
     apps: list[Flask] = []
 
     def factory(config: dict[str, Any]) -> Flask:
-        app = create_app({"TESTING": True, **config})
+        app = create_app({"TESTING": True, "state_dir": str(tmp_path / "state"), **config})
         apps.append(app)
         return app
 

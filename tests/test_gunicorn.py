@@ -31,12 +31,13 @@ def free_port() -> int:
 class Server:
     """A gunicorn process serving livecam on a loopback port."""
 
-    def __init__(self, env: dict[str, str], *args: str) -> None:
+    def __init__(self, env: dict[str, str], state_dir: Path, *args: str) -> None:
         self.port = free_port()
         self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
         command += ["--bind", f"127.0.0.1:{self.port}", *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
+        full_env["LIVECAM_STATE_DIR"] = str(state_dir)
         self.process = subprocess.Popen(command, cwd=ROOT, env={**full_env, **env}, stderr=self.log)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
@@ -84,13 +85,13 @@ class Server:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., Server]]:
-    """Start gunicorn servers; each is stopped (and killed if need be) at teardown."""
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start gunicorn servers sharing one state directory; each is stopped at teardown."""
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
     servers: list[Server] = []
 
     def start(env: dict[str, str], *args: str, ready: bool = True) -> Server:
-        server = Server(env, *args)
+        server = Server(env, tmp_path / "state", *args)
         servers.append(server)
         if ready:
             server.wait_ready()

@@ -43,7 +43,7 @@ def _control(camera_id: int, action: str) -> Response:
     """Apply start, stop or toggle; answer a browser with a redirect, anyone else with JSON."""
     camera = get_camera(camera_id)
     try:
-        getattr(camera, action)()
+        current_app.extensions["livecam"].control(camera, action)
     except CameraBusy as exc:
         return json_error(503, str(exc), **{"Retry-After": "1"})
     if action == "toggle" and _wants_html():
@@ -84,6 +84,11 @@ def stream_mjpg(camera_id: int) -> Response:
     camera = get_camera(camera_id)
     if not camera.is_on:
         return json_error(503, f"camera {camera_id} is off")
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None:
+        # A viewer that stops reading fills its socket buffer; without a timeout the write
+        # would block its thread forever. gunicorn resets the socket mode after the response.
+        sock.settimeout(current_app.extensions["livecam"].settings.send_timeout)
     body = stream(camera.broadcaster)
     return Response(body, content_type=CONTENT_TYPE, headers=STREAM_HEADERS, direct_passthrough=True)
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import cv2
 import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def capture_threads() -> list[threading.Thread]:
@@ -85,3 +96,98 @@ def read_parts(stream: Readable, boundary: bytes = b"frame") -> Iterator[Part]:
         closing = stream.read(len(boundary) + 6)
         assert closing == b"\r\n--" + boundary + b"\r\n", closing
         yield Part(headers, body)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, every: float = 0.05) -> bool:
+    """Poll a condition that has no event to wait on (state seen from outside), bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """Threads and resident memory (kB) of a process, from /proc/PID/status."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {"threads": int(fields["Threads"]), "rss_kb": int(fields["VmRSS"].split()[0])}
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A gunicorn process serving livecam on a loopback port."""
+
+    def __init__(self, env: dict[str, str], state_dir: Path, *args: str) -> None:
+        self.port = free_port()
+        self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+        command += ["--bind", f"127.0.0.1:{self.port}", *args]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
+        full_env["LIVECAM_STATE_DIR"] = str(state_dir)
+        self.process = subprocess.Popen(command, cwd=ROOT, env={**full_env, **env}, stderr=self.log)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until the app answers its health check (bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            try:
+                if self.request("GET", "/healthz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("gunicorn did not become ready:\n" + self.output())
+
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+        """One request; the status and the JSON body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, headers=headers or {"Accept": "application/json"})
+            response = conn.getresponse()
+            body = response.read()
+            return response.status, json.loads(body) if body else {}
+        finally:
+            conn.close()
+
+    def record(self, cam_id: int) -> dict:
+        """A camera's status record."""
+        status, body = self.request("GET", f"/cameras/{cam_id}")
+        assert status == 200, body
+        return body
+
+    def worker_pid(self) -> int:
+        """The pid of the (single) gunicorn worker."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
+    def open_stream(self, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Open a stream and check it answered 200."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        return conn, response
+
+    def output(self) -> str:
+        """What gunicorn wrote to stderr so far."""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.log.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import capture_threads, decode
+from helpers import capture_threads, decode, wait_for
 from livecam.broadcast import Frame
 from livecam.capture import Camera
 from livecam.config import CameraConfig, parse_source
@@ -32,16 +32,6 @@ def make_camera() -> Iterator[Callable[..., Camera]]:
     for camera in cameras:
         camera.stop()
     assert capture_threads() == []
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll a condition on a camera's state, bounded by ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def next_frames(camera: Camera, count: int) -> list[Frame]:

@@ -3,103 +3,16 @@
 from __future__ import annotations
 
 import http.client
-import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import Part, decode, read_parts
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A gunicorn process serving livecam on a loopback port."""
-
-    def __init__(self, env: dict[str, str], state_dir: Path, *args: str) -> None:
-        self.port = free_port()
-        self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
-        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-        command += ["--bind", f"127.0.0.1:{self.port}", *args]
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
-        full_env["LIVECAM_STATE_DIR"] = str(state_dir)
-        self.process = subprocess.Popen(command, cwd=ROOT, env={**full_env, **env}, stderr=self.log)
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        """Wait until the app answers its health check (bounded)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output()
-            try:
-                if self.request("GET", "/healthz")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("gunicorn did not become ready:\n" + self.output())
-
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, headers=headers or {"Accept": "application/json"})
-            response = conn.getresponse()
-            body = response.read()
-            return response.status, json.loads(body) if body else {}
-        finally:
-            conn.close()
-
-    def open_stream(self, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        conn.request("GET", path)
-        response = conn.getresponse()
-        assert response.status == 200, response.read()
-        return conn, response
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.log.close()
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start gunicorn servers sharing one state directory; each is stopped at teardown."""
-    (ROOT / "test-artifacts").mkdir(exist_ok=True)
-    servers: list[Server] = []
-
-    def start(env: dict[str, str], *args: str, ready: bool = True) -> Server:
-        server = Server(env, tmp_path / "state", *args)
-        servers.append(server)
-        if ready:
-            server.wait_ready()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+from helpers import Part, Server, decode, read_parts
 
 
 @pytest.fixture

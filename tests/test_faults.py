@@ -1,0 +1,250 @@
+"""Real faults against real gunicorn: dead and hung cameras, stuck and vanishing clients,
+racing switches, restarts, signals and hostile requests."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from camera_server import MjpegCamera
+from helpers import ROOT, Part, Server, decode, free_port, proc_status, read_parts, wait_for
+
+
+def is_placeholder(part: Part) -> bool:
+    """The "no signal" image is a flat dark grey; the test camera's frames are colourful."""
+    image = decode(part.body)
+    return float(np.median(image[..., 2])) < 60
+
+
+@pytest.fixture
+def camera_process() -> Iterator[Callable[[], subprocess.Popen]]:
+    """Start tests/camera_server.py as its own process on one fixed port; kill it at teardown."""
+    port = free_port()
+    processes: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        command = [sys.executable, str(ROOT / "tests" / "camera_server.py"), "--port", str(port)]
+        process = subprocess.Popen([*command, "--size", "320x240"], stdout=subprocess.PIPE)
+        assert process.stdout.readline().startswith(b"http://127.0.0.1:")  # listening
+        processes.append(process)
+        return process
+
+    start.url = f"http://127.0.0.1:{port}/cam.mjpg"
+    yield start
+    for process in processes:
+        process.kill()
+        process.wait(10)
+        process.stdout.close()
+
+
+def test_killed_camera_shows_no_signal_then_live_video_on_the_same_connection(
+    serve: Callable[..., Server], camera_process
+) -> None:
+    camera = camera_process()
+    livecam = serve({"LIVECAM_CAMERAS": f"1={camera_process.url}"})
+    livecam.request("POST", "/cameras/1/start")
+    conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+    parts = read_parts(response)
+    assert not is_placeholder(next(parts))
+    camera.kill()  # the camera dies mid-stream
+    camera.wait(10)
+    placeholder = next(part for part in parts if is_placeholder(part))
+    assert decode(placeholder.body).shape == (240, 320, 3)  # the camera's own frame size
+    record = livecam.record(1)
+    assert record["state"] == "error" and record["error"]
+    camera_process()  # the camera is back
+    returned = time.monotonic()
+    live = next(part for part in parts if not is_placeholder(part))
+    assert decode(live.body).shape == (240, 320, 3)
+    # Within two seconds of the return (a generous bound: this is not a benchmark).
+    assert time.monotonic() - returned < 4
+    assert livecam.record(1)["state"] == "on"
+    conn.close()
+
+
+def test_hung_camera_is_detected_and_recovers(
+    serve: Callable[..., Server], mjpeg_camera: MjpegCamera
+) -> None:
+    livecam = serve({"LIVECAM_CAMERAS": f"1={mjpeg_camera.url}"})
+    livecam.request("POST", "/cameras/1/start")
+    conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+    parts = read_parts(response)
+    next(parts)
+    mjpeg_camera.stall()  # connection open, no frames
+    assert is_placeholder(next(part for part in parts if is_placeholder(part)))
+    assert livecam.record(1)["state"] == "error"
+    mjpeg_camera.resume()
+    assert not is_placeholder(next(part for part in parts if not is_placeholder(part)))
+    conn.close()
+
+
+def test_stuck_viewer_is_cut_off_and_others_keep_their_rate(serve: Callable[..., Server]) -> None:
+    # Big frames fill the socket buffers quickly; a two-second send timeout keeps the test short.
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:1280x720@20", "LIVECAM_SEND_TIMEOUT": "2"})
+    livecam.request("POST", "/cameras/0/start")
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", livecam.port))
+    stuck.sendall(b"GET /cameras/0/stream.mjpg HTTP/1.1\r\nHost: t\r\n\r\n")  # and never read
+    conn, response = livecam.open_stream("/cameras/0/stream.mjpg")
+    parts = read_parts(response)
+    assert wait_for(lambda: livecam.record(0)["viewers"] == 2)
+    stamps = []
+    deadline = time.monotonic() + 4
+    for part in parts:
+        stamps.append(float(part.headers["x-timestamp"]))
+        if time.monotonic() > deadline:
+            break
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    assert rate > 12, f"the normal viewer fell to {rate:.1f} fps beside a stuck one"
+    assert wait_for(lambda: livecam.record(0)["viewers"] == 1, timeout=30), (
+        "the stuck viewer was never cut off"
+    )
+    conn.close()
+    stuck.close()
+
+
+def test_connect_disconnect_cycles_leak_nothing(serve: Callable[..., Server]) -> None:
+    # A pool of 8 threads: a viewer thread that was never freed would soon make connects hang.
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:320x240@30", "LIVECAM_THREADS": "8"})
+    livecam.request("POST", "/cameras/0/start")
+
+    def cycle(count: int) -> None:
+        for number in range(count):
+            conn, response = livecam.open_stream("/cameras/0/stream.mjpg")
+            next(read_parts(response))
+            if number % 2:
+                conn.sock.shutdown(socket.SHUT_RDWR)  # vanish without a goodbye
+            conn.close()
+        assert wait_for(lambda: livecam.record(0)["viewers"] == 0)
+
+    cycle(20)  # warm up: thread pool, caches, allocator
+    before = proc_status(livecam.worker_pid())
+    cycle(120)
+    after = proc_status(livecam.worker_pid())
+    # Main thread, gunicorn's own, one capture thread, and at most the pool.
+    assert after["threads"] <= 8 + 5, (before, after)
+    assert after["rss_kb"] - before["rss_kb"] < 8 * 1024, (before, after)
+
+
+def test_racing_switches_never_fail_and_the_record_is_true(serve: Callable[..., Server]) -> None:
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@30"})
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def hammer(worker: int) -> None:
+        for number in range(15):
+            action = ("toggle", "start", "stop")[(worker + number) % 3]
+            status, _ = livecam.request("POST", f"/cameras/0/{action}")
+            with lock:
+                statuses.append(status)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(statuses) == 300
+    assert set(statuses) <= {200, 503}, sorted(set(statuses))
+    record = livecam.record(0)
+    stream_status = livecam.request("GET", "/cameras/0/snapshot.jpg", {"Accept": "*/*"})[0]
+    if record["state"] == "off":
+        assert stream_status == 503
+    else:
+        assert stream_status == 200
+    last = livecam.request("POST", "/cameras/0/stop")[1]
+    assert last["state"] == "off"
+
+
+def test_switches_survive_a_restart(serve: Callable[..., Server]) -> None:
+    env = {"LIVECAM_CAMERAS": "0=testsrc:160x120@10,1=testsrc:160x120@10"}
+    first = serve(env)
+    first.request("POST", "/cameras/1/toggle")
+    first.stop()
+    second = serve(env)
+    assert [second.record(i)["state"] != "off" for i in (0, 1)] == [False, True]
+
+
+def test_hup_restarts_the_worker_and_keeps_cameras_on(serve: Callable[..., Server]) -> None:
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@10"})
+    livecam.request("POST", "/cameras/0/start")
+    old_worker = livecam.worker_pid()
+    livecam.process.send_signal(signal.SIGHUP)
+
+    def new_worker_on() -> bool:
+        try:
+            return livecam.worker_pid() != old_worker and livecam.record(0)["state"] == "on"
+        except (AssertionError, OSError):
+            return False
+
+    assert wait_for(new_worker_on, timeout=20)
+
+
+def test_sigint_releases_cameras_and_exits(serve: Callable[..., Server], mjpeg_camera: MjpegCamera) -> None:
+    livecam = serve({"LIVECAM_CAMERAS": f"1={mjpeg_camera.url}"})
+    livecam.request("POST", "/cameras/1/start")
+    assert mjpeg_camera.wait_connections(1)
+    livecam.process.send_signal(signal.SIGINT)
+    assert livecam.process.wait(15) == 0
+    assert mjpeg_camera.wait_connections(0)
+
+
+def raw_exchange(port: int, payload: bytes, half_close: bool = False) -> bytes:
+    """Send raw bytes and read whatever comes back until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    ("payload", "half_close"),
+    [
+        (b"GET /cameras/0?" + b"a" * 10000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", False),
+        (b"GET /cameras/0 HTTP/1.1\r\nHost: t\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", False),
+        (b"GET /cameras/0/stream.mjpg HTTP/1.1\r\nHo", True),  # half a request, then half-closed
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64) + b"\r\n\r\n", False),  # TLS on HTTP
+        (b"GET /cameras/%ff%fe HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", False),
+        (b"POST /cameras/0/toggle HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999\r\n\r\nx", True),
+    ],
+)
+def test_hostile_requests_never_get_a_500(
+    serve: Callable[..., Server], payload: bytes, half_close: bool
+) -> None:
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@10"})
+    answer = raw_exchange(livecam.port, payload, half_close)
+    assert not answer.startswith(b"HTTP/1.1 5"), answer[:200]
+    assert livecam.request("GET", "/healthz")[0] == 200
+    assert "Traceback" not in livecam.output()
+
+
+def test_unknown_ids_over_the_wire(serve: Callable[..., Server]) -> None:
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@10"})
+    for path in ("/cameras/-1", "/cameras/99999999999999999999", "/cameras/abc", "/cameras/0x1"):
+        status, body = livecam.request("GET", path)
+        assert (status, "error" in body) == (404, True)
+    status, body = livecam.request("PATCH", "/cameras/0/toggle")
+    assert (status, "error" in body) == (405, True)
+
+
+def test_state_file_is_written_atomically(serve: Callable[..., Server], tmp_path: Path) -> None:
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@10"})
+    livecam.request("POST", "/cameras/0/start")
+    files = sorted(p.name for p in (tmp_path / "state").iterdir())
+    assert files == ["cameras.json"]

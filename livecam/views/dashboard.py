@@ -29,3 +29,10 @@ def healthz() -> Response:
     for camera in current_app.extensions["livecam"]:
         states[camera.state] = states.get(camera.state, 0) + 1
     return jsonify(status="ok", cameras=states)
+
+
+@bp.get("/openapi.yaml")
+def openapi() -> Response:
+    """The OpenAPI document describing every route."""
+    with current_app.open_resource("openapi.yaml") as handle:
+        return Response(handle.read(), content_type="application/yaml")

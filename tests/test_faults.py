@@ -98,6 +98,7 @@ def test_stuck_viewer_is_cut_off_and_others_keep_their_rate(serve: Callable[...,
     conn, response = livecam.open_stream("/cameras/0/stream.mjpg")
     parts = read_parts(response)
     assert wait_for(lambda: livecam.record(0)["viewers"] == 2)
+    memory_before = proc_status(livecam.worker_pid())["rss_kb"]
     stamps = []
     deadline = time.monotonic() + 4
     for part in parts:
@@ -106,6 +107,8 @@ def test_stuck_viewer_is_cut_off_and_others_keep_their_rate(serve: Callable[...,
             break
     rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
     assert rate > 12, f"the normal viewer fell to {rate:.1f} fps beside a stuck one"
+    # No queue builds up for the stuck viewer: memory stays flat while it is connected.
+    assert proc_status(livecam.worker_pid())["rss_kb"] - memory_before < 8 * 1024
     assert wait_for(lambda: livecam.record(0)["viewers"] == 1, timeout=30), (
         "the stuck viewer was never cut off"
     )

@@ -98,6 +98,17 @@ def read_parts(stream: Readable, boundary: bytes = b"frame") -> Iterator[Part]:
         yield Part(headers, body)
 
 
+def read_for(parts: Iterator[Part], seconds: float) -> list[Part]:
+    """Read parts for about ``seconds``."""
+    result = []
+    deadline = time.monotonic() + seconds
+    for part in parts:
+        result.append(part)
+        if time.monotonic() >= deadline:
+            break
+    return result
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, every: float = 0.05) -> bool:
     """Poll a condition that has no event to wait on (state seen from outside), bounded."""
     deadline = time.monotonic() + timeout

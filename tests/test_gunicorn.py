@@ -7,29 +7,18 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import Part, Server, decode, read_parts
+from helpers import Server, decode, read_for, read_parts
 
 
 @pytest.fixture
 def livecam(serve: Callable[..., Server], mjpeg_camera: MjpegCamera) -> Server:
     """livecam under gunicorn with camera 1 an HTTP camera and camera 2 a test pattern."""
     return serve({"LIVECAM_CAMERAS": f"1={mjpeg_camera.url},2=testsrc:160x120@15"})
-
-
-def read_for(parts: Iterator[Part], seconds: float) -> list[Part]:
-    """Read parts for about ``seconds``."""
-    result = []
-    deadline = time.monotonic() + seconds
-    for part in parts:
-        result.append(part)
-        if time.monotonic() >= deadline:
-            break
-    return result
 
 
 def test_stream_delivers_new_valid_frames_at_the_source_rate(livecam: Server) -> None:

@@ -1,0 +1,296 @@
+"""End to end: the shipped nginx and systemd files, real nginx in front of real gunicorn."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import itertools
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, Part, Server, decode, free_port, read_parts, wait_for
+
+DEPLOY = ROOT / "deploy"
+# nginx lives in /usr/sbin, which is not on every user's PATH.
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+# Where each variant serves livecam: its own site, or under /livecam/ of an existing one.
+PREFIXES = {"root": "", "subpath": "/livecam"}
+
+# The test's main file around the shipped ones: one process whose PID is all of nginx, and
+# every file it writes under its prefix directory.
+NGINX_CONF = """\
+master_process off;
+pid nginx.pid;
+events {{}}
+http {{
+    access_log access.log;
+    client_body_temp_path client_body;
+    proxy_temp_path proxy;
+    fastcgi_temp_path fastcgi;
+    uwsgi_temp_path uwsgi;
+    scgi_temp_path scgi;
+    # A site that compresses everything: livecam's live locations must opt out.
+    gzip on;
+    gzip_types *;
+    include conf.d/*.conf;
+    # An existing site that includes the sub-path variant.
+    server {{
+        listen 127.0.0.1:{port};
+        include snippets/livecam-subpath.conf;
+    }}
+}}
+"""
+
+
+def install(source: str, target: Path, replacements: dict[str, str]) -> None:
+    """Copy a file from deploy/ with test values in place of its defaults, each of which must occur."""
+    text = (DEPLOY / source).read_text()
+    for old, new in replacements.items():
+        assert old in text, f"deploy/{source} no longer contains {old!r}"
+        text = text.replace(old, new)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+
+
+class Nginx:
+    """nginx serving the shipped configuration on loopback ports, in front of ``upstream``."""
+
+    def __init__(self, prefix: Path, upstream: int, certificate: Path, key: Path) -> None:
+        self.ports = {"root": free_port(), "subpath": free_port(), "tls": free_port()}
+        install(
+            "nginx/conf.d/livecam-upstream.conf",
+            prefix / "conf.d/livecam-upstream.conf",
+            {"127.0.0.1:8000": f"127.0.0.1:{upstream}"},
+        )
+        install(
+            "nginx/conf.d/livecam.conf",
+            prefix / "conf.d/livecam.conf",
+            {"listen 80;": f"listen 127.0.0.1:{self.ports['root']};"},
+        )
+        install(
+            "nginx/conf.d/livecam-tls.conf",
+            prefix / "conf.d/livecam-tls.conf",
+            {
+                "listen 443 ssl http2;": f"listen 127.0.0.1:{self.ports['tls']} ssl http2;",
+                "/etc/ssl/certs/livecam.example.org.pem": str(certificate),
+                "/etc/ssl/private/livecam.example.org.key": str(key),
+            },
+        )
+        for snippet in (DEPLOY / "nginx/snippets").iterdir():
+            install(f"nginx/snippets/{snippet.name}", prefix / "snippets" / snippet.name, {})
+        (prefix / "nginx.conf").write_text(NGINX_CONF.format(port=self.ports["subpath"]))
+        self.log = prefix / "error.log"
+        command = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(self.log)]
+        self.process = subprocess.Popen([*command, "-g", "daemon off;"])
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Wait until livecam answers its health check through nginx (bounded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if fetch(self.ports["root"], "GET", "/healthz")[0].status == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("nginx did not become ready:\n" + self.log.read_text())
+
+    def stop(self) -> None:
+        """Stop nginx (fast shutdown), killing it if it does not exit."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def fetch(
+    port: int, method: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[http.client.HTTPResponse, bytes]:
+    """One request on its own connection: the response and its body."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response, response.read()
+    finally:
+        conn.close()
+
+
+@contextmanager
+def open_stream(port: int, path: str) -> Iterator[Iterator[Part]]:
+    """Open an MJPEG stream as a browser would (it accepts gzip) and yield its parts."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
+        response = conn.getresponse()
+        assert response.status == 200, response.read()
+        assert response.getheader("Content-Encoding") is None
+        yield read_parts(response)
+    finally:
+        conn.close()
+
+
+class LinkCollector(HTMLParser):
+    """The URLs of a page: href, src, form action and the data-*-url its script uses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Keep every (attribute, URL) pair of the tag."""
+        for name, value in attrs:
+            if value is not None and (name in ("href", "src", "action") or name.endswith("-url")):
+                self.links.append((name, value))
+
+
+@pytest.fixture
+def livecam(serve: Callable[..., Server]) -> Server:
+    """livecam behind one proxy: camera 0 a 2 fps test pattern, cameras 1 and 2 at 15 fps, all off."""
+    cameras = "0=testsrc:160x120@2,1=testsrc:160x120@15,2=testsrc:160x120@15"
+    return serve({"LIVECAM_CAMERAS": cameras, "LIVECAM_PROXY_HOPS": "1"})
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        + ["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def nginx(tmp_path: Path, livecam: Server, certificate: tuple[Path, Path]) -> Iterator[Nginx]:
+    """nginx from deploy/nginx in front of ``livecam``, stopped at teardown."""
+    server = Nginx(tmp_path / "nginx", livecam.port, *certificate)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("variant", PREFIXES)
+def test_live_views_pass_through_unbuffered_and_uncompressed(
+    livecam: Server, nginx: Nginx, variant: str
+) -> None:
+    port, prefix = nginx.ports[variant], PREFIXES[variant]
+    assert livecam.request("POST", "/cameras/0/start")[0] == 200
+    with open_stream(port, f"{prefix}/cameras/0/stream.mjpg") as parts:
+        arrivals = [(time.time(), float(part.headers["x-timestamp"])) for part in itertools.islice(parts, 4)]
+    # A buffering proxy can pass a part on only once later data fills its buffer, that is
+    # after the next frame was captured; at 2 fps a pass-through has half a second to spare.
+    for (arrived, captured), (_, next_captured) in itertools.pairwise(arrivals):
+        assert arrived < next_captured, f"a part arrived {arrived - captured:.3f} s after its capture"
+    response, body = fetch(port, "GET", f"{prefix}/cameras/0/snapshot.jpg", {"Accept-Encoding": "gzip"})
+    assert (response.status, response.getheader("Content-Type")) == (200, "image/jpeg")
+    assert response.getheader("Content-Encoding") is None
+    assert decode(body).shape == (120, 160, 3)
+
+
+def test_viewer_leaving_through_nginx_frees_its_thread(livecam: Server, nginx: Nginx) -> None:
+    livecam.request("POST", "/cameras/1/start")
+    with open_stream(nginx.ports["root"], "/cameras/1/stream.mjpg") as parts:
+        next(parts)
+        assert livecam.record(1)["viewers"] == 1
+    assert wait_for(lambda: livecam.record(1)["viewers"] == 0), "nginx kept the upstream stream open"
+
+
+@pytest.mark.parametrize("variant", PREFIXES)
+def test_toggles_through_nginx(livecam: Server, nginx: Nginx, variant: str) -> None:
+    port, prefix = nginx.ports[variant], PREFIXES[variant]
+    livecam.request("POST", "/cameras/1/start")
+    record = json.loads(fetch(port, "GET", f"{prefix}/cameras/1")[1])
+    assert all(url.startswith(f"{prefix}/cameras/1") for url in record["urls"].values()), record
+    with open_stream(port, record["urls"]["stream"]) as parts:
+        next(parts)
+        response, body = fetch(port, "POST", record["urls"]["toggle"], {"Accept": "application/json"})
+        assert (response.status, json.loads(body)["state"]) == (200, "off")
+        assert list(parts) == []  # the stream ends through nginx too
+    response, _ = fetch(port, "POST", record["urls"]["toggle"], {"Accept": "text/html"})
+    assert (response.status, response.getheader("Location")) == (303, f"{prefix}/#camera-1")
+    assert livecam.record(1)["state"] in ("starting", "on")
+
+
+@pytest.mark.parametrize("variant", PREFIXES)
+def test_every_dashboard_link_works_through_nginx(livecam: Server, nginx: Nginx, variant: str) -> None:
+    port, prefix = nginx.ports[variant], PREFIXES[variant]
+    for camera in range(3):
+        livecam.request("POST", f"/cameras/{camera}/start")
+    # A client's own X-Forwarded-Prefix must not move livecam's URLs.
+    response, body = fetch(port, "GET", f"{prefix}/", {"X-Forwarded-Prefix": "/elsewhere"})
+    assert response.status == 200
+    page = LinkCollector()
+    page.feed(body.decode())
+    assert ("src", f"{prefix}/cameras/0/stream.mjpg") in page.links, page.links
+    for attribute, url in page.links:
+        assert url.startswith((f"{prefix}/static/", f"{prefix}/cameras")), (attribute, url)
+    for url in {url for attribute, url in page.links if attribute != "action"}:
+        if url.endswith(".mjpg"):
+            with open_stream(port, url) as parts:
+                assert decode(next(parts).body).shape == (120, 160, 3)
+        else:
+            assert fetch(port, "GET", url)[0].status == 200, url
+
+
+def test_subpath_without_slash_redirects_to_it(nginx: Nginx) -> None:
+    response, _ = fetch(nginx.ports["subpath"], "GET", "/livecam")
+    assert response.status == 301
+    assert response.getheader("Location") == f"http://127.0.0.1:{nginx.ports['subpath']}/livecam/"
+
+
+def test_tls_http2_carries_dashboard_and_streams_over_one_connection(
+    livecam: Server, nginx: Nginx, certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    streams = ["/cameras/1/stream.mjpg", "/cameras/2/stream.mjpg"]
+    for camera in (1, 2):
+        livecam.request("POST", f"/cameras/{camera}/start")
+    urls = [f"https://127.0.0.1:{nginx.ports['tls']}{path}" for path in ["/", *streams]]
+    bodies = [tmp_path / f"body{index}" for index in range(len(urls))]
+    command = ["curl", "--silent", "--show-error", "--http2", "--cacert", str(certificate[0]), "--parallel"]
+    # The streams never end: curl reads them for two seconds, then stops them (exit 28).
+    command += ["--max-time", "2", "--write-out", "%{url_effective} %{http_version} %{num_connects}\\n"]
+    for url, body in zip(urls, bodies, strict=True):
+        command += ["--output", str(body), url]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 28, result.stderr
+    transfers = [line.split() for line in result.stdout.splitlines()]
+    assert sorted(url for url, _, _ in transfers) == sorted(urls), result.stdout
+    assert {version for _, version, _ in transfers} == {"2"}, result.stdout
+    # curl opened one connection and multiplexed every request on it, as a browser does.
+    assert sum(int(connects) for _, _, connects in transfers) == 1, result.stdout
+    dashboard = bodies[0].read_text()
+    assert all(f'src="{stream}"' in dashboard for stream in streams)
+    for body in bodies[1:]:
+        assert len(list(itertools.islice(read_parts(io.BytesIO(body.read_bytes())), 2))) == 2
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    # verify checks that ExecStart's program exists: point it at this venv's gunicorn.
+    unit = tmp_path / "livecam.service"
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    install("systemd/livecam.service", unit, {"/opt/livecam/.venv/bin/gunicorn": str(gunicorn)})
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    # An unknown key or a bad value is only a warning with exit status 0: any output fails.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")

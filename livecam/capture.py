@@ -35,6 +35,7 @@ WATCHED_RETRY = 1.5
 PLACEHOLDER_INTERVAL = 1.0
 SNAPSHOT_FRESH = 0.25  # a frame younger than this is fresh enough for a snapshot
 SNAPSHOT_TIMEOUT = 3.0
+DEFAULT_QUALITY = 80
 # Exact right-angle rotations; imutils.rotate_bound interpolates and shifts by a pixel.
 ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
@@ -80,6 +81,7 @@ class Camera:
         self.since = time.time()
         self.error: str | None = None
         self.source_size: tuple[int, int] | None = None
+        self.passthrough = False  # forwarding the camera's own JPEGs, no decode or encode
         self.frames = 0  # frames captured from the source
         self.encoded = 0  # frames encoded to JPEG
         self.dropped = 0  # frames dropped by the fps cap
@@ -211,7 +213,7 @@ class Camera:
             "encoded": self.encoded,
             "dropped": self.dropped,
             "errors": self.errors,
-            "passthrough": False,
+            "passthrough": self.passthrough and self.state == "on",
         }
 
     # -- frames for viewers ---------------------------------------------------------
@@ -278,6 +280,8 @@ class Camera:
         :raise SourceError: the source failed.
         """
         self.source_size = (source.width, source.height)
+        config = self.config
+        self.passthrough = source.compressed and not (config.width or config.rotate or config.quality)
         interval = 1.0 / self.config.fps if self.config.fps else 0.0
         next_due = 0.0
         delivered = False
@@ -301,12 +305,15 @@ class Camera:
             self._rate.tick(now)
             if not broadcaster.wanted:
                 continue
-            image = source.retrieve()
-            if image is None:
-                raise SourceError("frame could not be decoded")
-            jpeg = self._encode(self._transform(image))
+            jpeg = source.jpeg() if self.passthrough else self._process(source.retrieve())
+            if jpeg is None:
+                raise SourceError("frame could not be read")
             broadcaster.publish(jpeg, timestamp, make_part(jpeg, timestamp))
         return delivered
+
+    def _process(self, image: np.ndarray | None) -> bytes | None:
+        """Resize, rotate and encode a decoded frame; None if it could not be decoded."""
+        return None if image is None else self._encode(self._transform(image))
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
         """Apply the configured resize and rotation."""
@@ -318,7 +325,8 @@ class Camera:
 
     def _encode(self, image: np.ndarray) -> bytes:
         """Encode one frame to JPEG at the configured quality."""
-        ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.config.quality])
+        quality = self.config.quality or DEFAULT_QUALITY
+        ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
         if not ok:
             raise SourceError("frame could not be encoded")
         self.encoded += 1

@@ -68,7 +68,7 @@ class CameraConfig:
     name: str
     width: int | None = None
     fps: float | None = None
-    quality: int = 80
+    quality: int | None = None  # None: the camera's own JPEGs when it sends JPEG, else 80
     rotate: int = 0
     autostart: bool = False
     loop: bool = True
@@ -154,7 +154,9 @@ def _camera(cam_id: int, table: Mapping[str, Any], key: str) -> CameraConfig:
         if not 0 < fps <= 120:
             raise ConfigError(f"{key}.fps: must be above 0 and at most 120, got {fps}")
         fps = float(fps)
-    quality = _integer(table.get("quality", 80), f"{key}.quality", 1, 100)
+    quality = table.get("quality")
+    if quality is not None:
+        quality = _integer(quality, f"{key}.quality", 1, 100)
     rotate = table.get("rotate", 0)
     if isinstance(rotate, bool) or rotate not in ROTATIONS:
         raise ConfigError(f"{key}.rotate: must be one of 0, 90, 180, 270, got {rotate!r}")

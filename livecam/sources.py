@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from .config import SourceSpec
+from .jpeg import is_jpeg, with_huffman_tables
 from .pattern import TestPattern
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ VIDIOC_QUERYCAP = 0x80685600
 V4L2_CAP_VIDEO_CAPTURE = 0x00000001
 V4L2_CAP_VIDEO_CAPTURE_MPLANE = 0x00001000
 V4L2_CAP_DEVICE_CAPS = 0x80000000
+MJPG = cv2.VideoWriter_fourcc(*"MJPG")
 
 
 class SourceError(Exception):
@@ -50,12 +52,16 @@ class Source(Protocol):
 
     width: int
     height: int
+    compressed: bool  # the source hands over its own JPEG bytes
 
     def grab(self) -> bool:
         """Advance to the next frame, without decoding it where possible."""
 
     def retrieve(self) -> np.ndarray | None:
         """Decode the frame last grabbed."""
+
+    def jpeg(self) -> bytes | None:
+        """The source's own JPEG bytes of the frame last grabbed, when it has them."""
 
     def release(self) -> None:
         """Let go of the device, connection or file."""
@@ -76,7 +82,12 @@ def redact(source: str) -> str:
 
 
 class CaptureSource:
-    """An OpenCV capture (device, URL or file), optionally paced and looped like a live feed."""
+    """An OpenCV capture (device, URL or file), optionally paced and looped like a live feed.
+
+    When OpenCV hands over the camera's own JPEG bytes (FFmpeg's raw packets of an MJPEG
+    stream, V4L2's MJPG buffers), the source is ``compressed``: ``jpeg()`` returns them as
+    they came and pixels are decoded only when ``retrieve()`` asks for them.
+    """
 
     def __init__(
         self,
@@ -90,13 +101,15 @@ class CaptureSource:
         self._interval = 1.0 / pace_fps if pace_fps else 0.0
         self._next = time.monotonic()
         self._reopen = reopen
-        ok, frame = cap.read()
-        if not ok or frame is None:
+        ok, data = cap.read()
+        self.compressed = is_jpeg(data)
+        pixels = cv2.imdecode(data, cv2.IMREAD_COLOR) if self.compressed else data
+        if not ok or pixels is None:
             cap.release()
             raise SourceError("opened, but no frame arrived")
-        self.height, self.width = frame.shape[:2]
-        # The frame read to learn the size is the first one grab()/retrieve() hand out.
-        self._held: np.ndarray | None = frame
+        self.height, self.width = pixels.shape[:2]
+        # The frame read to learn the size is the first one grab() and retrieve() hand out.
+        self._held: np.ndarray | None = data
         self._held_fresh = True
 
     def grab(self) -> bool:
@@ -119,12 +132,26 @@ class CaptureSource:
         self._cap = self._reopen()
         return self._cap.isOpened() and self._cap.grab()
 
-    def retrieve(self) -> np.ndarray | None:
-        """Decode the frame last grabbed."""
+    def _data(self) -> np.ndarray | None:
+        """What OpenCV holds for the frame last grabbed: JPEG bytes or pixels."""
         if self._held is not None:
             return self._held
-        ok, frame = self._cap.retrieve()
-        return frame if ok else None
+        ok, data = self._cap.retrieve()
+        return data if ok else None
+
+    def retrieve(self) -> np.ndarray | None:
+        """The pixels of the frame last grabbed."""
+        data = self._data()
+        if data is None or not self.compressed:
+            return data
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+    def jpeg(self) -> bytes | None:
+        """The camera's own JPEG bytes of the frame last grabbed, if it sends JPEG."""
+        if not self.compressed:
+            return None
+        data = self._data()
+        return None if data is None else with_huffman_tables(data.tobytes())
 
     def release(self) -> None:
         """Release the OpenCV capture."""
@@ -133,6 +160,8 @@ class CaptureSource:
 
 class PatternSource:
     """The built-in test pattern: frames are counted at the pattern's rate, drawn on demand."""
+
+    compressed = False
 
     def __init__(self, spec: SourceSpec, name: str, stop: threading.Event) -> None:
         self.width, self.height = spec.width, spec.height
@@ -156,32 +185,46 @@ class PatternSource:
         """Draw the current frame."""
         return self._pattern.render(self._count)
 
+    def jpeg(self) -> None:
+        """A drawn pattern has no JPEG of its own."""
+        return None
+
     def release(self) -> None:
         """Nothing to release."""
 
 
-def _open_device(target: int | str, width: int | None) -> cv2.VideoCapture:
+def _open_device(target: int | str, width: int | None, raw: bool) -> cv2.VideoCapture:
     """Open a V4L2 device asking for MJPG (before the size, as drivers require) and one buffer."""
     cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
     if not cap.isOpened():
         raise SourceError(f"cannot open V4L2 device {target}")
-    cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+    cap.set(cv2.CAP_PROP_FOURCC, MJPG)
     if width:
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
     # One buffer: the newest frame, not one from a queue filled while nobody read.
     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+    if raw:
+        # Hand over the camera's MJPG buffers as they are; decoding is livecam's choice.
+        cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
     return cap
 
 
 def _open_ffmpeg(target: str) -> cv2.VideoCapture:
-    """Open a URL or file with FFmpeg, with timeouts so a dead camera cannot hang the thread."""
+    """Open a URL or file with FFmpeg, with timeouts so a dead camera cannot hang the thread.
+
+    An MJPEG source is switched to raw packets: each is one of the camera's JPEGs, so reading
+    costs no decode at all (a frame is decoded later only if its pixels are needed).
+    """
     params = [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
         OPEN_TIMEOUT_MS,
         cv2.CAP_PROP_READ_TIMEOUT_MSEC,
         READ_TIMEOUT_MS,
     ]
-    return cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+    cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+    if cap.isOpened() and int(cap.get(cv2.CAP_PROP_FOURCC)) == MJPG:
+        cap.set(cv2.CAP_PROP_FORMAT, -1)
+    return cap
 
 
 def open_source(
@@ -195,7 +238,11 @@ def open_source(
     if spec.kind == "testsrc":
         return PatternSource(spec, name, stop)
     if spec.kind == "device":
-        source = CaptureSource(_open_device(spec.target, width), stop)
+        source = CaptureSource(_open_device(spec.target, width, raw=True), stop)
+        if not source.compressed:
+            # Not an MJPG camera: raw buffers would be YUYV or the like, so let OpenCV convert.
+            source.release()
+            source = CaptureSource(_open_device(spec.target, width, raw=False), stop)
         if width and source.width != width:
             log.info("%s: device %s delivers %dx%d", name, spec.target, source.width, source.height)
         return source

@@ -206,3 +206,28 @@ def test_concurrent_control_never_opens_twice(
     assert peak == 1 and opened >= 1
     assert len(capture_threads()) == (1 if camera.is_on else 0)
     assert camera.state in (("starting", "on") if camera.is_on else ("off",))
+
+
+def test_mjpeg_camera_is_forwarded_unless_settings_need_pixels(
+    make_camera: Callable[..., Camera], mjpeg_camera: MjpegCamera
+) -> None:
+    forwarded = make_camera(mjpeg_camera.url)
+    forwarded.start()
+    frames = next_frames(forwarded, 3)
+    assert all(frame.jpeg in mjpeg_camera.frames for frame in frames)
+    assert forwarded.status()["passthrough"] and forwarded.encoded == 0
+    reencoded = make_camera(mjpeg_camera.url, quality=60)
+    reencoded.start()
+    frame = next_frames(reencoded, 1)[0]
+    assert frame.jpeg not in mjpeg_camera.frames
+    assert not reencoded.status()["passthrough"] and reencoded.encoded >= 1
+    assert decode(frame.jpeg).shape == (240, 320, 3)
+
+
+def test_unwatched_passthrough_camera_publishes_nothing(
+    make_camera: Callable[..., Camera], mjpeg_camera: MjpegCamera
+) -> None:
+    camera = make_camera(mjpeg_camera.url)
+    camera.start()
+    assert wait_for(lambda: camera.frames >= 10)
+    assert camera.broadcaster.latest is None  # frames were drained, none prepared for nobody

@@ -159,7 +159,7 @@ class LinkCollector(HTMLParser):
 @pytest.fixture
 def livecam(serve: Callable[..., Server]) -> Server:
     """livecam behind one proxy: camera 0 a 2 fps test pattern, cameras 1 and 2 at 15 fps, all off."""
-    cameras = "0=testsrc:160x120@2,1=testsrc:160x120@15,2=testsrc:160x120@15"
+    cameras = "0=testsrc:320x240@2,1=testsrc:160x120@15,2=testsrc:160x120@15"
     return serve({"LIVECAM_CAMERAS": cameras, "LIVECAM_PROXY_HOPS": "1"})
 
 
@@ -200,6 +200,7 @@ def test_live_views_pass_through_unbuffered_and_uncompressed(
     # A buffering proxy can pass a part on only once later data fills its buffer, that is
     # after the next frame was captured; at 2 fps a pass-through has half a second to spare.
     for (arrived, captured), (_, next_captured) in itertools.pairwise(arrivals):
+        print(arrived - captured, next_captured - arrived)
         assert arrived < next_captured, f"a part arrived {arrived - captured:.3f} s after its capture"
     response, body = fetch(port, "GET", f"{prefix}/cameras/0/snapshot.jpg", {"Accept-Encoding": "gzip"})
     assert (response.status, response.getheader("Content-Type")) == (200, "image/jpeg")

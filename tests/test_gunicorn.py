@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +17,13 @@ from helpers import Server, decode, read_for, read_parts
 
 
 @pytest.fixture
-def livecam(serve: Callable[..., Server], mjpeg_camera: MjpegCamera) -> Server:
-    """livecam under gunicorn with camera 1 an HTTP camera and camera 2 a test pattern."""
-    return serve({"LIVECAM_CAMERAS": f"1={mjpeg_camera.url},2=testsrc:160x120@15"})
+def livecam(serve: Callable[..., Server], mjpeg_camera: MjpegCamera, tmp_path: Path) -> Server:
+    """livecam under gunicorn: camera 1 forwards an HTTP camera's JPEGs, camera 3 re-encodes
+    the same camera at quality 70, camera 2 is a test pattern."""
+    config = tmp_path / "livecam.toml"
+    config.write_text("[cameras.3]\nquality = 70\n")
+    cameras = f"1={mjpeg_camera.url},2=testsrc:160x120@15,3={mjpeg_camera.url}"
+    return serve({"LIVECAM_CAMERAS": cameras, "LIVECAM_CONFIG": str(config)})
 
 
 def test_stream_delivers_new_valid_frames_at_the_source_rate(livecam: Server) -> None:
@@ -40,13 +45,13 @@ def test_stream_delivers_new_valid_frames_at_the_source_rate(livecam: Server) ->
 
 
 def test_two_viewers_cost_one_encode_per_frame(livecam: Server) -> None:
-    livecam.request("POST", "/cameras/1/start")
-    streams = [livecam.open_stream("/cameras/1/stream.mjpg") for _ in range(2)]
+    livecam.request("POST", "/cameras/3/start")
+    streams = [livecam.open_stream("/cameras/3/stream.mjpg") for _ in range(2)]
     readers_parts = [read_parts(response) for _, response in streams]
     for parts in readers_parts:
         read_for(parts, 0.3)
-    assert livecam.request("GET", "/cameras/1")[1]["viewers"] == 2
-    before = livecam.request("GET", "/cameras/1")[1]["encoded"]
+    assert livecam.request("GET", "/cameras/3")[1]["viewers"] == 2
+    before = livecam.request("GET", "/cameras/3")[1]["encoded"]
     seen: list[set[float]] = [set(), set()]
 
     def watch(index: int) -> None:
@@ -58,7 +63,7 @@ def test_two_viewers_cost_one_encode_per_frame(livecam: Server) -> None:
         reader.start()
     for reader in readers:
         reader.join(20)
-    after = livecam.request("GET", "/cameras/1")[1]["encoded"]
+    after = livecam.request("GET", "/cameras/3")[1]["encoded"]
     for conn, _ in streams:
         conn.close()
     shared = seen[0] & seen[1]
@@ -66,6 +71,17 @@ def test_two_viewers_cost_one_encode_per_frame(livecam: Server) -> None:
     # Every frame either viewer saw was encoded once: the count grew by one per frame, not two.
     assert after - before < len(seen[0] | seen[1]) + 10
     assert after - before >= len(shared)
+
+
+def test_an_mjpeg_camera_is_forwarded_byte_for_byte(livecam: Server, mjpeg_camera: MjpegCamera) -> None:
+    livecam.request("POST", "/cameras/1/start")
+    conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+    parts = read_for(read_parts(response), 1.0)
+    conn.close()
+    assert all(part.body in mjpeg_camera.frames for part in parts)  # the camera's own bytes
+    record = livecam.record(1)
+    assert record["passthrough"] is True and record["encoded"] == 0
+    assert (record["width"], record["height"]) == (320, 240)
 
 
 def test_viewer_count_returns_to_zero_when_clients_vanish(livecam: Server) -> None:

@@ -37,6 +37,7 @@ def test_test_pattern_moves_and_is_paced() -> None:
     stop = threading.Event()
     source = open_source(parse_source("testsrc:64x48@50", "s"), "Pattern", stop)
     start = time.monotonic()
+    assert not source.compressed and source.jpeg() is None
     first, second = frames(source, 2)[:2]
     for _ in range(8):
         assert source.grab()  # grabbing alone draws nothing
@@ -59,6 +60,7 @@ def test_video_file_plays_at_its_rate_and_loops(video_file: Path) -> None:
     stop = threading.Event()
     source = open_source(parse_source(str(video_file), "s"), "Clip", stop, loop=True)
     assert (source.width, source.height) == (160, 120)
+    assert source.compressed  # an MJPG AVI file is forwarded like an MJPEG camera
     images = frames(source, 30)  # more than the 24 frames in the file
     levels = [int(image.mean()) for image in images]
     assert levels[24] < levels[23]  # wrapped around to the dark first frame
@@ -79,12 +81,15 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         open_source(parse_source(str(tmp_path / "nope.mp4"), "s"), "Clip", threading.Event())
 
 
-def test_http_mjpeg_camera(mjpeg_camera: MjpegCamera) -> None:
+def test_http_mjpeg_camera_hands_over_its_own_jpegs(mjpeg_camera: MjpegCamera) -> None:
     source = open_source(parse_source(mjpeg_camera.url, "s"), "Net", threading.Event())
     assert mjpeg_camera.wait_connections(1)
+    assert source.compressed
     assert (source.width, source.height) == (320, 240)
-    images = frames(source, 5)
-    assert all(image.shape == (240, 320, 3) for image in images)
+    for _ in range(5):
+        assert source.grab()
+        assert source.jpeg() in mjpeg_camera.frames  # byte for byte, nothing decoded
+    assert source.retrieve().shape == (240, 320, 3)  # pixels on request
     source.release()
     assert mjpeg_camera.wait_connections(0)
 

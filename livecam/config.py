@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "LIVECAM_"
 DEFAULT_BIND = "127.0.0.1:8000"
-DEFAULT_THREADS = 200
+DEFAULT_THREADS = 256
 ROTATIONS = (0, 90, 180, 270)
 TESTSRC_RE = re.compile(r"^testsrc(?::(\d{1,5})x(\d{1,5})(?:@(\d{1,3}(?:\.\d+)?))?)?$")
 DEVICE_PATH_RE = re.compile(r"^/dev/(video\d+|v4l/.+)$")
@@ -273,7 +273,7 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{label}: must be a non-empty string")
             values[key] = value.strip()
-    for key, low, high in (("threads", 1, 4096), ("proxy_hops", 0, 10), ("send_timeout", 1, 3600)):
+    for key, low, high in (("threads", 4, 4096), ("proxy_hops", 0, 10), ("send_timeout", 1, 3600)):
         if key in merged:
             label, value = merged[key]
             if isinstance(value, str):

@@ -13,6 +13,33 @@ from .config import Settings, state_directory
 log = logging.getLogger(__name__)
 
 
+class Slots:
+    """A fixed number of places, taken without waiting and given back exactly once each."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.taken = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Take a place if one is free."""
+        with self._lock:
+            if self.taken >= self.capacity:
+                return False
+            self.taken += 1
+            return True
+
+    def give_back(self) -> None:
+        """Return a place taken earlier."""
+        with self._lock:
+            self.taken -= 1
+
+
+def viewer_capacity(threads: int) -> int:
+    """How many streams may hold a gunicorn thread, keeping some threads for everything else."""
+    return threads - max(2, min(16, threads // 4))
+
+
 class Registry:
     """Every configured camera by id, with the settings they came from."""
 
@@ -21,6 +48,9 @@ class Registry:
         self.state_dir = state_directory(settings)
         self._cameras = {cam_id: Camera(config) for cam_id, config in settings.cameras.items()}
         self._save_lock = threading.Lock()
+        # Each viewer holds a gunicorn thread; past this many, new viewers get a 503 rather
+        # than waiting in gunicorn's queue with every button of the dashboard behind them.
+        self.viewer_slots = Slots(viewer_capacity(settings.threads))
 
     def get(self, cam_id: int) -> Camera | None:
         """The camera with this id, or None."""

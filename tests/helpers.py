@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -156,14 +156,16 @@ class Server:
                 time.sleep(0.1)
         raise AssertionError("gunicorn did not become ready:\n" + self.output())
 
-    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
-        """One request; the status and the JSON body."""
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        """One request; the status and the body (parsed when it is JSON)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             conn.request(method, path, headers=headers or {"Accept": "application/json"})
             response = conn.getresponse()
             body = response.read()
-            return response.status, json.loads(body) if body else {}
+            if response.getheader("Content-Type", "").startswith("application/json"):
+                return response.status, json.loads(body)
+            return response.status, body
         finally:
             conn.close()
 

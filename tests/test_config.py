@@ -101,7 +101,7 @@ def test_unknown_environment_variable_is_only_logged(caplog: pytest.LogCaptureFi
         ("[cameras.x]\n", {}, "cameras.x: camera id must be an integer"),
         ("[cameras.0]\n[cameras.1]\nsource = 0\n", {}, "cameras.1.source: device 0 is already camera 0"),
         ("cameras = 3\n", {}, "cameras: must be a table"),
-        ("threads = 0\n", {}, "threads: must be from 1 to 4096"),
+        ("threads = 0\n", {}, "threads: must be from 4 to 4096"),
         ("bind = 8000\n", {}, "bind: must be a non-empty string"),
         ("[cameras.0\n", {}, "is not valid TOML"),
         ("", {"LIVECAM_CAMERAS": "0,0=testsrc"}, "LIVECAM_CAMERAS: duplicate camera id 0"),

@@ -32,7 +32,15 @@ def test_every_route_is_documented_and_nothing_else(app, client) -> None:
     assert routes == {path: set(ops) - {"parameters"} for path, ops in doc["paths"].items()}
 
 
-def test_schemathesis_finds_no_server_error_and_every_answer_conforms(serve: Callable[..., Server]) -> None:
+def test_document_names_its_base_under_a_proxy_prefix(make_app) -> None:
+    app = make_app({"proxy_hops": 1, "cameras": {"0": {"source": "testsrc"}}})
+    response = app.test_client().get("/openapi.yaml", headers={"X-Forwarded-Prefix": "/livecam"})
+    assert yaml.safe_load(response.data)["servers"] == [{"url": "/livecam"}]
+
+
+def test_schemathesis_finds_no_server_error_and_every_answer_conforms(
+    serve: Callable[..., Server], tmp_path: Path
+) -> None:
     livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@10,3=testsrc:160x120@10"})
     st = Path(sys.executable).with_name("st")
     command = [
@@ -54,6 +62,6 @@ def test_schemathesis_finds_no_server_error_and_every_answer_conforms(serve: Cal
         "--seed",
         "20261124",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "Traceback" not in livecam.output()

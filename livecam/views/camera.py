@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, request, url_for
 from werkzeug.exceptions import NotFound
+from werkzeug.wsgi import ClosingIterator
 
 from ..capture import Camera, CameraBusy
 from ..errors import json_error
@@ -84,12 +85,17 @@ def stream_mjpg(camera_id: int) -> Response:
     camera = get_camera(camera_id)
     if not camera.is_on:
         return json_error(503, f"camera {camera_id} is off")
+    slots = current_app.extensions["livecam"].viewer_slots
+    if not slots.take():
+        message = f"too many viewers: livecam serves at most {slots.capacity} streams at once"
+        return json_error(503, message, **{"Retry-After": "5"})
     sock = request.environ.get("gunicorn.socket")
     if sock is not None:
         # A viewer that stops reading fills its socket buffer; without a timeout the write
         # would block its thread forever. gunicorn resets the socket mode after the response.
         sock.settimeout(current_app.extensions["livecam"].settings.send_timeout)
-    body = stream(camera.broadcaster)
+    # The server closes the body when the viewer leaves, even if it was never iterated.
+    body = ClosingIterator(stream(camera.broadcaster), slots.give_back)
     return Response(body, content_type=CONTENT_TYPE, headers=STREAM_HEADERS, direct_passthrough=True)
 
 

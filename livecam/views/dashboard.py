@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, render_template
+import json
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from .camera import record
 
@@ -25,14 +27,19 @@ def cameras() -> Response:
 @bp.get("/healthz")
 def healthz() -> Response:
     """Answer 200 while the app is up, with a count of cameras by state."""
+    registry = current_app.extensions["livecam"]
     states: dict[str, int] = {}
-    for camera in current_app.extensions["livecam"]:
+    for camera in registry:
         states[camera.state] = states.get(camera.state, 0) + 1
-    return jsonify(status="ok", cameras=states)
+    slots = registry.viewer_slots
+    return jsonify(status="ok", cameras=states, streams=slots.taken, max_streams=slots.capacity)
 
 
 @bp.get("/openapi.yaml")
 def openapi() -> Response:
-    """The OpenAPI document describing every route."""
+    """The OpenAPI document describing every route, with its base URL under any sub-path."""
     with current_app.open_resource("openapi.yaml") as handle:
-        return Response(handle.read(), content_type="application/yaml")
+        document = handle.read()
+    # JSON strings are YAML strings: the prefix a proxy set cannot break the document.
+    server = json.dumps(request.script_root or "/").encode()
+    return Response(document + b"servers:\n  - url: " + server + b"\n", content_type="application/yaml")

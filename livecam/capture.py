@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from .config import CameraConfig
 from .mjpeg import make_part
 from .pattern import no_signal
 from .sources import Source, SourceError, open_source, redact
+from .stats import RateMeter, SendStats
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +42,6 @@ ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_9
 
 class CameraBusy(Exception):
     """The camera's previous capture thread has not let go of its source yet."""
-
-
-class RateMeter:
-    """Frames per second over a sliding window, fed by one thread and read by any."""
-
-    def __init__(self, window: float = 2.0) -> None:
-        self._window = window
-        self._ticks: deque[float] = deque(maxlen=512)
-
-    def tick(self, now: float) -> None:
-        """Count one frame at monotonic time ``now``."""
-        self._ticks.append(now)
-
-    def rate(self, now: float | None = None) -> float:
-        """Frames per second over the last window; 0 when frames stopped."""
-        now = time.monotonic() if now is None else now
-        recent = [t for t in list(self._ticks) if now - t <= self._window]
-        if len(recent) < 2 or recent[-1] <= recent[0]:
-            return 0.0
-        return (len(recent) - 1) / (recent[-1] - recent[0])
 
 
 class Camera:
@@ -87,6 +67,7 @@ class Camera:
         self.dropped = 0  # frames dropped by the fps cap
         self.errors = 0  # source failures
         self._rate = RateMeter()
+        self.sends = SendStats()  # bytes and latency of what viewers were sent
 
     @property
     def id(self) -> int:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 from .config import ConfigError, load_settings
 from .sources import list_devices, redact
+from .state import write_atomically_bytes
 
 
 def devices(args: argparse.Namespace) -> int:
@@ -35,6 +40,38 @@ def check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def snapshot(args: argparse.Namespace) -> int:
+    """Save one fresh frame of a camera from a running livecam."""
+    base = args.url or "http://" + os.environ.get("LIVECAM_BIND", "127.0.0.1:8000")
+    url = f"{base.rstrip('/')}/cameras/{args.camera}/snapshot.jpg"
+    request = urllib.request.Request(url)
+    token = args.token or os.environ.get("LIVECAM_VIEW_TOKEN") or os.environ.get("LIVECAM_CONTROL_TOKEN")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            data = response.read()
+    except urllib.error.HTTPError as exc:
+        reasons = {
+            401: "livecam needs a token (--token or LIVECAM_VIEW_TOKEN)",
+            403: "livecam refused the token",
+            404: f"livecam has no camera {args.camera}",
+        }
+        reason = (
+            reasons.get(exc.code) or f"livecam answered {exc.code}: {exc.read().decode(errors='replace')}"
+        )
+        print(f"livecam: snapshot failed: {reason.strip()}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"livecam: cannot reach {base}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
+    if not write_atomically_bytes(Path(args.file), data):
+        print(f"livecam: cannot write {args.file}", file=sys.stderr)
+        return 1
+    print(f"saved camera {args.camera} to {args.file} ({len(data)} bytes)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``livecam`` subcommand and return its exit code."""
     parser = argparse.ArgumentParser(prog="livecam", description="livecam tools (serve with gunicorn)")
@@ -44,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     listing.set_defaults(run=devices)
     checking = commands.add_parser("check-config", help="validate the configuration, list its cameras")
     checking.set_defaults(run=check_config)
+    saving = commands.add_parser("snapshot", help="save one frame of a camera from a running livecam")
+    saving.add_argument("camera", type=int, help="camera id")
+    saving.add_argument("file", help="where to write the JPEG")
+    saving.add_argument("--url", help="livecam's address (default: http:// + LIVECAM_BIND)")
+    saving.add_argument("--token", help="view token (default: LIVECAM_VIEW_TOKEN)")
+    saving.set_defaults(run=snapshot)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -33,6 +33,8 @@ TOP_KEYS = (
     "send_timeout",
     "control_token",
     "view_token",
+    "secret_key",
+    "allow_origins",
     "state_dir",
 )
 ENV_ONLY = ("config",)
@@ -85,6 +87,8 @@ class Settings:
     send_timeout: int = 20  # seconds a stream viewer may take to accept one frame
     control_token: str | None = None
     view_token: str | None = None
+    secret_key: str | None = None  # signs the login session; made and kept if not given
+    allow_origins: tuple[str, ...] = ()  # other sites allowed to embed streams and snapshots
     state_dir: str | None = None
     discovered: bool = False  # cameras came from device discovery, not configuration
 
@@ -267,12 +271,17 @@ def load_settings(
 
 def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: Any) -> Settings:
     values: dict[str, Any] = {}
-    for key in ("bind", "control_token", "view_token", "state_dir"):
+    for key in ("bind", "control_token", "view_token", "secret_key", "state_dir"):
         if key in merged:
             label, value = merged[key]
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{label}: must be a non-empty string")
             values[key] = value.strip()
+    for key in ("control_token", "view_token", "secret_key"):
+        if key in values and len(values[key]) < 8:
+            raise ConfigError(f"{merged[key][0]}: must be at least 8 characters")
+    if "allow_origins" in merged:
+        values["allow_origins"] = _origins(*merged["allow_origins"])
     for key, low, high in (("threads", 4, 4096), ("proxy_hops", 0, 10), ("send_timeout", 1, 3600)):
         if key in merged:
             label, value = merged[key]
@@ -299,6 +308,20 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
                 )
         configs[cam_id] = camera
     return Settings(cameras=dict(sorted(configs.items())), discovered=discovered, **values)
+
+
+def _origins(label: str, value: Any) -> tuple[str, ...]:
+    """Validate a list of origins (``https://host[:port]``), from a comma list or a TOML array."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{label}: must be a comma list or an array of origins")
+    origins = []
+    for item in items:
+        text = item.strip().rstrip("/").lower() if isinstance(item, str) else ""
+        if not re.fullmatch(r"https?://[a-z0-9.\-\[\]:]+", text):
+            raise ConfigError(f"{label}: {item!r} is not an origin like https://example.org")
+        origins.append(text)
+    return tuple(origins)
 
 
 def _discovered_cameras(discover: Any) -> dict[str, Any]:

@@ -6,7 +6,8 @@ byte arrives instead of waiting for the following frame to prove the part comple
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from .broadcast import BroadcastClosed, Broadcaster
 
@@ -32,11 +33,20 @@ def make_part(jpeg: bytes, timestamp: float) -> bytes:
     return head + jpeg + _CLOSING
 
 
-def stream(broadcaster: Broadcaster, heartbeat: float = HEARTBEAT) -> Iterator[bytes]:
+def _ignore(size: int, latency: float | None) -> None:
+    """The default: nobody counts what was sent."""
+
+
+def stream(
+    broadcaster: Broadcaster,
+    heartbeat: float = HEARTBEAT,
+    sent: Callable[[int, float | None], None] = _ignore,
+) -> Iterator[bytes]:
     """Yield one viewer's MJPEG body: each new frame once, the last one again as a heartbeat.
 
     The viewer counts as watching from the first ``next()`` until the server closes the
-    generator (the client went away) or the camera stops.
+    generator (the client went away) or the camera stops. After each part is written,
+    ``sent(size, latency)`` is told its size and capture-to-send latency (None for a resend).
     """
     with broadcaster.watching():
         yield _OPENING
@@ -44,6 +54,7 @@ def stream(broadcaster: Broadcaster, heartbeat: float = HEARTBEAT) -> Iterator[b
         if last is not None and last.age < heartbeat:
             # A running camera: show its current frame at once rather than after one interval.
             yield last.part
+            sent(len(last.part), time.time() - last.timestamp)
         seq = last.seq if last is not None else 0
         while True:
             try:
@@ -53,7 +64,10 @@ def stream(broadcaster: Broadcaster, heartbeat: float = HEARTBEAT) -> Iterator[b
             if frame is not None:
                 seq, last = frame.seq, frame
                 yield frame.part
+                # The server has written the part when the generator resumes.
+                sent(len(frame.part), time.time() - frame.timestamp)
             elif last is not None:
                 # Nothing new for a second: resend, so a vanished client fails a write and
                 # frees its thread, and proxies see the connection is alive.
                 yield last.part
+                sent(len(last.part), None)

@@ -32,31 +32,42 @@ def load(directory: Path) -> dict[int, bool] | None:
         return None
 
 
-def save(directory: Path, switches: dict[int, bool]) -> bool:
-    """Write the switches atomically: a temporary file, fsync, then rename over the old one.
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> bool:
+    """Replace ``path`` with ``text`` all at once; see write_atomically_bytes."""
+    return write_atomically_bytes(path, text.encode("utf-8"), mode)
 
-    :return: whether the state was saved (a failure is logged, never raised).
+
+def write_atomically_bytes(path: Path, data: bytes, mode: int = 0o644) -> bool:
+    """Replace ``path`` with ``data`` all at once: a temporary file, fsync, then rename.
+
+    :return: whether it was written (a failure is logged, never raised).
     """
-    payload = json.dumps({"version": 1, "on": {str(k): v for k, v in sorted(switches.items())}})
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=".cameras-", suffix=".tmp", dir=directory)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload + "\n")
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temp, directory / FILENAME)
+            os.replace(temp, path)
         except BaseException:
             os.unlink(temp)
             raise
         # Make the rename itself durable.
-        dir_fd = os.open(directory, os.O_RDONLY)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
         return True
     except OSError as exc:
-        log.error("cannot save camera state in %s: %s", directory, exc)
+        log.error("cannot write %s: %s", path, exc)
         return False
+
+
+def save(directory: Path, switches: dict[int, bool]) -> bool:
+    """Save which cameras are on, atomically; a failure is logged, never raised."""
+    payload = json.dumps({"version": 1, "on": {str(k): v for k, v in sorted(switches.items())}})
+    return write_atomically(directory / FILENAME, payload + "\n")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import decode, free_port
+
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
@@ -50,3 +52,23 @@ def test_usage_errors(args: list[str]) -> None:
     result = run(*args)
     assert result.returncode == 2
     assert "usage: livecam" in result.stderr
+
+
+def test_snapshot_from_a_running_livecam(serve, tmp_path: Path) -> None:
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:64x48@10", "LIVECAM_VIEW_TOKEN": "viewers-only-1"})
+    url = f"http://127.0.0.1:{livecam.port}"
+    livecam.request("POST", "/cameras/0/start", {"Authorization": "Bearer viewers-only-1"})
+    target = tmp_path / "frame.jpg"
+    refused = run("snapshot", "0", str(target), "--url", url)
+    assert refused.returncode == 1 and "needs a token" in refused.stderr
+    saved = run("snapshot", "0", str(target), "--url", url, env={"LIVECAM_VIEW_TOKEN": "viewers-only-1"})
+    assert saved.returncode == 0, saved.stderr
+    assert decode(target.read_bytes()).shape == (48, 64, 3)
+    missing = run("snapshot", "5", str(target), "--url", url, "--token", "viewers-only-1")
+    assert missing.returncode == 1 and "no camera 5" in missing.stderr
+
+
+def test_snapshot_without_a_server(tmp_path: Path) -> None:
+    result = run("snapshot", "0", str(tmp_path / "x.jpg"), "--url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1 and "cannot reach" in result.stderr
+    assert not (tmp_path / "x.jpg").exists()

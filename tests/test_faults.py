@@ -254,7 +254,7 @@ def test_state_file_is_written_atomically(serve: Callable[..., Server], tmp_path
     livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@10"})
     livecam.request("POST", "/cameras/0/start")
     files = sorted(p.name for p in (tmp_path / "state").iterdir())
-    assert files == ["cameras.json"]
+    assert files == ["cameras.json", "secret_key"]  # no temporary file left behind
 
 
 def test_viewers_beyond_the_thread_pool_get_503_and_buttons_still_answer(

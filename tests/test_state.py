@@ -36,7 +36,7 @@ def test_unwritable_directory_is_logged_not_raised(tmp_path: Path, caplog: pytes
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert not state.save(blocker / "sub", {0: True})
-    assert "cannot save camera state" in caplog.text
+    assert "cannot write" in caplog.text
 
 
 def registry(tmp_path: Path, autostart: bool = False) -> Registry:

@@ -95,7 +95,7 @@ def stream_mjpg(camera_id: int) -> Response:
         # would block its thread forever. gunicorn resets the socket mode after the response.
         sock.settimeout(current_app.extensions["livecam"].settings.send_timeout)
     # The server closes the body when the viewer leaves, even if it was never iterated.
-    body = ClosingIterator(stream(camera.broadcaster), slots.give_back)
+    body = ClosingIterator(stream(camera.broadcaster, sent=camera.sends.sent), slots.give_back)
     return Response(body, content_type=CONTENT_TYPE, headers=STREAM_HEADERS, direct_passthrough=True)
 
 

@@ -1,0 +1,92 @@
+"""Prometheus metrics, read from each camera's own counters when scraped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from .capture import STATES
+from .registry import Registry
+
+bp = Blueprint("metrics", __name__)
+
+
+class CameraCollector:
+    """Turns the registry's cameras into metric families at scrape time: nothing per frame."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every metric family, one sample per camera."""
+        labels = ["camera", "name"]
+        state = GaugeMetricFamily(
+            "livecam_camera_state", "1 for the camera's current state", labels=[*labels, "state"]
+        )
+        gauges = {
+            "fps": GaugeMetricFamily(
+                "livecam_camera_fps", "Frames per second after the fps cap", labels=labels
+            ),
+            "viewers": GaugeMetricFamily("livecam_camera_viewers", "Stream viewers connected", labels=labels),
+            "passthrough": GaugeMetricFamily(
+                "livecam_camera_passthrough", "1 while the camera's own JPEGs are forwarded", labels=labels
+            ),
+        }
+        counters = {
+            "frames": CounterMetricFamily(
+                "livecam_frames_captured", "Frames read from the source", labels=labels
+            ),
+            "encoded": CounterMetricFamily("livecam_frames_encoded", "Frames encoded to JPEG", labels=labels),
+            "dropped": CounterMetricFamily(
+                "livecam_frames_dropped", "Frames dropped by the fps cap", labels=labels
+            ),
+            "errors": CounterMetricFamily("livecam_source_errors", "Times the source failed", labels=labels),
+            "bytes": CounterMetricFamily(
+                "livecam_bytes_sent", "Stream bytes written to viewers", labels=labels
+            ),
+        }
+        latency = HistogramMetricFamily(
+            "livecam_frame_latency_seconds", "Capture to send, per frame and viewer", labels=labels
+        )
+        for camera in self._registry:
+            values = [str(camera.id), camera.config.name]
+            for name in STATES:
+                state.add_metric([*values, name], 1.0 if camera.state == name else 0.0)
+            record = camera.status()
+            for key, family in gauges.items():
+                family.add_metric(values, float(record[key]))
+            sent, counts, total = camera.sends.snapshot()
+            for key, family in counters.items():
+                family.add_metric(values, float(sent if key == "bytes" else record[key]))
+            cumulative, buckets = 0, []
+            for bound, count in zip([*camera.sends.buckets, float("inf")], counts, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            latency.add_metric(values, buckets, total)
+        yield state
+        yield from gauges.values()
+        yield from counters.values()
+        yield latency
+
+
+def collector_registry(registry: Registry) -> CollectorRegistry:
+    """A Prometheus registry of this app only, never the process-wide default."""
+    metrics = CollectorRegistry(auto_describe=False)
+    metrics.register(CameraCollector(registry))
+    return metrics
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format."""
+    return Response(
+        generate_latest(current_app.extensions["livecam.metrics"]), content_type=CONTENT_TYPE_LATEST
+    )

@@ -1,0 +1,58 @@
+"""Small thread-safe measurements for the capture and stream paths: rates and latencies."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+# Capture-to-send latency buckets in seconds, fine where MJPEG over a LAN lives.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class RateMeter:
+    """Frames per second over a sliding window, fed by one thread and read by any."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self._window = window
+        self._ticks: deque[float] = deque(maxlen=512)
+
+    def tick(self, now: float) -> None:
+        """Count one frame at monotonic time ``now``."""
+        self._ticks.append(now)
+
+    def rate(self, now: float | None = None) -> float:
+        """Frames per second over the last window; 0 when frames stopped."""
+        now = time.monotonic() if now is None else now
+        recent = [t for t in list(self._ticks) if now - t <= self._window]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+
+class SendStats:
+    """What the viewers of one camera were sent: bytes, and each new frame's latency."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.buckets = buckets
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+
+    def sent(self, size: int, latency: float | None) -> None:
+        """Record one part written to a viewer; ``latency`` is None for a heartbeat resend."""
+        with self._lock:
+            self.bytes += size
+            if latency is None:
+                return
+            self.latency_sum += latency
+            index = 0
+            while index < len(self.buckets) and latency > self.buckets[index]:
+                index += 1
+            self.counts[index] += 1
+
+    def snapshot(self) -> tuple[int, list[int], float]:
+        """Bytes sent, latency counts per bucket, and their sum, read consistently."""
+        with self._lock:
+            return self.bytes, list(self.counts), self.latency_sum

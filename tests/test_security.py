@@ -1,0 +1,179 @@
+"""Tokens, the login session, cross-site requests and security headers."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+VIEW, CONTROL = "view-secret-123", "control-secret-456"
+PUBLIC = {"dashboard.healthz", "auth.login", "auth.logout", "static"}
+CAMERAS = {"0": {"source": "testsrc:32x24@10", "autostart": True}}
+
+
+@pytest.fixture
+def secured(make_app: Callable[..., Flask]) -> Flask:
+    return make_app({"view_token": VIEW, "control_token": CONTROL, "cameras": CAMERAS})
+
+
+def guarded_routes(app: Flask) -> list[tuple[str, str, str]]:
+    """(method, path, role needed) for every route of the app that is not public."""
+    routes = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC:
+            continue
+        method = "POST" if "POST" in rule.methods else "GET"
+        needed = "control" if rule.endpoint.rpartition(".")[2] in ("toggle", "start", "stop") else "view"
+        routes.append((method, rule.rule, needed))
+    return routes
+
+
+def call(client, method: str, path: str, token: str | None = None, **headers: str):
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    response = client.open(path, method=method, headers={"Accept": "application/json", **headers})
+    response.close()  # streams too
+    return response
+
+
+def test_every_route_is_guarded(secured: Flask) -> None:
+    client = secured.test_client()
+    routes = guarded_routes(secured)
+    assert len(routes) >= 10  # the table really comes from the app
+    for method, path, needed in routes:
+        assert call(client, method, path).status_code == 401, path
+        assert call(client, method, path, "wrong-token-0").status_code in (403, 429), path
+        allowed = call(client, method, path, CONTROL if needed == "control" else VIEW)
+        assert allowed.status_code not in (401, 403), path
+        if needed == "control":
+            assert call(client, method, path, VIEW).status_code == 403, path
+
+
+def test_missing_credentials_are_401_with_a_challenge(secured: Flask) -> None:
+    response = call(secured.test_client(), "GET", "/cameras")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert response.json == {"error": "credentials required"}
+
+
+def test_wrong_credentials_get_no_hint(secured: Flask) -> None:
+    client = secured.test_client()
+    bodies = {call(client, "GET", "/cameras", token).get_data() for token in ("x" * 15, VIEW[:-1])}
+    bodies.add(call(client, "GET", "/cameras", **{"Authorization": "Basic dXNlcjpwYXNz"}).get_data())
+    assert bodies == {b'{"error":"not allowed"}\n'}
+
+
+def test_control_token_alone_leaves_viewing_open(make_app: Callable[..., Flask]) -> None:
+    app = make_app({"control_token": CONTROL, "cameras": CAMERAS})
+    client = app.test_client()
+    assert call(client, "GET", "/cameras/0").status_code == 200
+    assert call(client, "POST", "/cameras/0/stop").status_code == 401
+    assert call(client, "POST", "/cameras/0/stop", CONTROL).status_code == 200
+
+
+def test_login_flow(secured: Flask) -> None:
+    client = secured.test_client()
+    page = client.get("/", headers={"Accept": "text/html"})
+    assert page.status_code == 401 and b'name="token"' in page.data  # the login form
+    assert client.post("/login", data={"token": "nope-nope"}).status_code == 403
+    response = client.post("/login", data={"token": VIEW, "next": "/cameras/0"})
+    assert response.status_code == 303 and response.headers["Location"] == "/cameras/0"
+    cookie = client.get_cookie("livecam_session")
+    assert cookie.http_only and cookie.same_site == "Lax"
+    assert client.get("/").status_code == 200
+    stream = client.get("/cameras/0/stream.mjpg")
+    assert stream.status_code == 200
+    stream.close()
+    assert client.post("/cameras/0/stop").status_code == 403  # a viewer may not switch
+    client.post("/logout")
+    assert call(client, "GET", "/cameras").status_code == 401
+
+
+def test_control_login_may_switch(secured: Flask) -> None:
+    client = secured.test_client()
+    client.post("/login", data={"token": CONTROL})
+    assert client.post("/cameras/0/toggle", headers={"Accept": "application/json"}).status_code == 200
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example"])
+def test_login_never_redirects_off_site(secured: Flask, target: str) -> None:
+    response = secured.test_client().post("/login", data={"token": VIEW, "next": target})
+    assert response.headers["Location"] == "/"
+
+
+def test_changing_a_token_ends_its_sessions(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    first = make_app({"view_token": VIEW, "cameras": CAMERAS, "secret_key": "k" * 40})
+    client = first.test_client()
+    client.post("/login", data={"token": VIEW})
+    cookie = client.get_cookie("livecam_session").value
+    second = make_app({"view_token": "another-view-token", "cameras": CAMERAS, "secret_key": "k" * 40})
+    other = second.test_client()
+    other.set_cookie("livecam_session", cookie)
+    assert call(other, "GET", "/cameras").status_code == 401
+
+
+def test_repeated_failures_are_slowed_down(secured: Flask) -> None:
+    client = secured.test_client()
+    statuses = [client.post("/login", data={"token": f"guess-{i:04d}"}).status_code for i in range(7)]
+    assert statuses[:5] == [403] * 5 and statuses[5:] == [429, 429]
+    blocked = client.post("/login", data={"token": VIEW})  # even the right token must wait
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
+    assert call(client, "GET", "/cameras", "guess-again").status_code == 429
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Origin": "http://evil.example"}, 403),
+        ({"Referer": "http://evil.example/page"}, 403),
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Origin": "http://localhost"}, 200),  # the dashboard itself
+        ({}, 200),  # curl and scripts send no Origin
+    ],
+)
+def test_cross_site_switches_are_refused(secured: Flask, headers: dict[str, str], status: int) -> None:
+    client = secured.test_client()
+    assert call(client, "POST", "/cameras/0/start", CONTROL, **headers).status_code == status
+
+
+def test_streams_are_not_embeddable_elsewhere_unless_allowed(make_app: Callable[..., Flask]) -> None:
+    client = make_app({"cameras": CAMERAS}).test_client()
+    response = call(client, "GET", "/cameras/0/snapshot.jpg", Origin="https://other.example")
+    assert response.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    assert "Access-Control-Allow-Origin" not in response.headers
+    allowed = make_app({"cameras": CAMERAS, "allow_origins": "https://other.example"}).test_client()
+    response = call(allowed, "GET", "/cameras/0/snapshot.jpg", Origin="https://other.example")
+    assert response.headers["Access-Control-Allow-Origin"] == "https://other.example"
+
+
+def test_security_headers(client) -> None:
+    page = client.get("/")
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "same-origin"
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "unsafe-inline" not in policy
+    assert client.get("/cameras").headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_secret_key_is_made_once_and_kept_private(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    first = make_app({"cameras": CAMERAS})
+    key_file = tmp_path / "state" / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert make_app({"cameras": CAMERAS}).secret_key == first.secret_key
+
+
+def test_secrets_never_reach_the_logs(secured: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    client = secured.test_client()
+    with caplog.at_level(logging.DEBUG):
+        call(client, "GET", "/cameras", VIEW)
+        call(client, "POST", "/cameras/0/toggle", CONTROL)
+        call(client, "GET", "/cameras", "wrong-token-9")
+        client.post("/login", data={"token": CONTROL})
+        client.post("/login", data={"token": "wrong-login-1"})
+    assert caplog.records  # the session did log
+    for secret in (VIEW, CONTROL, "wrong-token-9", "wrong-login-1", secured.secret_key):
+        assert secret not in caplog.text

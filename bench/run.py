@@ -1,0 +1,680 @@
+"""livecam's benchmark: the same viewers against livecam, the seed pattern and the camera itself.
+
+Run from the repository root (about 5 minutes; ``--quick`` takes under one)::
+
+    python bench/run.py                      # 1, 10, 50, 100, 200 viewers, 10 s windows
+    python bench/run.py --quick              # 1 and 10 viewers, 3 s windows
+    python bench/run.py --viewers 1,100 --seconds 5
+
+It starts the bench camera (``bench/camera.py``: 640x480 q80 at 30 fps, every frame stamped
+with its number and send time), then measures three systems in turn, each a subprocess on
+a free loopback port:
+
+- floor: the readers read the camera directly; the "server" is the camera process;
+- livecam: gunicorn from ``gunicorn.conf.py``, camera 1 = the bench camera;
+- seed: ``bench/baselines/seed_pattern.py`` (the busy-loop re-encode pattern livecam
+  replaces) under gunicorn gthread with the same thread count.
+
+For each viewer count, N readers (one asyncio process: this one) connect, wait for a first
+part, warm up, then record a window. Per viewer: unique frames per second and duplicate
+parts (a frame number seen before). Latency is receipt of a part's last byte minus the
+camera's send time of that frame, over each frame's first arrival; the send time comes from
+the JPEG comment stamp when the bytes are the camera's own, else from the picture's pixel
+stamp and the camera's send log (the ``src`` column says which). CPU is utime+stime of the
+server's process tree from /proc over the window, in % of one core; the camera's and this
+reader process's own CPU are shown too, so a reader-bound run is visible. livecam is also
+measured off and idle (on, nobody watching), for a viewer joining a running camera, and
+with a slow reader beside five normal ones. Every server is stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from procs import Server, Usage, cpu_percent, free_port, http, usage
+from readers import Part, Readers, Stamps, Viewer
+from stamp import frame_number
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+PYTHON = sys.executable
+CAMERA_FPS = 30.0
+JOINS = 5  # viewers that join a running camera, one by one, for the first-frame time
+JOIN_WATCHERS = 10
+SLOW_NORMALS = 5
+FPS_GRACE = 0.5  # seconds a frame sent just before a window's end has to arrive
+
+
+@dataclass
+class System:
+    """A server under test: how to reach its stream and whose CPU to count."""
+
+    name: str
+    server: Server
+    path: str
+    port: int
+    settle: Callable[[], None] = lambda: time.sleep(1.0)  # after readers leave, until idle
+
+
+@dataclass
+class Window:
+    """CPU, memory and time at one edge of a measurement window."""
+
+    at: float
+    server: Usage
+    camera: Usage
+    reader_cpu: float  # this process's user+system seconds
+
+    @classmethod
+    def take(cls, server: list[int], camera: list[int]) -> Window:
+        """Sample now."""
+        times = os.times()
+        return cls(time.time(), usage(server), usage(camera), times.user + times.system)
+
+
+@dataclass
+class Result:
+    """One measured run: N viewers of one system."""
+
+    viewers: int
+    seconds: float
+    fps: list[float]  # unique frames per second, per viewer
+    duplicates: int
+    unknown: int  # parts whose frame could not be identified
+    latencies: list[float]  # ms, each frame's first arrival at each viewer
+    first_ms: list[float]  # connect to first complete part, per viewer
+    frames: int  # unique frames delivered to all viewers together
+    cpu: float
+    camera_cpu: float
+    reader_cpu: float
+    rss_mb: float
+    threads: int
+    failed: int  # viewers that got no frame in the window or broke
+    source: str  # where latencies' send times came from
+
+
+@dataclass
+class Extras:
+    """livecam's (and the seed's) off, idle, join and slow-reader figures."""
+
+    off_state: str = ""  # livecam's camera state during the "off" window
+    off_cpu: float = math.nan
+    off_ticks: int = -1
+    off_connected: int = -1
+    idle_cpu: float = math.nan
+    idle_connected: int = -1
+    join_ms: list[float] = field(default_factory=list)
+    slow_fps: list[float] = field(default_factory=list)
+    slow_rss_growth_mb: float = math.nan
+
+
+# -- measuring ------------------------------------------------------------------------------
+
+
+class Bench:
+    """Holds the camera and the settings shared by every measurement."""
+
+    def __init__(self, camera: Server, camera_port: int, args: argparse.Namespace) -> None:
+        self.camera = camera
+        self.camera_port = camera_port
+        self.seconds = args.seconds
+        self.warmup = args.warmup
+        self.stamps = Stamps()
+
+    def camera_json(self, path: str) -> dict:
+        """A JSON document from the bench camera."""
+        return http("GET", f"http://127.0.0.1:{self.camera_port}{path}")[1]
+
+    def readers(self, system: System) -> Readers:
+        """A fresh set of readers of ``system``'s stream."""
+        return Readers("127.0.0.1", system.port, system.path, self.stamps)
+
+    async def run(self, system: System, count: int) -> Result:
+        """Measure ``count`` viewers of ``system`` over one window."""
+        readers = self.readers(system)
+        try:
+            await readers.open_many(count)
+            await readers.wait_first_parts(10.0 + count * 0.05)
+            await asyncio.sleep(self.warmup)
+            server, camera = system.server.pids(), self.camera.pids()
+            start = Window.take(server, camera)
+            await asyncio.sleep(self.seconds)
+            end = Window.take(server, camera)
+        finally:
+            await readers.close()
+        system.settle()
+        return self.summarize(readers.viewers, start, end)
+
+    def summarize(self, viewers: list[Viewer], start: Window, end: Window) -> Result:
+        """Turn the viewers' parts and the window's samples into one result."""
+        sent = self.camera_json("/sent")
+        tally = Tally(start.at, end.at, *send_window(sent, start.at, end.at - FPS_GRACE))
+        for viewer in viewers:
+            tally.add(viewer, sent)
+        seconds = end.at - start.at
+        return Result(
+            viewers=len(viewers),
+            seconds=seconds,
+            fps=tally.fps,
+            duplicates=tally.duplicates,
+            unknown=tally.unknown,
+            latencies=tally.latencies,
+            first_ms=tally.first_ms,
+            frames=tally.frames,
+            cpu=cpu_percent(start.server, end.server, seconds),
+            camera_cpu=cpu_percent(start.camera, end.camera, seconds),
+            reader_cpu=(end.reader_cpu - start.reader_cpu) / seconds * 100,
+            rss_mb=end.server.rss_kb / 1024,
+            threads=end.server.threads,
+            failed=tally.failed,
+            source="+".join(sorted(tally.sources)) or "-",
+        )
+
+    async def quiet_cpu(self, system: System) -> tuple[float, int, int]:
+        """The server's CPU % and clock ticks over a window with no viewer; camera clients."""
+        pids = system.server.pids()
+        before, started = usage(pids), time.time()
+        await asyncio.sleep(self.seconds)
+        after = usage(pids)
+        clients = self.camera_json("/stats")["clients"]
+        return cpu_percent(before, after, time.time() - started), after.cpu_ticks - before.cpu_ticks, clients
+
+    async def joins(self, system: System) -> list[float]:
+        """First-frame times (ms) of viewers joining one by one while others watch."""
+        watchers, joiners = self.readers(system), self.readers(system)
+        try:
+            await watchers.open_many(JOIN_WATCHERS)
+            await watchers.wait_first_parts(10.0)
+            await asyncio.sleep(0.5)
+            for number in range(JOINS):
+                await joiners.open()
+                await joiners.wait_first_parts(3.0)
+                # Join at different phases of the 30 fps frame clock.
+                await asyncio.sleep(0.137 + number * 0.011)
+        finally:
+            await joiners.close()
+            await watchers.close()
+        system.settle()
+        return [(v.first_part - v.connect_started) * 1000 for v in joiners.viewers if v.parts]
+
+    async def slow_reader(self, system: System) -> tuple[list[float], float]:
+        """The normal viewers' fps beside one slow reader, and the server's RSS growth (MB)."""
+        readers = self.readers(system)
+        try:
+            await readers.open_many(SLOW_NORMALS)
+            await readers.wait_first_parts(10.0)
+            await asyncio.sleep(self.warmup)
+            server = system.server.pids()
+            before = Window.take(server, [])
+            await readers.open(slow=True)
+            await asyncio.sleep(self.warmup)
+            start = Window.take(server, [])
+            await asyncio.sleep(self.seconds)
+            end = Window.take(server, [])
+        finally:
+            await readers.close()
+        system.settle()
+        normals = readers.viewers[:SLOW_NORMALS]
+        fps = self.summarize(normals, start, end).fps
+        return fps, (end.server.rss_kb - before.server.rss_kb) / 1024
+
+
+def send_window(sent: dict, start: float, end: float) -> tuple[int, int, float]:
+    """The first and last frame the camera sent in [start, end] and its measured rate."""
+    first, times = sent["first"], sent["times"]
+    low, high = bisect_left(times, start), bisect_right(times, end) - 1
+    rate = (high - low) / (times[high] - times[low]) if high > low else math.nan
+    return first + low, first + high, rate
+
+
+@dataclass
+class Tally:
+    """Counts over every viewer of one window.
+
+    Duplicates, latencies and frames delivered count parts received in [start, end). fps
+    counts frames sent in [first, last] that a viewer received at all (they had at least
+    ``FPS_GRACE`` to arrive), times the camera's measured rate, so it is exactly the camera's
+    rate for a viewer that misses nothing, free of the window edges' rounding.
+    """
+
+    start: float
+    end: float
+    first: int
+    last: int
+    rate: float
+    fps: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # ms
+    first_ms: list[float] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)
+    duplicates: int = 0
+    unknown: int = 0
+    failed: int = 0
+    frames: int = 0
+
+    def add(self, viewer: Viewer, sent: dict) -> None:
+        """Count one viewer's parts."""
+        seen: set[int] = set()
+        for part in viewer.parts:
+            number, sent_at = _resolve(part, sent)
+            in_window = self.start <= part.received < self.end
+            if number is None:
+                self.unknown += in_window
+            elif number in seen:
+                self.duplicates += in_window
+            else:
+                seen.add(number)
+                if in_window:
+                    self.frames += 1
+                    self.latencies.append((part.received - sent_at) * 1000)
+                    self.sources.add("COM" if part.number >= 0 else "pixels")
+        got = sum(self.first <= number <= self.last for number in seen)
+        self.fps.append(got / (self.last - self.first + 1) * self.rate)
+        self.failed += got == 0 or bool(viewer.error)
+        if viewer.parts:
+            self.first_ms.append((viewer.first_part - viewer.connect_started) * 1000)
+
+
+def _resolve(part: Part, sent: dict) -> tuple[int | None, float]:
+    """A part's frame number and send time, from its comment or its pixels and the send log."""
+    if part.number >= 0:
+        return part.number, part.sent
+    if part.index < 0:
+        return None, math.nan
+    first, times = sent["first"], sent["times"]
+    number = frame_number(part.index, part.received, first, times)
+    return (None, math.nan) if number is None else (number, times[number - first])
+
+
+# -- the systems ----------------------------------------------------------------------------
+
+
+def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``check`` every 0.1 s until it holds, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any LIVECAM_ setting, plus ``extra``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("LIVECAM_")}
+    return env | extra
+
+
+def start_camera(logs: Path, args: argparse.Namespace) -> tuple[Server, int]:
+    """Start the bench camera and wait until it serves."""
+    port = free_port()
+    argv = [PYTHON, str(BENCH / "camera.py"), "--port", str(port), "--fps", str(CAMERA_FPS)]
+    argv += ["--size", args.size, "--quality", str(args.quality)]
+    camera = Server("camera", argv, f"http://127.0.0.1:{port}/stats", logs / "camera.log")
+    camera.wait_ready()
+    return camera, port
+
+
+def floor(bench: Bench) -> System:
+    """The camera read directly: the cost of serving MJPEG at all."""
+
+    def settle() -> None:
+        _wait_for(lambda: bench.camera_json("/stats")["clients"] == 0, 5.0)
+
+    return System("floor", bench.camera, "/cam.mjpg", bench.camera_port, settle)
+
+
+def start_livecam(bench: Bench, logs: Path, threads: int) -> System:
+    """livecam under gunicorn from its own configuration, camera 1 off."""
+    port = free_port()
+    env = _clean_env(
+        LIVECAM_CAMERAS=f"1=http://127.0.0.1:{bench.camera_port}/cam.mjpg",
+        LIVECAM_THREADS=str(threads),
+        # A state directory of its own: livecam must not switch on what an earlier run left on,
+        # nor remember this run's switches for the next livecam on the machine.
+        LIVECAM_STATE_DIR=str(logs / "livecam-state"),
+    )
+    argv = [PYTHON, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app", "--bind", f"127.0.0.1:{port}"]
+    ready = f"http://127.0.0.1:{port}/healthz"
+    server = Server("livecam", argv, ready, logs / "livecam.log", cwd=REPO, env=env)
+    server.wait_ready()
+    status = f"http://127.0.0.1:{port}/cameras/1"
+
+    def settle() -> None:
+        _wait_for(lambda: http("GET", status)[1]["viewers"] == 0, 5.0)
+
+    return System("livecam", server, "/cameras/1/stream.mjpg", port, settle)
+
+
+def start_seed(bench: Bench, logs: Path, threads: int) -> System:
+    """The seed pattern under gunicorn gthread, one worker, the same thread count."""
+    port = free_port()
+    argv = [PYTHON, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1"]
+    argv += ["--threads", str(threads), "--graceful-timeout", "2", "--chdir", str(BENCH / "baselines")]
+    argv += ["--bind", f"127.0.0.1:{port}", "seed_pattern:app"]
+    env = _clean_env(SEED_CAMERA_URL=f"http://127.0.0.1:{bench.camera_port}/cam.mjpg")
+    server = Server("seed", argv, f"http://127.0.0.1:{port}/", logs / "seed.log", env=env)
+    server.wait_ready()
+    return System("seed", server, "/video_feed", port)
+
+
+# -- running ----------------------------------------------------------------------------------
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr, so stdout holds only the report."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def run_counts(bench: Bench, system: System, counts: list[int]) -> list[Result]:
+    """One result per viewer count."""
+    results = []
+    for count in counts:
+        progress(f"{system.name}: {count} viewers")
+        results.append(await bench.run(system, count))
+    return results
+
+
+async def run_extras(bench: Bench, system: System, extras: Extras) -> None:
+    """The join and slow-reader measurements."""
+    progress(f"{system.name}: viewers joining a running camera")
+    extras.join_ms = await bench.joins(system)
+    progress(f"{system.name}: a slow reader beside {SLOW_NORMALS} normal ones")
+    extras.slow_fps, extras.slow_rss_growth_mb = await bench.slow_reader(system)
+
+
+async def measure_livecam(bench: Bench, system: System, counts: list[int]) -> tuple[list[Result], Extras]:
+    """Off, idle, the viewer counts and the extras, against livecam."""
+    extras = Extras()
+    status = f"http://127.0.0.1:{system.port}/cameras/1"
+    extras.off_state = http("GET", status)[1]["state"]
+    progress(f"livecam: camera {extras.off_state} (should be off)")
+    extras.off_cpu, extras.off_ticks, extras.off_connected = await bench.quiet_cpu(system)
+    http("POST", status + "/start")
+    if not _wait_for(lambda: http("GET", status)[1]["state"] == "on", 15.0):
+        raise RuntimeError(f"livecam's camera did not come on: {http('GET', status)[1]}")
+    await asyncio.sleep(bench.warmup)
+    progress("livecam: camera on, nobody watching")
+    extras.idle_cpu, _, extras.idle_connected = await bench.quiet_cpu(system)
+    results = await run_counts(bench, system, counts)
+    await run_extras(bench, system, extras)
+    return results, extras
+
+
+async def measure_seed(bench: Bench, system: System, counts: list[int]) -> tuple[list[Result], Extras]:
+    """Idle, the viewer counts and the extras, against the seed pattern (it has no off)."""
+    extras = Extras()
+    await asyncio.sleep(bench.warmup)
+    progress("seed: nobody watching")
+    extras.idle_cpu, _, extras.idle_connected = await bench.quiet_cpu(system)
+    results = await run_counts(bench, system, counts)
+    await run_extras(bench, system, extras)
+    return results, extras
+
+
+async def measure(args: argparse.Namespace, logs: Path) -> dict[str, tuple[list[Result], Extras]]:
+    """Start the camera, then measure each system in turn; stop every server by PID."""
+    camera, camera_port = start_camera(logs, args)
+    measured: dict[str, tuple[list[Result], Extras]] = {}
+    try:
+        bench = Bench(camera, camera_port, args)
+        measured["floor"] = (await run_counts(bench, floor(bench), args.viewers), Extras())
+        for name, start, body in (
+            ("livecam", start_livecam, measure_livecam),
+            ("seed", start_seed, measure_seed),
+        ):
+            progress(f"{name}: starting")
+            system = start(bench, logs, args.threads)
+            try:
+                measured[name] = await body(bench, system, args.viewers)
+            finally:
+                system.server.stop()
+        late = bench.camera_json("/stats")
+        progress(
+            f"camera: {late['frames']} frames sent, {late['late']} late ticks, {late['skipped']} skipped"
+        )
+    finally:
+        camera.stop()
+    return measured
+
+
+# -- the report -------------------------------------------------------------------------------
+
+COLUMNS = (
+    ("N", 4),
+    ("fps min", 7),
+    ("fps med", 7),
+    ("dups", 6),
+    ("unk", 4),
+    ("p50 ms", 6),
+    ("p95 ms", 6),
+    ("1st ms", 6),
+    ("CPU %", 6),
+    ("ms/fr", 6),
+    ("RSS MB", 6),
+    ("thr", 4),
+    ("cam %", 5),
+    ("rdr %", 5),
+    ("fail", 4),
+)
+LEGEND = """\
+fps: unique frames/s per viewer (camera: 30)   dups: parts repeating a frame the viewer had
+unk: parts with no readable stamp   p50/p95: send-to-receipt latency of each frame's first
+arrival   1st: median connect-to-first-part time   CPU %: server process tree, % of one core
+ms/fr: server CPU ms per unique frame delivered   RSS, thr: server tree at the window's end
+cam %: the camera's CPU   rdr %: this reader process's CPU   fail: viewers with no frame"""
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    """A number for a table cell; '-' when unknown."""
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def min_fps(result: Result) -> float:
+    """The worst viewer's fps."""
+    return min(result.fps, default=math.nan)
+
+
+def ms_per_frame(result: Result) -> float:
+    """Server CPU milliseconds per unique frame delivered."""
+    return result.cpu / 100 * result.seconds * 1000 / result.frames if result.frames else math.nan
+
+
+def row(result: Result) -> list[str]:
+    """One table row."""
+    return [
+        str(result.viewers),
+        fmt(min_fps(result)),
+        fmt(statistics.median(result.fps) if result.fps else math.nan),
+        str(result.duplicates),
+        str(result.unknown),
+        fmt(percentile(result.latencies, 0.5)),
+        fmt(percentile(result.latencies, 0.95)),
+        fmt(statistics.median(result.first_ms) if result.first_ms else math.nan, 0),
+        fmt(result.cpu),
+        fmt(ms_per_frame(result), 2),
+        fmt(result.rss_mb, 0),
+        str(result.threads),
+        fmt(result.camera_cpu),
+        fmt(result.reader_cpu),
+        str(result.failed),
+    ]
+
+
+def table(headers: list[tuple[str, int]], rows: list[list[str]]) -> str:
+    """Right-aligned columns."""
+    lines = [" ".join(f"{name:>{width}}" for name, width in headers)]
+    lines += [
+        " ".join(f"{cell:>{width}}" for cell, (_, width) in zip(cells, headers, strict=True))
+        for cells in rows
+    ]
+    return "\n".join(lines)
+
+
+def system_report(name: str, results: list[Result], extras: Extras) -> str:
+    """A system's table and its extra figures."""
+    sources = sorted({result.source for result in results})
+    meaning = {"COM": "JPEG comment stamp", "pixels": "pixel stamp + camera send log"}
+    source = ", ".join(" + ".join(meaning.get(s, s) for s in src.split("+")) for src in sources)
+    lines = [
+        f"== {name}   (latency send time from: {source})",
+        table(list(COLUMNS), [row(r) for r in results]),
+    ]
+    if not math.isnan(extras.off_cpu):
+        lines.append(
+            f"off (state {extras.off_state}): CPU {extras.off_cpu:.2f} % ({extras.off_ticks} ticks), "
+            f"connections to the camera {extras.off_connected}"
+        )
+    if not math.isnan(extras.idle_cpu):
+        idle = f"CPU {extras.idle_cpu:.2f} %, connections to the camera {extras.idle_connected}"
+        lines.append(f"on, nobody watching: {idle}")
+    if extras.join_ms:
+        joins = " ".join(f"{ms:.1f}" for ms in extras.join_ms)
+        lines.append(f"joining a running camera ({JOIN_WATCHERS} watching): first part after {joins} ms")
+    if extras.slow_fps:
+        fps = " ".join(f"{value:.1f}" for value in extras.slow_fps)
+        lines.append(
+            f"slow reader: normal viewers' fps {fps}; server RSS grew {extras.slow_rss_growth_mb:+.1f} MB"
+        )
+    return "\n".join(lines)
+
+
+def ratio(top: float, bottom: float) -> str:
+    """``top / bottom`` for a table cell."""
+    return fmt(top / bottom, 2) if bottom and not math.isnan(bottom) else "-"
+
+
+def ratio_report(measured: dict[str, tuple[list[Result], Extras]]) -> str:
+    """livecam's CPU, CPU per frame and latency divided by the seed's and the floor's."""
+    others = {name: {r.viewers: r for r in measured[name][0]} for name in ("seed", "floor")}
+    headers = [("N", 4)] + [
+        (f"{what} /{other}", 14) for what in ("CPU", "ms/fr", "p95") for other in ("seed", "floor")
+    ]
+    rows = []
+    for result in measured["livecam"][0]:
+        cells = [str(result.viewers)]
+        for measure in (lambda r: r.cpu, ms_per_frame, lambda r: percentile(r.latencies, 0.95)):
+            for other in ("seed", "floor"):
+                match = others[other].get(result.viewers)
+                cells.append(ratio(measure(result), measure(match)) if match else "-")
+        rows.append(cells)
+    return "== livecam / seed and livecam / floor (below 1: livecam is cheaper or faster)\n" + table(
+        headers, rows
+    )
+
+
+def targets(measured: dict[str, tuple[list[Result], Extras]]) -> list[tuple[str, bool | None, str]]:
+    """Each target: its text, met (None when not measured) and the figure."""
+    results, extras = measured["livecam"]
+    live = {r.viewers: r for r in results}
+    floors = {r.viewers: r for r in measured["floor"][0]}
+    checks: list[tuple[str, bool | None, str]] = []
+
+    def check(text: str, count: int, test: Callable[[Result], tuple[bool, str]]) -> None:
+        checks.append((text, *test(live[count])) if count in live else (text, None, "not measured"))
+
+    check(
+        "100 viewers: every viewer >= 29.5 fps", 100, lambda r: (min(r.fps) >= 29.5, f"min {min(r.fps):.2f}")
+    )
+    check("100 viewers: 0 duplicates", 100, lambda r: (r.duplicates == 0, f"{r.duplicates}"))
+    p95 = lambda r: percentile(r.latencies, 0.95)  # noqa: E731 - a one-line measure for the checks
+    check("100 viewers: latency p95 <= 25 ms", 100, lambda r: (p95(r) <= 25, f"{p95(r):.1f} ms"))
+    if 100 in floors:
+        floor_cpu = floors[100].cpu
+        check(
+            "100 viewers: CPU <= the floor's",
+            100,
+            lambda r: (r.cpu <= floor_cpu, f"{r.cpu:.1f} % vs {floor_cpu:.1f} %"),
+        )
+    check("200 viewers: every viewer gets frames", 200, lambda r: (r.failed == 0, f"{r.failed} without"))
+    check(
+        "200 viewers: median >= 29 fps",
+        200,
+        lambda r: (statistics.median(r.fps) >= 29, f"{statistics.median(r.fps):.2f}"),
+    )
+    check("1 viewer: latency p95 <= 4 ms", 1, lambda r: (p95(r) <= 4, f"{p95(r):.1f} ms"))
+    check("1 viewer: CPU <= 5 %", 1, lambda r: (r.cpu <= 5, f"{r.cpu:.1f} %"))
+    checks.append(("on, nobody watching: CPU <= 2 %", extras.idle_cpu <= 2, f"{extras.idle_cpu:.2f} %"))
+    checks.append(
+        (
+            "off: 0 % CPU (<= 1 tick) and no connection to the camera",
+            extras.off_ticks <= 1 and extras.off_connected == 0,
+            f"{extras.off_ticks} ticks, {extras.off_connected} connections",
+        )
+    )
+    worst = max(extras.join_ms, default=math.nan)
+    joined = len(extras.join_ms) == JOINS
+    checks.append(("a joining viewer's first frame <= 10 ms", joined and worst <= 10, f"max {worst:.1f} ms"))
+    slow_min = min(extras.slow_fps, default=math.nan)
+    checks.append(("slow reader: the others keep >= 29.5 fps", slow_min >= 29.5, f"min {slow_min:.2f}"))
+    growth = extras.slow_rss_growth_mb
+    checks.append(("slow reader: RSS grows <= 4 MB", growth <= 4, f"{growth:+.1f} MB"))
+    return checks
+
+
+def report(measured: dict[str, tuple[list[Result], Extras]], args: argparse.Namespace) -> str:
+    """The whole plain-text report."""
+    head = (
+        f"livecam benchmark: camera {args.size} q{args.quality} @ {CAMERA_FPS:.0f} fps, "
+        f"{args.seconds:g} s windows after {args.warmup:g} s warm-up, {args.threads} server threads, "
+        f"{os.cpu_count()} cores"
+    )
+    parts = [head, LEGEND]
+    parts += [
+        system_report(name, *measured[name]) for name in ("livecam", "seed", "floor") if name in measured
+    ]
+    parts.append(ratio_report(measured))
+    lines = ["== targets (livecam)"]
+    for text, met, figure in targets(measured):
+        mark = "n/a" if met is None else "met" if met else "NOT MET"
+        lines.append(f"{mark:>7}  {text:<58} {figure}")
+    parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; ``--quick`` changes the defaults, explicit options still win."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--viewers", help="comma list of viewer counts (default 1,10,50,100,200)")
+    parser.add_argument("--seconds", type=float, help="measurement window (default 10)")
+    parser.add_argument("--warmup", type=float, help="warm-up before each window (default 2)")
+    parser.add_argument("--threads", type=int, default=256, help="server threads (livecam's default: 256)")
+    parser.add_argument("--size", default="640x480", help="camera picture size")
+    parser.add_argument("--quality", type=int, default=80, help="camera JPEG quality")
+    parser.add_argument("--quick", action="store_true", help="1 and 10 viewers, 3 s windows: under a minute")
+    args = parser.parse_args(argv)
+    viewers = args.viewers or ("1,10" if args.quick else "1,10,50,100,200")
+    args.viewers = [int(count) for count in viewers.split(",")]
+    args.seconds = args.seconds or (3.0 if args.quick else 10.0)
+    args.warmup = args.warmup or (1.0 if args.quick else 2.0)
+    return args
+
+
+def main() -> None:
+    """Measure and print the report."""
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="livecam-bench-") as logs:
+        measured = asyncio.run(measure(args, Path(logs)))
+    print(report(measured, args))
+
+
+if __name__ == "__main__":
+    main()

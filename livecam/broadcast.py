@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -45,6 +45,7 @@ class Broadcaster:
         self._closed = False
         self._viewers = 0
         self._waiters = 0  # snapshot requests waiting for a fresh frame
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def latest(self) -> Frame | None:
@@ -76,7 +77,14 @@ class Broadcaster:
             self._seq = frame.seq
             self._latest = frame
             self._cond.notify_all()
+        for listener in self._listeners:
+            listener()
         return frame
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (quick, never blocking) after every publish and at close."""
+        with self._cond:
+            self._listeners = [*self._listeners, listener]
 
     def wait_next(self, after_seq: int, timeout: float) -> Frame | None:
         """Return the newest frame if newer than ``after_seq``, waiting up to ``timeout``.
@@ -95,6 +103,8 @@ class Broadcaster:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        for listener in self._listeners:
+            listener()
 
     @contextmanager
     def watching(self, snapshot: bool = False) -> Iterator[None]:

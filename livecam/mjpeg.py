@@ -6,10 +6,12 @@ byte arrives instead of waiting for the following frame to prove the part comple
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator
 
 from .broadcast import BroadcastClosed, Broadcaster
+from .sender import Sender, Viewer
 
 BOUNDARY = "frame"
 CONTENT_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
@@ -71,3 +73,24 @@ def stream(
                 # frees its thread, and proxies see the connection is alive.
                 yield last.part
                 sent(len(last.part), None)
+
+
+def handed_over(
+    broadcaster: Broadcaster,
+    sender: Sender,
+    sock: socket.socket,
+    chunked: bool,
+    sent: Callable[[int, float | None], None] = _ignore,
+) -> Iterator[bytes]:
+    """Yield the opening boundary, then let ``sender`` write the parts until it lets go.
+
+    The server has written the headers and the opening when this resumes, so the socket is
+    the sender's until ``done``; this thread only waits, using no CPU per frame.
+    """
+    with broadcaster.watching():
+        yield _OPENING
+        viewer = Viewer(sock, broadcaster, chunked, sent)
+        sender.add(viewer)
+        while not viewer.done.wait(5.0):
+            if not sender.alive:
+                break

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from . import state
 from .capture import Camera
 from .config import Settings, state_directory
+from .sender import Sender
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class Registry:
         # Each viewer holds a gunicorn thread; past this many, new viewers get a 503 rather
         # than waiting in gunicorn's queue with every button of the dashboard behind them.
         self.viewer_slots = Slots(viewer_capacity(settings.threads))
+        # One thread writes every stream under gunicorn (see sender.py).
+        self.sender = Sender(settings.send_timeout)
 
     def get(self, cam_id: int) -> Camera | None:
         """The camera with this id, or None."""
@@ -83,5 +86,6 @@ class Registry:
             camera.stop(wait=False)
         for camera in self:
             camera.stop()
+        self.sender.stop()
         if running:
             log.info("stopped %d camera(s)", len(running))

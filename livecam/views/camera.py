@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, request, url_for
@@ -10,7 +11,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from ..capture import Camera, CameraBusy
 from ..errors import json_error
-from ..mjpeg import CONTENT_TYPE, STREAM_HEADERS, stream
+from ..mjpeg import CONTENT_TYPE, STREAM_HEADERS, handed_over, stream
 
 bp = Blueprint("camera", __name__)
 
@@ -85,17 +86,30 @@ def stream_mjpg(camera_id: int) -> Response:
     camera = get_camera(camera_id)
     if not camera.is_on:
         return json_error(503, f"camera {camera_id} is off")
-    slots = current_app.extensions["livecam"].viewer_slots
+    registry = current_app.extensions["livecam"]
+    slots = registry.viewer_slots
     if not slots.take():
         message = f"too many viewers: livecam serves at most {slots.capacity} streams at once"
         return json_error(503, message, **{"Retry-After": "5"})
     sock = request.environ.get("gunicorn.socket")
-    if sock is not None:
-        # A viewer that stops reading fills its socket buffer; without a timeout the write
-        # would block its thread forever. gunicorn resets the socket mode after the response.
-        sock.settimeout(current_app.extensions["livecam"].settings.send_timeout)
+    protocol = request.environ.get("SERVER_PROTOCOL")
+    if (
+        type(sock) is socket.socket  # plain TCP: not TLS, which gunicorn would have to encrypt
+        and sock.gettimeout() is None
+        and protocol in ("HTTP/1.0", "HTTP/1.1")
+        and registry.sender.alive
+    ):
+        # gunicorn frames an HTTP/1.1 body of unknown length in chunks; the sender must too.
+        chunked = protocol == "HTTP/1.1"
+        frames = handed_over(camera.broadcaster, registry.sender, sock, chunked, camera.sends.sent)
+    else:
+        if sock is not None:
+            # A viewer that stops reading fills its socket buffer; without a timeout the
+            # write would block its thread forever. gunicorn resets the socket mode after.
+            sock.settimeout(registry.settings.send_timeout)
+        frames = stream(camera.broadcaster, sent=camera.sends.sent)
     # The server closes the body when the viewer leaves, even if it was never iterated.
-    body = ClosingIterator(stream(camera.broadcaster, sent=camera.sends.sent), slots.give_back)
+    body = ClosingIterator(frames, slots.give_back)
     return Response(body, content_type=CONTENT_TYPE, headers=STREAM_HEADERS, direct_passthrough=True)
 
 

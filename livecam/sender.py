@@ -1,0 +1,292 @@
+"""One thread writes every stream: frames go to all viewers' sockets from a selector loop.
+
+With a thread per viewer, each frame wakes every viewer's thread to write the same bytes:
+at a hundred viewers that costs several times the CPU of the camera itself. Here gunicorn's
+thread answers the request, writes the headers and the opening boundary, then hands the
+socket over and waits; this loop writes each new part with non-blocking sends, keeps any
+unsent rest for when the socket drains, and gives a slow viewer the newest frame next.
+The sockets stay in blocking mode for gunicorn: every send here uses MSG_DONTWAIT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+from .broadcast import Broadcaster, Frame
+
+log = logging.getLogger(__name__)
+
+SWEEP = 0.25  # how often heartbeats and stuck viewers are looked at
+CLOSING_GRACE = 2.0  # a stopped camera's viewers may finish the part they are receiving
+
+
+def chunk(data: bytes) -> bytes:
+    """Frame ``data`` as one HTTP/1.1 chunk, as the server does for a body of unknown length."""
+    return b"%X\r\n%s\r\n" % (len(data), data)
+
+
+class Viewer:
+    """One stream handed over to the sender; ``done`` is set when the sender lets it go."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        broadcaster: Broadcaster,
+        chunked: bool,
+        sent: Callable[[int, float | None], None],
+    ) -> None:
+        self.sock = sock
+        self.broadcaster = broadcaster
+        self.chunked = chunked
+        self.sent = sent
+        self.done = threading.Event()
+        self.seq = 0  # the last frame started
+        self.pending: memoryview | None = None  # the unsent rest of the part being written
+        self.pending_frame: Frame | None = None
+        self.pending_fresh = False  # a new frame (False: a heartbeat resend)
+        self.last_frame: Frame | None = None
+        self.last_write = time.monotonic()
+        self.closing_since: float | None = None
+
+
+class Sender:
+    """The loop that writes every stream of one app."""
+
+    def __init__(self, send_timeout: float, heartbeat: float = 1.0) -> None:
+        self._send_timeout = send_timeout
+        self._heartbeat = heartbeat
+        self._lock = threading.Lock()
+        self._incoming: list[Viewer] = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._viewers: dict[Broadcaster, set[Viewer]] = {}
+        self._listening: weakref.WeakSet[Broadcaster] = weakref.WeakSet()
+        self._chunks: dict[Broadcaster, tuple[int, bytes]] = {}
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the loop runs (or has not been needed yet)."""
+        return not self._stopping and (self._thread is None or self._thread.is_alive())
+
+    def add(self, viewer: Viewer) -> None:
+        """Hand a viewer over; the loop starts on the first one."""
+        with self._lock:
+            if self._stopping:
+                viewer.done.set()
+                return
+            self._incoming.append(viewer)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="livecam-sender", daemon=True)
+                self._thread.start()
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the loop look again (a frame was published, a camera stopped)."""
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is already due to wake
+        except OSError:
+            pass  # closed: the sender has stopped
+
+    def stop(self) -> None:
+        """Let every viewer go and end the loop."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        self.wake()
+        if thread is not None:
+            thread.join(5)
+        with self._lock:
+            for viewer in self._incoming:
+                viewer.done.set()
+            self._incoming.clear()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Write frames until stopped; never dies silently."""
+        try:
+            next_sweep = time.monotonic() + SWEEP
+            while not self._stopping:
+                timeout = max(0.0, next_sweep - time.monotonic())
+                for key, events in self._selector.select(timeout):
+                    if key.fileobj == self._wake_r:
+                        self._drain_wake()
+                    elif events & selectors.EVENT_READ:
+                        self._readable(key.data)
+                    if key.data is not None and events & selectors.EVENT_WRITE:
+                        self._write(key.data)
+                self._take_incoming()
+                self._new_frames()
+                if time.monotonic() >= next_sweep:
+                    self._sweep()
+                    next_sweep = time.monotonic() + SWEEP
+        except Exception:  # noqa: BLE001 - log, then let every viewer go below
+            log.exception("stream sender failed")
+        finally:
+            self._stopping = True
+            for viewers in list(self._viewers.values()):
+                for viewer in list(viewers):
+                    self._release(viewer)
+            self._selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _drain_wake(self) -> None:
+        """Empty the wake-up pipe."""
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _take_incoming(self) -> None:
+        """Register the viewers handed over since the last turn."""
+        with self._lock:
+            incoming, self._incoming = self._incoming, []
+        for viewer in incoming:
+            broadcaster = viewer.broadcaster
+            if broadcaster not in self._listening:
+                self._listening.add(broadcaster)
+                broadcaster.add_listener(self.wake)
+            self._viewers.setdefault(broadcaster, set()).add(viewer)
+            try:
+                # Readable tells a client that hung up at once, without waiting for a write.
+                self._selector.register(viewer.sock, selectors.EVENT_READ, viewer)
+            except (ValueError, OSError):
+                self._release(viewer)
+                continue
+            latest = broadcaster.latest
+            if latest is not None and latest.age < self._heartbeat:
+                # A running camera: show its current frame at once.
+                self._start(viewer, latest, fresh=True)
+            elif latest is not None:
+                viewer.seq = latest.seq
+
+    def _new_frames(self) -> None:
+        """Start the newest frame on every idle viewer of each camera that published one."""
+        for broadcaster, viewers in list(self._viewers.items()):
+            if broadcaster.closed:
+                now = time.monotonic()
+                for viewer in list(viewers):
+                    viewer.closing_since = viewer.closing_since or now
+                    if viewer.pending is None:
+                        self._release(viewer)
+                continue
+            latest = broadcaster.latest
+            if latest is None:
+                continue
+            for viewer in list(viewers):
+                if viewer.pending is None and latest.seq > viewer.seq:
+                    self._start(viewer, latest, fresh=True)
+
+    def _part(self, viewer: Viewer, frame: Frame) -> bytes:
+        """The bytes of ``frame`` for this viewer, chunk-framed once per frame when needed."""
+        if not viewer.chunked:
+            return frame.part
+        cached = self._chunks.get(viewer.broadcaster)
+        if cached is None or cached[0] != frame.seq:
+            cached = (frame.seq, chunk(frame.part))
+            self._chunks[viewer.broadcaster] = cached
+        return cached[1]
+
+    def _start(self, viewer: Viewer, frame: Frame, fresh: bool) -> None:
+        """Begin writing one part to a viewer."""
+        viewer.seq = max(viewer.seq, frame.seq)
+        viewer.pending = memoryview(self._part(viewer, frame))
+        viewer.pending_frame = frame
+        viewer.pending_fresh = fresh
+        self._write(viewer)
+
+    def _write(self, viewer: Viewer) -> None:
+        """Send what the socket takes now; wait for it to drain if it took less."""
+        if viewer.pending is None:
+            return
+        try:
+            written = viewer.sock.send(viewer.pending, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            self._release(viewer)
+            return
+        now = time.monotonic()
+        if written:
+            viewer.last_write = now
+        if written < len(viewer.pending):
+            viewer.pending = viewer.pending[written:]
+            self._watch(viewer, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            return
+        frame = viewer.pending_frame
+        latency = time.time() - frame.timestamp if viewer.pending_fresh else None
+        viewer.sent(len(viewer.pending.obj), latency)
+        viewer.pending = viewer.pending_frame = None
+        viewer.last_frame = frame
+        self._watch(viewer, selectors.EVENT_READ)
+        if viewer.broadcaster.closed:
+            self._release(viewer)
+            return
+        latest = viewer.broadcaster.latest
+        if latest is not None and latest.seq > viewer.seq:
+            # Frames came while this viewer was busy: the newest one now, none in between.
+            self._start(viewer, latest, fresh=True)
+
+    def _watch(self, viewer: Viewer, events: int) -> None:
+        """Select a viewer's socket for ``events`` (readable always, writable while behind)."""
+        try:
+            if self._selector.get_key(viewer.sock).events != events:
+                self._selector.modify(viewer.sock, events, viewer)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def _readable(self, viewer: Viewer) -> None:
+        """A viewer's socket is readable: it hung up (or sent bytes we have no use for)."""
+        try:
+            data = viewer.sock.recv(4096, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._release(viewer)
+
+    def _sweep(self) -> None:
+        """Heartbeats for idle viewers, and an end for stuck or long-closing ones."""
+        now = time.monotonic()
+        for viewers in list(self._viewers.values()):
+            for viewer in list(viewers):
+                if viewer.closing_since is not None and now - viewer.closing_since > CLOSING_GRACE:
+                    self._release(viewer)
+                elif viewer.pending is not None:
+                    if now - viewer.last_write > self._send_timeout:
+                        log.info("dropping a viewer that took no data for %.0f s", self._send_timeout)
+                        self._release(viewer)
+                elif now - viewer.last_write >= self._heartbeat and viewer.last_frame is not None:
+                    # Nothing new for a second: resend, so proxies and clients see it alive.
+                    self._start(viewer, viewer.last_frame, fresh=False)
+
+    def _release(self, viewer: Viewer) -> None:
+        """Stop writing to a viewer and give its socket back to gunicorn's thread."""
+        viewers = self._viewers.get(viewer.broadcaster)
+        if viewers is not None:
+            viewers.discard(viewer)
+            if not viewers:
+                del self._viewers[viewer.broadcaster]
+                self._chunks.pop(viewer.broadcaster, None)
+        try:
+            self._selector.unregister(viewer.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        viewer.done.set()

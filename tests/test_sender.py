@@ -1,0 +1,151 @@
+"""The stream sender over real sockets: framing, newest-frame-first, heartbeats, hang-ups."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from helpers import read_parts, wait_for
+from livecam.broadcast import Broadcaster
+from livecam.mjpeg import make_part
+from livecam.sender import Sender, Viewer
+
+OPENING = b"--frame\r\n"
+
+
+@pytest.fixture
+def sender() -> Iterator[Sender]:
+    sender = Sender(send_timeout=1.0, heartbeat=0.3)
+    sender.sockets = []  # both ends of every pair, closed at teardown as the server would
+    yield sender
+    sender.stop()
+    for sock in sender.sockets:
+        sock.close()
+    assert not [t for t in threading.enumerate() if t.name == "livecam-sender"]
+
+
+def publish(broadcaster: Broadcaster, payload: bytes) -> None:
+    now = time.time()
+    broadcaster.publish(payload, now, make_part(payload, now))
+
+
+def connect(
+    sender: Sender, broadcaster: Broadcaster, chunked: bool = False, **options
+) -> tuple[socket.socket, Viewer]:
+    """A viewer on a real socket pair: the server end is handed to the sender."""
+    server, client = socket.socketpair()
+    sender.sockets += [server, client]
+    for name, value in options.items():
+        client.setsockopt(socket.SOL_SOCKET, getattr(socket, name), value)
+    server.sendall(OPENING if not chunked else b"9\r\n" + OPENING + b"\r\n")  # as gunicorn would
+    viewer = Viewer(server, broadcaster, chunked, lambda size, latency: None)
+    sender.add(viewer)
+    client.settimeout(10)
+    return client, viewer
+
+
+class Dechunked(io.RawIOBase):
+    """Decode an HTTP/1.1 chunked body from a socket, checking the framing as it goes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._file = sock.makefile("rb")
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self._rest:
+            size = int(self._file.readline().strip(), 16)
+            self._rest = self._file.read(size)
+            assert self._file.read(2) == b"\r\n"
+        count = min(len(buffer), len(self._rest))
+        buffer[:count], self._rest = self._rest[:count], self._rest[count:]
+        return count
+
+
+def test_each_frame_once_in_raw_framing(sender: Sender) -> None:
+    broadcaster = Broadcaster()
+    client, viewer = connect(sender, broadcaster)
+    parts = read_parts(client.makefile("rb"))
+    for payload in (b"one", b"two", b"three"):
+        publish(broadcaster, payload)
+        assert next(parts).body == payload
+    client.close()
+
+
+def test_chunked_framing_for_http_11(sender: Sender) -> None:
+    broadcaster = Broadcaster()
+    client, _ = connect(sender, broadcaster, chunked=True)
+    parts = read_parts(io.BufferedReader(Dechunked(client)))
+    for payload in (b"a" * 70000, b"b" * 10):
+        publish(broadcaster, payload)
+        assert next(parts).body == payload
+    client.close()
+
+
+def test_a_slow_viewer_gets_the_newest_frame_not_a_backlog(sender: Sender) -> None:
+    broadcaster = Broadcaster()
+    client, viewer = connect(sender, broadcaster, SO_RCVBUF=4096)
+    payloads = [bytes([n]) * 3_000_000 for n in range(10)]
+    publish(broadcaster, payloads[0])  # more than the socket buffers hold: it waits half sent
+    assert wait_for(lambda: viewer.pending is not None)
+    for payload in payloads[1:]:  # while nobody reads
+        publish(broadcaster, payload)
+    parts = read_parts(client.makefile("rb"))
+    first = next(parts).body
+    second = next(parts).body
+    assert first == payloads[0]  # the part that was under way is completed
+    assert second == payloads[-1]  # then straight to the newest
+    client.close()
+
+
+def test_heartbeat_resends_the_last_frame(sender: Sender) -> None:
+    broadcaster = Broadcaster()
+    client, _ = connect(sender, broadcaster)
+    parts = read_parts(client.makefile("rb"))
+    publish(broadcaster, b"still")
+    assert [next(parts).body for _ in range(2)] == [b"still", b"still"]
+    client.close()
+
+
+def test_hang_up_releases_the_viewer_at_once(sender: Sender) -> None:
+    broadcaster = Broadcaster()
+    client, viewer = connect(sender, broadcaster)
+    client.close()
+    assert viewer.done.wait(5)
+
+
+def test_stuck_viewer_is_dropped_after_the_send_timeout(sender: Sender) -> None:
+    broadcaster = Broadcaster()
+    client, viewer = connect(sender, broadcaster, SO_RCVBUF=4096)
+    for n in range(5):
+        publish(broadcaster, bytes([n]) * 500_000)
+    assert viewer.done.wait(10)  # the client never read
+    client.close()
+
+
+def test_stopped_camera_ends_its_streams(sender: Sender) -> None:
+    broadcaster = Broadcaster()
+    client, viewer = connect(sender, broadcaster)
+    publish(broadcaster, b"last")
+    next(read_parts(client.makefile("rb")))
+    broadcaster.close()
+    assert viewer.done.wait(5)
+    client.close()
+
+
+def test_stopping_the_sender_lets_every_viewer_go(sender: Sender) -> None:
+    broadcaster = Broadcaster()
+    clients_viewers = [connect(sender, broadcaster) for _ in range(3)]
+    sender.stop()
+    assert all(viewer.done.wait(5) for _, viewer in clients_viewers)
+    late_client, late = connect(sender, broadcaster)
+    assert late.done.is_set()  # nothing is taken after a stop
+    for client, _ in [*clients_viewers, (late_client, late)]:
+        client.close()

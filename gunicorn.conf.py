@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from livecam.config import ConfigError, load_settings
+from livecam.config import ConfigError, beyond_loopback, load_settings
 
 try:
     # Discovery is the worker's business; here only the settings' validity matters.
@@ -46,6 +46,18 @@ def on_starting(server):
         sys.exit(
             f"livecam: refusing the {server.cfg.worker_class_str} worker: streams need the "
             "gthread worker, one thread per viewer"
+        )
+
+
+def when_ready(server):
+    """Warn loudly when livecam listens beyond this machine with nobody's token required."""
+    exposed = beyond_loopback(server.cfg.bind)
+    if exposed and not (_settings.view_token or _settings.control_token):
+        server.log.warning(
+            "livecam: listening on %s with NO access control: anyone who can reach it can watch "
+            "and switch every camera. Set LIVECAM_VIEW_TOKEN and LIVECAM_CONTROL_TOKEN, or bind "
+            "127.0.0.1 behind a proxy.",
+            ", ".join(exposed),
         )
 
 

@@ -8,11 +8,16 @@ the seam where a frame bus shared by several processes could plug in later.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+MILESTONES = (1, 10, 100, 1000)  # viewer counts worth a log line on the way up
 
 
 class BroadcastClosed(Exception):
@@ -38,7 +43,8 @@ class Frame:
 class Broadcaster:
     """Latest-frame fan-out for one capture session of one camera."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "broadcaster") -> None:
+        self.name = name  # for log lines
         self._cond = threading.Condition()
         self._seq = 0
         self._latest: Frame | None = None
@@ -114,6 +120,8 @@ class Broadcaster:
                 self._waiters += 1
             else:
                 self._viewers += 1
+                if self._viewers in MILESTONES:
+                    log.info("%s: %d viewer%s", self.name, self._viewers, "s" * (self._viewers > 1))
         try:
             yield
         finally:
@@ -122,3 +130,5 @@ class Broadcaster:
                     self._waiters -= 1
                 else:
                     self._viewers -= 1
+                    if self._viewers == 0:
+                        log.info("%s: no viewers", self.name)

@@ -95,7 +95,7 @@ class Camera:
             if self._thread is not None:
                 raise CameraBusy(f"camera {self.id} is still releasing its source")
             self._stop = threading.Event()
-            self._broadcaster = Broadcaster()
+            self._broadcaster = Broadcaster(f"camera {self.id} ({self.config.name})")
             self._running = True
             self._set_state("starting", None, self._stop)
             self._thread = threading.Thread(

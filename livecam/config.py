@@ -336,6 +336,12 @@ def _discovered_cameras(discover: Any) -> dict[str, Any]:
     return {"0": {"source": "testsrc", "autostart": True}}
 
 
+def beyond_loopback(binds: list[str]) -> list[str]:
+    """The gunicorn bind addresses that other machines can reach."""
+    local = ("127.", "localhost:", "[::1]:", "unix:")
+    return [address for address in binds if not address.startswith(local)]
+
+
 def state_directory(settings: Settings) -> Path:
     """Where livecam keeps state: the setting, else $XDG_STATE_HOME/livecam or ~/.local/state."""
     if settings.state_dir:

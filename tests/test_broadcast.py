@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -90,3 +91,14 @@ def test_viewer_count_is_exact_when_a_viewer_fails() -> None:
         with broadcaster.watching():
             raise OSError("client went away")
     assert broadcaster.viewers == 0
+
+
+def test_viewer_milestones_are_logged_not_every_change(caplog: pytest.LogCaptureFixture) -> None:
+    broadcaster = Broadcaster("camera 4 (Gate)")
+    with caplog.at_level(logging.INFO, logger="livecam.broadcast"):
+        with broadcaster.watching(), broadcaster.watching(), broadcaster.watching(snapshot=True):
+            pass
+    assert [r.getMessage() for r in caplog.records] == [
+        "camera 4 (Gate): 1 viewer",
+        "camera 4 (Gate): no viewers",
+    ]

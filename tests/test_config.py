@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from livecam.config import ConfigError, load_settings, parse_camera_list, parse_source
+from livecam.config import ConfigError, beyond_loopback, load_settings, parse_camera_list, parse_source
 
 
 def test_zero_config_without_devices_serves_an_autostarted_test_pattern() -> None:
@@ -145,3 +145,15 @@ def test_parse_source(value: object, kind: str, target: object) -> None:
 
 def test_camera_list_keeps_urls_with_equals_signs() -> None:
     assert parse_camera_list("4=http://h/cam?a=1&b=2") == {4: "http://h/cam?a=1&b=2"}
+
+
+def test_addresses_beyond_loopback() -> None:
+    binds = [
+        "127.0.0.1:8000",
+        "localhost:8000",
+        "[::1]:8000",
+        "unix:/run/livecam.sock",
+        "0.0.0.0:80",
+        "[::]:80",
+    ]
+    assert beyond_loopback(binds) == ["0.0.0.0:80", "[::]:80"]

@@ -35,14 +35,14 @@ def make_part(jpeg: bytes, timestamp: float) -> bytes:
     return head + jpeg + _CLOSING
 
 
-def _ignore(size: int, latency: float | None) -> None:
+def _ignore(size: int, latency: float | None, count: int = 1) -> None:
     """The default: nobody counts what was sent."""
 
 
 def stream(
     broadcaster: Broadcaster,
     heartbeat: float = HEARTBEAT,
-    sent: Callable[[int, float | None], None] = _ignore,
+    sent: Callable[..., None] = _ignore,
 ) -> Iterator[bytes]:
     """Yield one viewer's MJPEG body: each new frame once, the last one again as a heartbeat.
 
@@ -80,7 +80,7 @@ def handed_over(
     sender: Sender,
     sock: socket.socket,
     chunked: bool,
-    sent: Callable[[int, float | None], None] = _ignore,
+    sent: Callable[[int, float | None, int], None] = _ignore,
 ) -> Iterator[bytes]:
     """Yield the opening boundary, then let ``sender`` write the parts until it lets go.
 
@@ -91,6 +91,8 @@ def handed_over(
         yield _OPENING
         viewer = Viewer(sock, broadcaster, chunked, sent)
         sender.add(viewer)
-        while not viewer.done.wait(5.0):
+        # The sender sets done whenever it lets go, even when it fails; the timeout is only a
+        # safety net, long so that hundreds of parked threads do not wake for nothing.
+        while not viewer.done.wait(30.0):
             if not sender.alive:
                 break

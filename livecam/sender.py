@@ -40,7 +40,7 @@ class Viewer:
         sock: socket.socket,
         broadcaster: Broadcaster,
         chunked: bool,
-        sent: Callable[[int, float | None], None],
+        sent: Callable[[int, float | None, int], None],
     ) -> None:
         self.sock = sock
         self.broadcaster = broadcaster
@@ -51,6 +51,7 @@ class Viewer:
         self.pending: memoryview | None = None  # the unsent rest of the part being written
         self.pending_frame: Frame | None = None
         self.pending_fresh = False  # a new frame (False: a heartbeat resend)
+        self.waiting = False  # selected for writable: the socket took less than a whole part
         self.last_frame: Frame | None = None
         self.last_write = time.monotonic()
         self.closing_since: float | None = None
@@ -121,7 +122,8 @@ class Sender:
         try:
             next_sweep = time.monotonic() + SWEEP
             while not self._stopping:
-                timeout = max(0.0, next_sweep - time.monotonic())
+                # Nobody to serve: sleep until woken, so a server with no viewers costs nothing.
+                timeout = max(0.0, next_sweep - time.monotonic()) if self._viewers else None
                 for key, events in self._selector.select(timeout):
                     if key.fileobj == self._wake_r:
                         self._drain_wake()
@@ -187,11 +189,37 @@ class Sender:
                         self._release(viewer)
                 continue
             latest = broadcaster.latest
-            if latest is None:
+            if latest is not None:
+                self._fan_out(latest, [v for v in viewers if v.pending is None and latest.seq > v.seq])
+
+    def _fan_out(self, frame: Frame, viewers: list[Viewer]) -> None:
+        """The hot path: one send per idle viewer, and the bookkeeping once for them all."""
+        whole: dict[Callable[[int, float | None, int], None], int] = {}
+        for viewer in viewers:
+            data = self._part(viewer, frame)
+            viewer.seq = frame.seq
+            try:
+                written = viewer.sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                self._release(viewer)
                 continue
-            for viewer in list(viewers):
-                if viewer.pending is None and latest.seq > viewer.seq:
-                    self._start(viewer, latest, fresh=True)
+            if written == len(data):
+                viewer.last_frame = frame
+                whole[viewer.sent] = whole.get(viewer.sent, 0) + 1
+            else:
+                # The socket took less: keep the rest for when it drains.
+                viewer.pending = memoryview(data)[written:]
+                viewer.pending_frame, viewer.pending_fresh = frame, True
+                viewer.waiting = True
+                self._watch(viewer, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        now = time.monotonic()
+        for viewer in viewers:
+            viewer.last_write = now
+        latency = time.time() - frame.timestamp
+        for sent, count in whole.items():
+            sent(len(frame.part), latency, count)
 
     def _part(self, viewer: Viewer, frame: Frame) -> bytes:
         """The bytes of ``frame`` for this viewer, chunk-framed once per frame when needed."""
@@ -213,7 +241,7 @@ class Sender:
 
     def _write(self, viewer: Viewer) -> None:
         """Send what the socket takes now; wait for it to drain if it took less."""
-        if viewer.pending is None:
+        if viewer.pending is None or viewer.done.is_set():
             return
         try:
             written = viewer.sock.send(viewer.pending, socket.MSG_DONTWAIT)
@@ -227,14 +255,18 @@ class Sender:
             viewer.last_write = now
         if written < len(viewer.pending):
             viewer.pending = viewer.pending[written:]
-            self._watch(viewer, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            if not viewer.waiting:
+                viewer.waiting = True
+                self._watch(viewer, selectors.EVENT_READ | selectors.EVENT_WRITE)
             return
         frame = viewer.pending_frame
         latency = time.time() - frame.timestamp if viewer.pending_fresh else None
-        viewer.sent(len(viewer.pending.obj), latency)
+        viewer.sent(len(frame.part), latency, 1)
         viewer.pending = viewer.pending_frame = None
         viewer.last_frame = frame
-        self._watch(viewer, selectors.EVENT_READ)
+        if viewer.waiting:
+            viewer.waiting = False
+            self._watch(viewer, selectors.EVENT_READ)
         if viewer.broadcaster.closed:
             self._release(viewer)
             return
@@ -246,8 +278,7 @@ class Sender:
     def _watch(self, viewer: Viewer, events: int) -> None:
         """Select a viewer's socket for ``events`` (readable always, writable while behind)."""
         try:
-            if self._selector.get_key(viewer.sock).events != events:
-                self._selector.modify(viewer.sock, events, viewer)
+            self._selector.modify(viewer.sock, events, viewer)
         except (KeyError, ValueError, OSError):
             pass
 

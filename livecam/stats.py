@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 
 # Capture-to-send latency buckets in seconds, fine where MJPEG over a LAN lives.
@@ -40,17 +41,14 @@ class SendStats:
         self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
         self.latency_sum = 0.0
 
-    def sent(self, size: int, latency: float | None) -> None:
-        """Record one part written to a viewer; ``latency`` is None for a heartbeat resend."""
+    def sent(self, size: int, latency: float | None, count: int = 1) -> None:
+        """Record a part written to ``count`` viewers; ``latency`` is None for a heartbeat."""
         with self._lock:
-            self.bytes += size
+            self.bytes += size * count
             if latency is None:
                 return
-            self.latency_sum += latency
-            index = 0
-            while index < len(self.buckets) and latency > self.buckets[index]:
-                index += 1
-            self.counts[index] += 1
+            self.latency_sum += latency * count
+            self.counts[bisect_left(self.buckets, latency)] += count
 
     def snapshot(self) -> tuple[int, list[int], float]:
         """Bytes sent, latency counts per bucket, and their sum, read consistently."""

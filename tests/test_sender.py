@@ -43,7 +43,7 @@ def connect(
     for name, value in options.items():
         client.setsockopt(socket.SOL_SOCKET, getattr(socket, name), value)
     server.sendall(OPENING if not chunked else b"9\r\n" + OPENING + b"\r\n")  # as gunicorn would
-    viewer = Viewer(server, broadcaster, chunked, lambda size, latency: None)
+    viewer = Viewer(server, broadcaster, chunked, lambda size, latency, count: None)
     sender.add(viewer)
     client.settimeout(10)
     return client, viewer

@@ -49,6 +49,7 @@ class Registry:
         self.state_dir = state_directory(settings)
         self._cameras = {cam_id: Camera(config) for cam_id, config in settings.cameras.items()}
         self._save_lock = threading.Lock()
+        self._shutdown_lock = threading.Lock()
         # Each viewer holds a gunicorn thread; past this many, new viewers get a 503 rather
         # than waiting in gunicorn's queue with every button of the dashboard behind them.
         self.viewer_slots = Slots(viewer_capacity(settings.threads))
@@ -81,11 +82,13 @@ class Registry:
 
     def shutdown(self) -> None:
         """Stop every camera: end all streams at once, then wait for each source's release."""
-        running = [camera for camera in self if camera.is_on]
-        for camera in running:
-            camera.stop(wait=False)
-        for camera in self:
-            camera.stop()
-        self.sender.stop()
-        if running:
-            log.info("stopped %d camera(s)", len(running))
+        # A second caller (gunicorn's exit hook after the SIGTERM one) waits for the first.
+        with self._shutdown_lock:
+            running = [camera for camera in self if camera.is_on]
+            for camera in running:
+                camera.stop(wait=False)
+            for camera in self:
+                camera.stop()
+            self.sender.stop()
+            if running:
+                log.info("stopped %d camera(s)", len(running))

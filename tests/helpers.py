@@ -142,7 +142,9 @@ class Server:
         command += ["--bind", f"127.0.0.1:{self.port}", *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
         full_env["LIVECAM_STATE_DIR"] = str(state_dir)
-        self.process = subprocess.Popen(command, cwd=ROOT, env={**full_env, **env}, stderr=self.log)
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env={**full_env, **env}, stdout=self.log, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Wait until the app answers its health check (bounded)."""
@@ -203,4 +205,3 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        self.log.close()

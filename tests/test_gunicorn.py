@@ -70,7 +70,8 @@ def test_two_viewers_cost_one_encode_per_frame(livecam: Server) -> None:
     assert len(shared) >= 30, "the two viewers did not get the same frames"
     # Every frame either viewer saw was encoded once: the count grew by one per frame, not two.
     assert after - before < len(seen[0] | seen[1]) + 10
-    assert after - before >= len(shared)
+    # (Parts already on their way when "before" was read were encoded earlier.)
+    assert after - before >= len(shared) - 10
 
 
 def test_an_mjpeg_camera_is_forwarded_byte_for_byte(livecam: Server, mjpeg_camera: MjpegCamera) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from camera_server import MjpegCamera
 from helpers import capture_threads, decode, wait_for
-from livecam.broadcast import Frame
+from livecam.broadcast import Broadcaster, Frame
 from livecam.capture import Camera
 from livecam.config import CameraConfig, parse_source
 from livecam.sources import Source, open_source
@@ -138,6 +138,18 @@ def test_stop_releases_an_http_camera_and_start_reopens_it(
     assert decode(next_frames(camera, 1)[0].jpeg).shape == (240, 320, 3)
 
 
+def next_where(broadcaster: Broadcaster, after: int, placeholder: bool, timeout: float = 15) -> Frame | None:
+    """The first frame after ``after`` that is (or is not) a placeholder, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = broadcaster.wait_next(after, 2)
+        if frame is not None:
+            if frame.placeholder == placeholder:
+                return frame
+            after = frame.seq
+    return None
+
+
 def test_lost_source_shows_no_signal_then_recovers(
     make_camera: Callable[..., Camera], mjpeg_camera: MjpegCamera
 ) -> None:
@@ -145,28 +157,15 @@ def test_lost_source_shows_no_signal_then_recovers(
     camera.start()
     broadcaster = camera.broadcaster
     with broadcaster.watching():
-        first = broadcaster.wait_next(0, 10)
-        assert first is not None and not first.placeholder
+        first = next_where(broadcaster, 0, placeholder=False)
+        assert first is not None
         mjpeg_camera.stop()  # the camera loses power
-        seq, placeholder = first.seq, None
-        deadline = time.monotonic() + 10
-        while placeholder is None and time.monotonic() < deadline:
-            frame = broadcaster.wait_next(seq, 2)
-            if frame is not None:
-                seq = frame.seq
-                placeholder = frame if frame.placeholder else None
+        placeholder = next_where(broadcaster, first.seq, placeholder=True)
         assert placeholder is not None, "no placeholder while the source was down"
         assert camera.state == "error" and camera.error
         assert decode(placeholder.jpeg).shape == (240, 320, 3)  # the camera's own size
         mjpeg_camera.start()  # back on the same port
-        live = None
-        deadline = time.monotonic() + 15
-        while live is None and time.monotonic() < deadline:
-            frame = broadcaster.wait_next(seq, 2)
-            if frame is not None:
-                seq = frame.seq
-                live = None if frame.placeholder else frame
-        assert live is not None, "live frames did not resume"
+        assert next_where(broadcaster, placeholder.seq, placeholder=False) is not None, "no live frames"
     assert camera.state == "on" and camera.errors >= 1
 
 

@@ -136,7 +136,11 @@ def _cross_site() -> bool:
 
 def _unauthorised(status: int) -> Response:
     """401 (no credentials) or 403 (wrong ones): a login page for browsers, JSON otherwise."""
-    if status == 401 and request.method == "GET" and "text/html" in request.headers.get("Accept", ""):
+    browser = "text/html" in request.headers.get("Accept", "") and "Authorization" not in request.headers
+    if browser and request.method == "POST":
+        # A dashboard form without JavaScript: log in (with a token that may switch), then back.
+        return redirect(url_for("auth.login", next="/"), code=303)
+    if status == 401 and browser:
         page = render_template("login.html", next=request.full_path.rstrip("?"), failed=False)
         return Response(page, status=401, headers={"WWW-Authenticate": 'Bearer realm="livecam"'})
     message = "credentials required" if status == 401 else "not allowed"

@@ -6,8 +6,6 @@ import http.client
 import io
 import itertools
 import json
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,114 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, Part, Server, decode, free_port, read_parts
+from helpers import Part, Server, decode, read_parts
+from nginx_proxy import Nginx, fetch, install
 
-DEPLOY = ROOT / "deploy"
-# nginx lives in /usr/sbin, which is not on every user's PATH.
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 # Where each variant serves livecam: its own site, or under /livecam/ of an existing one.
 PREFIXES = {"root": "", "subpath": "/livecam"}
-
-# The test's main file around the shipped ones: one process, so its PID is all of nginx and
-# it needs no user to switch to; every file it writes is under its prefix directory.
-NGINX_CONF = """\
-master_process off;
-pid nginx.pid;
-events {{}}
-http {{
-    access_log access.log;
-    client_body_temp_path client_body;
-    proxy_temp_path proxy;
-    fastcgi_temp_path fastcgi;
-    uwsgi_temp_path uwsgi;
-    scgi_temp_path scgi;
-    # A site that compresses everything: livecam's live locations must opt out.
-    gzip on;
-    gzip_types *;
-    include conf.d/*.conf;
-    # An existing site that includes the sub-path variant.
-    server {{
-        listen 127.0.0.1:{port};
-        include snippets/livecam-subpath.conf;
-    }}
-}}
-"""
-
-
-def install(source: str, target: Path, replacements: dict[str, str]) -> None:
-    """Copy a file from deploy/ with test values in place of its defaults, each of which must occur."""
-    text = (DEPLOY / source).read_text()
-    for old, new in replacements.items():
-        assert old in text, f"deploy/{source} no longer contains {old!r}"
-        text = text.replace(old, new)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-
-
-class Nginx:
-    """nginx serving the shipped configuration on loopback ports, in front of ``upstream``."""
-
-    def __init__(self, prefix: Path, upstream: int, certificate: Path, key: Path) -> None:
-        self.ports = {"root": free_port(), "subpath": free_port(), "tls": free_port()}
-        install(
-            "nginx/conf.d/livecam-upstream.conf",
-            prefix / "conf.d/livecam-upstream.conf",
-            {"127.0.0.1:8000": f"127.0.0.1:{upstream}"},
-        )
-        install(
-            "nginx/conf.d/livecam.conf",
-            prefix / "conf.d/livecam.conf",
-            {"listen 80;": f"listen 127.0.0.1:{self.ports['root']};"},
-        )
-        install(
-            "nginx/conf.d/livecam-tls.conf",
-            prefix / "conf.d/livecam-tls.conf",
-            {
-                "listen 443 ssl http2;": f"listen 127.0.0.1:{self.ports['tls']} ssl http2;",
-                "/etc/ssl/certs/livecam.example.org.pem": str(certificate),
-                "/etc/ssl/private/livecam.example.org.key": str(key),
-            },
-        )
-        for snippet in (DEPLOY / "nginx/snippets").iterdir():
-            install(f"nginx/snippets/{snippet.name}", prefix / "snippets" / snippet.name, {})
-        (prefix / "nginx.conf").write_text(NGINX_CONF.format(port=self.ports["subpath"]))
-        self.log = prefix / "error.log"
-        command = [NGINX, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(self.log)]
-        self.process = subprocess.Popen([*command, "-g", "daemon off;"])
-
-    def wait_ready(self, timeout: float = 20.0) -> None:
-        """Wait until livecam answers its health check through nginx (bounded)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                if fetch(self.ports["root"], "GET", "/healthz")[0].status == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("nginx did not become ready:\n" + self.log.read_text())
-
-    def stop(self) -> None:
-        """Stop nginx (fast shutdown), killing it if it does not exit."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-
-def fetch(
-    port: int, method: str, path: str, headers: dict[str, str] | None = None
-) -> tuple[http.client.HTTPResponse, bytes]:
-    """One request on its own connection: the response and its body."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(method, path, headers=headers or {})
-        response = conn.getresponse()
-        return response, response.read()
-    finally:
-        conn.close()
 
 
 @contextmanager
@@ -161,21 +56,6 @@ def livecam(serve: Callable[..., Server]) -> Server:
     """livecam behind one proxy, every camera off: 0 a slow test pattern, 1 and 2 small ones at 15 fps."""
     cameras = "0=testsrc:320x240@2,1=testsrc:160x120@15,2=testsrc:160x120@15"
     return serve({"LIVECAM_CAMERAS": cameras, "LIVECAM_PROXY_HOPS": "1"})
-
-
-@pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and its key."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        + ["-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
 
 
 @pytest.fixture
@@ -292,7 +172,7 @@ def test_tls_http2_carries_dashboard_and_streams_over_one_connection(
     # curl opened one connection and multiplexed every request on it, as a browser does.
     assert sum(int(connects) for _, _, connects in transfers) == 1, result.stdout
     dashboard = bodies[0].read_text()
-    assert all(f'src="{stream}"' in dashboard for stream in streams)
+    assert all(f'href="{stream}"' in dashboard for stream in streams)  # every picture links its stream
     for body in bodies[1:]:
         assert len(list(itertools.islice(read_parts(io.BytesIO(body.read_bytes())), 2))) == 2
 

@@ -196,3 +196,10 @@ def test_gunicorn_logs_carry_no_secrets(serve) -> None:
     assert "GET /cameras/0" in log  # the access log did record the requests
     for secret in (VIEW, CONTROL, "wrong-guess-77"):
         assert secret not in log
+
+
+def test_a_form_switch_without_the_right_login_goes_to_the_login_page(make_app: Callable[..., Flask]) -> None:
+    client = make_app({"control_token": CONTROL, "cameras": CAMERAS}).test_client()
+    response = client.post("/cameras/0/toggle", headers={"Accept": "text/html"})
+    assert (response.status_code, response.headers["Location"]) == (303, "/login?next=/")
+    assert client.get("/cameras/0").json["state"] != "off"  # nothing was switched

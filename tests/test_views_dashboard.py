@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
+from helpers import wait_for
+
 
 class Tags(HTMLParser):
     """Collect every start tag with its attributes."""
@@ -22,7 +24,13 @@ def parse(html: str) -> list[tuple[str, dict[str, str | None]]]:
     return parser.tags
 
 
+def pictures(tags: list[tuple[str, dict[str, str | None]]]) -> list[str | None]:
+    """The source of every camera tile's picture, in page order."""
+    return [attrs["src"] for tag, attrs in tags if tag == "img" and "Picture" in (attrs.get("alt") or "")]
+
+
 def test_dashboard_shows_every_camera_with_a_working_form(client) -> None:
+    assert wait_for(lambda: client.get("/cameras/0").json["state"] == "on")
     response = client.get("/")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
@@ -31,20 +39,51 @@ def test_dashboard_shows_every_camera_with_a_working_form(client) -> None:
     forms = [attrs for tag, attrs in tags if tag == "form"]
     assert [f["action"] for f in forms] == ["/cameras/0/toggle", "/cameras/1/toggle"]
     assert all(f["method"] == "post" for f in forms)
-    images = [attrs["src"] for tag, attrs in tags if tag == "img"]
-    assert images == ["/cameras/0/stream.mjpg"]  # only the camera that is on streams
+    # Only the camera that is on streams; the one that is off shows the no-picture icon.
+    assert pictures(tags) == ["/cameras/0/stream.mjpg", "/static/no-picture.svg"]
+    links = {attrs["href"]: attrs for tag, attrs in tags if tag == "a"}
+    assert {"/cameras/0/stream.mjpg", "/cameras/1/stream.mjpg"} <= links.keys()
+    # A snapshot to download, offered only while there is a picture.
+    assert "download" in links["/cameras/0/snapshot.jpg"] and "hidden" not in links["/cameras/0/snapshot.jpg"]
+    assert "hidden" in links["/cameras/1/snapshot.jpg"]
     assert html.count("test pattern") == 2
     scripts = [attrs["src"] for tag, attrs in tags if tag == "script"]
     assert scripts == ["/static/dashboard.js"]
-    with client.get(scripts[0]) as script:
-        assert script.status_code == 200
+    # Nothing from a CDN: every file the page and its style sheet use is livecam's.
+    used = {attrs.get("src") or attrs.get("href") for tag, attrs in tags if tag in ("link", "script", "img")}
+    assert all(url.startswith(("/static/", "/cameras/")) for url in used), used
+    icons = {"/static/download.svg", "/static/fullscreen.svg"}
+    for url in {url for url in used if url.startswith("/static/")} | icons:
+        with client.get(url) as asset:
+            assert asset.status_code == 200, url
+
+
+def test_only_the_first_camera_on_streams(make_app) -> None:
+    cameras = {str(i): {"source": "testsrc:32x24@10", "autostart": i > 0} for i in range(4)}
+    client = make_app({"cameras": cameras}).test_client()
+    assert wait_for(lambda: all(client.get(f"/cameras/{i}").json["state"] == "on" for i in (1, 2, 3)))
+    tags = parse(client.get("/").get_data(as_text=True))
+    on = ["/cameras/1/stream.mjpg", "/cameras/2/snapshot.jpg", "/cameras/3/snapshot.jpg"]
+    assert pictures(tags) == ["/static/no-picture.svg", *on]
+    assert [attrs["id"] for tag, attrs in tags if "focused" in (attrs.get("class") or "")] == ["camera-1"]
 
 
 def test_dashboard_without_javascript_toggles_by_form_post(client) -> None:
     response = client.post("/cameras/1/toggle", headers={"Accept": "text/html"}, follow_redirects=True)
     assert response.status_code == 200
-    images = [attrs["src"] for tag, attrs in parse(response.get_data(as_text=True)) if tag == "img"]
-    assert "/cameras/1/stream.mjpg" in images
+    tiles = {attrs["id"]: attrs for tag, attrs in parse(response.get_data(as_text=True)) if tag == "article"}
+    assert tiles["camera-1"]["data-state"] in ("starting", "on")
+    assert "Turn off" in response.get_data(as_text=True).split('id="camera-1"')[1]
+
+
+def test_login_link_when_switching_needs_a_token(make_app) -> None:
+    client = make_app(
+        {"control_token": "switch-cameras", "cameras": {"0": {"source": "testsrc:32x24@5"}}}
+    ).test_client()
+    tags = parse(client.get("/").get_data(as_text=True))
+    assert ("a", "/login?next=/") in [(tag, attrs.get("href")) for tag, attrs in tags]
+    # Where the script sends the browser when a toggle answers 401.
+    assert dict(tags)["body"]["data-login-url"] == "/login?next=/"
 
 
 def test_camera_list(client) -> None:
@@ -68,8 +107,12 @@ def test_every_url_follows_the_proxy_sub_path(make_app) -> None:
         "X-Forwarded-Proto": "https",
     }
     tags = parse(client.get("/", headers=proxy).get_data(as_text=True))
-    urls = [attrs.get("href") or attrs.get("src") or attrs.get("action") for _, attrs in tags]
-    urls = [url for url in urls if url]
+    urls = [
+        value
+        for _, attrs in tags
+        for name, value in attrs.items()
+        if value and (name in ("href", "src", "action") or name.endswith("-url"))
+    ]
     assert urls and all(url.startswith("/livecam/") for url in urls), urls
     response = client.post("/cameras/0/toggle", headers={**proxy, "Accept": "text/html"})
     assert response.headers["Location"] == "/livecam/#camera-0"

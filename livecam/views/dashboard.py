@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
 
 from .camera import record
 
@@ -13,9 +13,19 @@ bp = Blueprint("dashboard", __name__)
 
 @bp.get("/")
 def index() -> str:
-    """Every camera with its live view, state and on/off button."""
+    """Every camera with its picture, state and on/off button; the first one on streams live.
+
+    Only one camera streams: each stream holds one of the six connections an HTTP/1.1
+    browser opens to a site, and the page needs some for its buttons (see dashboard.js).
+    """
     registry = current_app.extensions["livecam"]
-    return render_template("dashboard.html", cameras=[record(camera) for camera in registry])
+    records = [record(camera) for camera in registry]
+    focus = next((r["id"] for r in records if r["state"] != "off"), None)
+    # Where to log in, when there is something to log in for (to watch, or only to switch).
+    login = None
+    if registry.settings.view_token or registry.settings.control_token:
+        login = url_for("auth.login", next=request.full_path.rstrip("?"))
+    return render_template("dashboard.html", cameras=records, focus=focus, login=login)
 
 
 @bp.get("/cameras")

@@ -1,0 +1,271 @@
+"""The dashboard in a real browser: headless Chromium, over HTTP/1.1 to gunicorn and HTTP/2 through nginx."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from helpers import ROOT, Server, decode, wait_for
+from nginx_proxy import Nginx
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's: nothing is downloaded at test time
+# Playwright adds --headless and a fresh temporary --user-data-dir. The machine has no
+# outside network: without the rest Chromium keeps trying to reach its update and sync services.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+NAMES = ["Front door", "Garden", "Garage", "Driveway", "Workshop", "Hall", "Kitchen", "Back yard"]
+ARTIFACTS = ROOT / "test-artifacts"
+TOKEN = "let-me-watch"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the module, closed at the end."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def start_eight_cameras(serve: Callable[..., Server], tmp_path: Path, **env: str) -> Server:
+    """gunicorn with eight named test-pattern cameras, every one switched on."""
+    config = tmp_path / "livecam.toml"
+    config.write_text("".join(f'[cameras.{i}]\nname = "{name}"\n' for i, name in enumerate(NAMES)))
+    cameras = ",".join(f"{i}=testsrc:320x240@10" for i in range(len(NAMES)))
+    server = serve({"LIVECAM_CAMERAS": cameras, "LIVECAM_CONFIG": str(config), **env})
+    for cam_id in range(len(NAMES)):
+        assert server.request("POST", f"/cameras/{cam_id}/start")[0] == 200
+    assert wait_for(lambda: all(server.record(i)["state"] == "on" for i in range(len(NAMES))))
+    return server
+
+
+@pytest.fixture
+def eight_cameras(serve: Callable[..., Server], tmp_path: Path) -> Server:
+    """Eight cameras on, served straight to the browser."""
+    return start_eight_cameras(serve, tmp_path)
+
+
+@pytest.fixture
+def behind_nginx(
+    serve: Callable[..., Server], tmp_path: Path, certificate: tuple[Path, Path]
+) -> Iterator[tuple[Server, Nginx]]:
+    """Eight cameras on, behind the shipped nginx configuration with a self-signed certificate."""
+    server = start_eight_cameras(serve, tmp_path, LIVECAM_PROXY_HOPS="1")
+    nginx = Nginx(tmp_path / "nginx", server.port, *certificate)
+    try:
+        nginx.wait_ready()
+        yield server, nginx
+    finally:
+        nginx.stop()
+
+
+def open_page(browser: Browser, url: str, **options: object) -> tuple[Page, list[str]]:
+    """A new page on ``url``, and the list its script errors and CSP refusals go to."""
+    page = browser.new_context(viewport={"width": 1360, "height": 1500}, **options).new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda msg: "Content Security Policy" in msg.text and problems.append(msg.text))
+    page.goto(url, wait_until="domcontentloaded")
+    return page, problems
+
+
+def address(server: Server) -> str:
+    """The dashboard's address on ``server``, over plain HTTP/1.1."""
+    return f"http://127.0.0.1:{server.port}/"
+
+
+def shows(page: Page, condition: str, timeout: float = 10.0) -> bool:
+    """Wait until a JavaScript expression is true in the page, polling from here.
+
+    Not Playwright's wait_for_function: its polling runs no more once the page's own
+    scripts are disabled, and it eval()s expressions, which the page's CSP forbids.
+    """
+    return wait_for(lambda: page.evaluate(condition), timeout=timeout, every=0.1)
+
+
+def wait_for_pictures(page: Page) -> None:
+    """Wait until every tile shows a picture from its camera (not the no-picture icon)."""
+    every = "[...document.querySelectorAll('.view img')].every(i => i.naturalWidth && !/svg$/.test(i.src))"
+    assert shows(page, f"document.querySelector('.view img') && {every}")
+
+
+def tile_pictures(page: Page) -> list[np.ndarray]:
+    """What the page shows of every tile's picture, cut from one screenshot."""
+    shot = decode(page.screenshot())
+    pictures = []
+    for box in (img.bounding_box() for img in page.locator(".view img").all()):
+        assert box is not None
+        x, y = int(box["x"]), int(box["y"])
+        pictures.append(shot[y : y + int(box["height"]), x : x + int(box["width"])])
+    return pictures
+
+
+def wait_until_every_tile_moves(page: Page, changes: int = 3, timeout: float = 10.0) -> None:
+    """Every tile's picture changes at least ``changes`` times within ``timeout`` seconds."""
+    previous = tile_pictures(page)
+    counts = [0] * len(previous)
+
+    def moved() -> bool:
+        for i, picture in enumerate(tile_pictures(page)):
+            if not np.array_equal(picture, previous[i]):
+                counts[i] += 1
+                previous[i] = picture
+        return min(counts) >= changes
+
+    assert wait_for(moved, timeout=timeout, every=0.1), f"changes per tile: {counts}"
+
+
+def streams(server: Server) -> int:
+    """How many MJPEG streams the server is sending."""
+    return server.request("GET", "/healthz")[1]["streams"]
+
+
+def test_every_tile_moves_and_every_button_answers_over_http1(
+    eight_cameras: Server, browser: Browser
+) -> None:
+    page, problems = open_page(browser, address(eight_cameras))
+    assert page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol") == "http/1.1"
+    expect(page.locator(".tile")).to_have_count(len(NAMES))
+    wait_for_pictures(page)
+    wait_until_every_tile_moves(page)
+    # Only the camera in focus holds a connection with its stream; the rest are snapshots.
+    assert wait_for(lambda: streams(eight_cameras) == 1)
+    expect(page.locator(".tile.live")).to_have_count(1)
+
+    # While every tile keeps updating, a button still answers at once: a connection is free.
+    tile = page.locator("#camera-3")
+    started = time.monotonic()
+    tile.locator(".toggle").click()
+    expect(tile.locator(".badge")).to_have_text("off", timeout=2000)
+    assert eight_cameras.record(3)["state"] == "off"
+    expect(tile.locator(".toggle")).to_have_text("Turn on")
+    expect(tile.locator(".snapshot")).to_be_hidden()
+    tile.locator(".toggle").click()
+    expect(tile.locator(".badge")).to_have_text(re.compile("starting|live"), timeout=2000)
+    assert time.monotonic() - started < 4.0
+    assert eight_cameras.record(3)["state"] in ("starting", "on")
+    expect(tile.locator(".badge")).to_have_text("live", timeout=5000)
+
+    # Focus moves the stream: the new camera plays live, the old one goes back to snapshots.
+    page.locator("#camera-5 .view").click()
+    expect(page.locator("#camera-5")).to_have_class(re.compile(r"\bfocused\b.*\blive\b"))
+    expect(page.locator("#camera-0")).not_to_have_class(re.compile(r"\blive\b"))
+    assert "stream.mjpg" in page.locator("#camera-5 .view img").get_attribute("src")
+    assert page.url.endswith("/#camera-5")  # a reload keeps the focus
+    wait_until_every_tile_moves(page, changes=2)
+    assert wait_for(lambda: streams(eight_cameras) == 1)
+    assert eight_cameras.record(5)["viewers"] == 1
+
+    # The camera in focus switched off and on again streams again.
+    tile = page.locator("#camera-5")
+    tile.locator(".toggle").click()
+    expect(tile.locator(".badge")).to_have_text("off", timeout=2000)
+    tile.locator(".toggle").click()
+    expect(tile.locator(".badge")).to_have_text("live", timeout=5000)
+    wait_until_every_tile_moves(page, changes=2)
+    assert wait_for(lambda: eight_cameras.record(5)["viewers"] == 1)
+
+    page.screenshot(path=ARTIFACTS / "dashboard.png", full_page=True)
+    assert problems == []
+    page.context.close()
+
+
+def test_every_tile_streams_over_http2(behind_nginx: tuple[Server, Nginx], browser: Browser) -> None:
+    server, nginx = behind_nginx
+    url = f"https://127.0.0.1:{nginx.ports['tls']}/"
+    page, problems = open_page(browser, url, ignore_https_errors=True)
+    assert page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h2"
+    # One connection carries every stream, so every tile plays its camera live.
+    expect(page.locator(".tile.live")).to_have_count(len(NAMES))
+    wait_for_pictures(page)
+    wait_until_every_tile_moves(page)
+    assert wait_for(lambda: streams(server) == len(NAMES))
+    tile = page.locator("#camera-6")
+    tile.locator(".toggle").click()
+    expect(tile.locator(".badge")).to_have_text("off", timeout=2000)
+    page.screenshot(path=ARTIFACTS / "dashboard-http2.png", full_page=True)
+    assert problems == []
+    page.context.close()
+
+
+def test_phone_layout(eight_cameras: Server, browser: Browser) -> None:
+    page, problems = open_page(browser, address(eight_cameras), is_mobile=True, has_touch=True)
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(page.locator(".tile")).to_have_count(len(NAMES))
+    # One column, nothing wider than the screen, buttons big enough for a finger.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    boxes = [tile.bounding_box() for tile in page.locator(".tile").all()]
+    assert len({box["x"] for box in boxes if box}) == 1
+    assert all(
+        box["height"] >= 44 for box in (b.bounding_box() for b in page.locator(".toggle").all()) if box
+    )
+    expect(page.locator("#camera-0 .view img")).to_have_attribute("src", re.compile("stream.mjpg"))
+    page.screenshot(path=ARTIFACTS / "dashboard-phone.png")
+    assert problems == []
+    page.context.close()
+
+
+def test_dashboard_without_javascript(eight_cameras: Server, browser: Browser) -> None:
+    page, _ = open_page(browser, address(eight_cameras), java_script_enabled=False)
+    # Every camera shows a picture: a snapshot, and the one in focus its live stream.
+    wait_for_pictures(page)
+    sources = [img.get_attribute("src") for img in page.locator(".view img").all()]
+    assert sources == [
+        f"/cameras/{i}/{'stream.mjpg' if i == 0 else 'snapshot.jpg'}" for i in range(len(NAMES))
+    ]
+
+    # The button is a plain form: POST, then the server's 303 back to the dashboard.
+    tile = page.locator("#camera-2")
+    tile.locator(".toggle").click()
+    page.wait_for_url("**/#camera-2")
+    expect(tile.locator(".badge")).to_have_text("off")
+    assert eight_cameras.record(2)["state"] == "off"
+    tile.locator(".toggle").click()
+    page.wait_for_url("**/#camera-2")
+    assert eight_cameras.record(2)["state"] in ("starting", "on")
+
+    page.screenshot(path=ARTIFACTS / "dashboard-nojs.png", full_page=True)
+
+    # The picture is a link to the live stream, which the browser shows on its own page.
+    page.locator("#camera-4 .view").click()
+    page.wait_for_url("**/cameras/4/stream.mjpg", wait_until="commit")
+    assert shows(page, "document.images[0]?.naturalWidth === 320")
+    page.context.close()
+
+
+def test_login_then_live_view(serve: Callable[..., Server], browser: Browser) -> None:
+    server = serve({"LIVECAM_CAMERAS": "0=testsrc:320x240@10", "LIVECAM_VIEW_TOKEN": TOKEN})
+    status, _ = server.request(
+        "POST", "/cameras/0/start", headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
+    )
+    assert status == 200
+    page, problems = open_page(browser, address(server))
+    expect(page.locator("input[name=token]")).to_be_visible()
+    page.locator("input[name=token]").fill(TOKEN)
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(address(server))
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    picture = page.locator("#camera-0 .view img")
+    expect(picture).to_have_attribute("src", re.compile("stream.mjpg"))
+    assert shows(page, "document.querySelector('#camera-0 .view img').naturalWidth === 320")
+
+    # When the session ends, the next status refresh goes to the login form.
+    page.context.clear_cookies()
+    page.wait_for_url(re.compile(r"/login\?next=/$"), timeout=5000)
+    expect(page.locator("input[name=token]")).to_be_visible()
+    expect(page.locator("input[name=next]")).to_have_value("/")
+    assert problems == []
+    page.context.close()

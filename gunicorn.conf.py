@@ -88,10 +88,11 @@ def post_worker_init(worker):
 
 
 def worker_int(worker):
-    """SIGINT/SIGQUIT: release every camera before the worker exits."""
+    """SIGINT/SIGQUIT: start releasing every camera; worker_exit waits for it to finish."""
     registry = _registry(worker)
     if registry is not None:
-        registry.shutdown()
+        # Not in the signal handler itself: a second signal would interrupt it mid-shutdown.
+        threading.Thread(target=registry.shutdown, name="livecam-shutdown", daemon=True).start()
 
 
 def worker_exit(server, worker):

@@ -250,7 +250,11 @@ class Camera:
             self.errors += 1
             self._set_state("error", reason, stop)
             backoff = BACKOFF_MIN if delivered else backoff
-            self._show_no_signal(stop, broadcaster, backoff)
+            try:
+                self._show_no_signal(stop, broadcaster, backoff)
+            except Exception:  # noqa: BLE001 - a broken placeholder must not end the retries
+                log.exception("camera %s: cannot show the placeholder", self.id)
+                stop.wait(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
         log.debug("camera %s: capture thread ends", self.id)
 

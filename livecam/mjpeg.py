@@ -94,5 +94,5 @@ def handed_over(
         # The sender sets done whenever it lets go, even when it fails; the timeout is only a
         # safety net, long so that hundreds of parked threads do not wake for nothing.
         while not viewer.done.wait(30.0):
-            if not sender.alive:
+            if sender.ended:
                 break

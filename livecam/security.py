@@ -74,8 +74,10 @@ class Throttle:
         now = time.monotonic()
         with self._lock:
             self._recent(address, now).append(now)
-            if len(self._failures) > 10000:  # a flood of addresses must not grow memory
-                self._failures.clear()
+            if len(self._failures) > 10000:
+                # A flood of addresses must not grow memory: forget the oldest ones, never all.
+                for stale in list(self._failures)[:1000]:
+                    del self._failures[stale]
 
 
 def _matches(given: str, secret: str | None) -> bool:
@@ -164,6 +166,10 @@ def check_request() -> Response | None:
     address = request.remote_addr or "?"
     header = request.headers.get("Authorization", "")
     if header:
+        wait = current_app.extensions["livecam.throttle"].retry_after(address)
+        if wait:
+            # Checked before the token, so a locked-out guesser learns nothing from the answer.
+            return json_error(429, "too many failed attempts; try again later", **{"Retry-After": str(wait)})
         scheme, _, token = header.partition(" ")
         role = _role_of(token.strip()) if scheme.lower() == "bearer" else None
         if role is None:
@@ -178,18 +184,21 @@ def check_request() -> Response | None:
 
 
 def _refuse(address: str) -> Response:
-    """Answer a wrong credential, slowing down an address that keeps guessing."""
-    throttle: Throttle = current_app.extensions["livecam.throttle"]
-    wait = throttle.retry_after(address)
-    if wait:
-        return json_error(429, "too many failed attempts; try again later", **{"Retry-After": str(wait)})
-    throttle.failed(address)
+    """Answer a wrong credential, counting it against the address."""
+    current_app.extensions["livecam.throttle"].failed(address)
     return _unauthorised(403)
 
 
 def _safe_next(target: str | None) -> str:
     """Where to go after logging in: a path on this site only, never another host."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        # Browsers drop tabs and newlines and read "\\" as "/": "/\t/evil.example" is "//evil".
+        or any(ord(c) < 0x21 or c in "\\\x7f" for c in target)
+        or urlsplit(target).netloc
+    ):
         return url_for("dashboard.index")
     return request.script_root + target
 

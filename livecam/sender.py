@@ -65,11 +65,10 @@ class Sender:
         self._heartbeat = heartbeat
         self._lock = threading.Lock()
         self._incoming: list[Viewer] = []
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        # The wake-up pipe and the selector exist only while the loop runs: an app that never
+        # streams under gunicorn holds no descriptors, and a closed one is never written to.
+        self._wake_r = self._wake_w = -1
+        self._selector: selectors.BaseSelector | None = None
         self._viewers: dict[Broadcaster, set[Viewer]] = {}
         self._listening: weakref.WeakSet[Broadcaster] = weakref.WeakSet()
         self._chunks: dict[Broadcaster, tuple[int, bytes]] = {}
@@ -78,8 +77,13 @@ class Sender:
 
     @property
     def alive(self) -> bool:
-        """Whether the loop runs (or has not been needed yet)."""
+        """Whether new viewers can be handed over (the loop runs, or has not been needed yet)."""
         return not self._stopping and (self._thread is None or self._thread.is_alive())
+
+    @property
+    def ended(self) -> bool:
+        """Whether the loop has finished, having let every viewer go."""
+        return self._thread is not None and not self._thread.is_alive()
 
     def add(self, viewer: Viewer) -> None:
         """Hand a viewer over; the loop starts on the first one."""
@@ -89,18 +93,24 @@ class Sender:
                 return
             self._incoming.append(viewer)
             if self._thread is None:
+                self._wake_r, self._wake_w = os.pipe()
+                os.set_blocking(self._wake_r, False)
+                os.set_blocking(self._wake_w, False)
+                self._selector = selectors.DefaultSelector()
+                self._selector.register(self._wake_r, selectors.EVENT_READ)
                 self._thread = threading.Thread(target=self._run, name="livecam-sender", daemon=True)
                 self._thread.start()
         self.wake()
 
     def wake(self) -> None:
         """Make the loop look again (a frame was published, a camera stopped)."""
-        try:
-            os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # the pipe is full: the loop is already due to wake
-        except OSError:
-            pass  # closed: the sender has stopped
+        with self._lock:  # the loop closes the pipe under this lock: never write a stale fd
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass  # the pipe is full: the loop is already due to wake
 
     def stop(self) -> None:
         """Let every viewer go and end the loop."""
@@ -139,13 +149,18 @@ class Sender:
         except Exception:  # noqa: BLE001 - log, then let every viewer go below
             log.exception("stream sender failed")
         finally:
-            self._stopping = True
             for viewers in list(self._viewers.values()):
                 for viewer in list(viewers):
                     self._release(viewer)
             self._selector.close()
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+            with self._lock:
+                self._stopping = True
+                for viewer in self._incoming:
+                    viewer.done.set()
+                self._incoming.clear()
+                os.close(self._wake_r)
+                os.close(self._wake_w)
+                self._wake_r = self._wake_w = -1
 
     def _drain_wake(self) -> None:
         """Empty the wake-up pipe."""
@@ -221,10 +236,12 @@ class Sender:
         for sent, count in whole.items():
             sent(len(frame.part), latency, count)
 
-    def _part(self, viewer: Viewer, frame: Frame) -> bytes:
+    def _part(self, viewer: Viewer, frame: Frame, fresh: bool = True) -> bytes:
         """The bytes of ``frame`` for this viewer, chunk-framed once per frame when needed."""
         if not viewer.chunked:
             return frame.part
+        if not fresh:
+            return chunk(frame.part)  # a heartbeat: leave the cache to the newest frame
         cached = self._chunks.get(viewer.broadcaster)
         if cached is None or cached[0] != frame.seq:
             cached = (frame.seq, chunk(frame.part))
@@ -234,7 +251,7 @@ class Sender:
     def _start(self, viewer: Viewer, frame: Frame, fresh: bool) -> None:
         """Begin writing one part to a viewer."""
         viewer.seq = max(viewer.seq, frame.seq)
-        viewer.pending = memoryview(self._part(viewer, frame))
+        viewer.pending = memoryview(self._part(viewer, frame, fresh))
         viewer.pending_frame = frame
         viewer.pending_fresh = fresh
         self._write(viewer)
@@ -310,6 +327,13 @@ class Sender:
 
     def _release(self, viewer: Viewer) -> None:
         """Stop writing to a viewer and give its socket back to gunicorn's thread."""
+        if viewer.pending is not None:
+            # Half a part is out: the stream cannot end cleanly, and gunicorn's closing write
+            # could block on a client that reads nothing. Cut the connection so it fails at once.
+            try:
+                viewer.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         viewers = self._viewers.get(viewer.broadcaster)
         if viewers is not None:
             viewers.discard(viewer)

@@ -32,10 +32,17 @@ def guarded_routes(app: Flask) -> list[tuple[str, str, str]]:
     return routes
 
 
-def call(client, method: str, path: str, token: str | None = None, **headers: str):
+def call(
+    client, method: str, path: str, token: str | None = None, address: str = "127.0.0.1", **headers: str
+):
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    response = client.open(path, method=method, headers={"Accept": "application/json", **headers})
+    response = client.open(
+        path,
+        method=method,
+        headers={"Accept": "application/json", **headers},
+        environ_base={"REMOTE_ADDR": address},
+    )
     response.close()  # streams too
     return response
 
@@ -44,9 +51,12 @@ def test_every_route_is_guarded(secured: Flask) -> None:
     client = secured.test_client()
     routes = guarded_routes(secured)
     assert len(routes) >= 10  # the table really comes from the app
-    for method, path, needed in routes:
+    for number, (method, path, needed) in enumerate(routes):
         assert call(client, method, path).status_code == 401, path
-        assert call(client, method, path, "wrong-token-0").status_code in (403, 429), path
+        # Each guess from its own address, so that the throttle does not answer instead.
+        assert call(client, method, path, "wrong-token-0", address=f"10.0.0.{number}").status_code == 403, (
+            path
+        )
         allowed = call(client, method, path, CONTROL if needed == "control" else VIEW)
         assert allowed.status_code not in (401, 403), path
         if needed == "control":
@@ -99,7 +109,9 @@ def test_control_login_may_switch(secured: Flask) -> None:
     assert client.post("/cameras/0/toggle", headers={"Accept": "application/json"}).status_code == 200
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example"])
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "/\t/evil.example", "/\n/x"]
+)
 def test_login_never_redirects_off_site(secured: Flask, target: str) -> None:
     response = secured.test_client().post("/login", data={"token": VIEW, "next": target})
     assert response.headers["Location"] == "/"
@@ -203,3 +215,10 @@ def test_a_form_switch_without_the_right_login_goes_to_the_login_page(make_app: 
     response = client.post("/cameras/0/toggle", headers={"Accept": "text/html"})
     assert (response.status_code, response.headers["Location"]) == (303, "/login?next=/")
     assert client.get("/cameras/0").json["state"] != "off"  # nothing was switched
+
+
+def test_a_locked_out_address_learns_nothing_from_bearer_tokens(secured: Flask) -> None:
+    client = secured.test_client()
+    statuses = [call(client, "GET", "/cameras", f"guess-{i:04d}").status_code for i in range(6)]
+    assert statuses == [403] * 5 + [429]
+    assert call(client, "GET", "/cameras", VIEW).status_code == 429  # the right token waits too

@@ -130,3 +130,12 @@ def test_wrong_method_is_a_json_405(client, method: str, path: str) -> None:
     assert response.status_code == 405
     assert response.is_json and "error" in response.json
     assert "Allow" in response.headers
+
+
+def test_head_of_a_stream_holds_nothing(client, app) -> None:
+    response = client.head("/cameras/0/stream.mjpg")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
+    assert response.data == b""
+    assert app.extensions["livecam"].viewer_slots.taken == 0
+    assert app.extensions["livecam"].get(0).broadcaster.viewers == 0

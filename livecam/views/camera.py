@@ -86,6 +86,9 @@ def stream_mjpg(camera_id: int) -> Response:
     camera = get_camera(camera_id)
     if not camera.is_on:
         return json_error(503, f"camera {camera_id} is off")
+    if request.method == "HEAD":
+        # Headers only: no body to stream, so no viewer, thread or slot to hold.
+        return Response(content_type=CONTENT_TYPE, headers=STREAM_HEADERS)
     registry = current_app.extensions["livecam"]
     slots = registry.viewer_slots
     if not slots.take():

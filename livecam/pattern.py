@@ -26,9 +26,12 @@ BARS = np.array(
 def _text(image: np.ndarray, text: str, y: int, scale: float) -> None:
     """Draw one line of white text with a dark outline so it reads on any background."""
     thickness = max(1, int(scale * 2))
-    org = (max(4, image.shape[1] // 40), y)
-    cv2.putText(image, text, org, FONT, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-    cv2.putText(image, text, org, FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    x = max(4, image.shape[1] // 40)
+    # The outline is the same text shifted around it: a thicker stroke would also be wider
+    # (OpenCV adds the thickness to every letter's advance) and trail behind the text.
+    for dx, dy in ((-2, 0), (2, 0), (0, -2), (0, 2)):
+        cv2.putText(image, text, (x + dx, y + dy), FONT, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    cv2.putText(image, text, (x, y), FONT, scale, (255, 255, 255), thickness, cv2.LINE_AA)
 
 
 def _bars(width: int, height: int) -> np.ndarray:

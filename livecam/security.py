@@ -64,6 +64,8 @@ class Throttle:
         """Seconds the address must wait before trying again; 0 when it may try now."""
         now = time.monotonic()
         with self._lock:
+            if address not in self._failures:  # every good request asks: keep no entry for it
+                return 0
             failures = self._recent(address, now)
             if len(failures) < FAILURES_ALLOWED:
                 return 0

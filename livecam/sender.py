@@ -72,6 +72,7 @@ class Sender:
         self._viewers: dict[Broadcaster, set[Viewer]] = {}
         self._listening: weakref.WeakSet[Broadcaster] = weakref.WeakSet()
         self._chunks: dict[Broadcaster, tuple[int, bytes]] = {}
+        self._fanned: dict[Broadcaster, int] = {}  # the last frame fanned out, per camera
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -204,7 +205,10 @@ class Sender:
                         self._release(viewer)
                 continue
             latest = broadcaster.latest
-            if latest is not None:
+            # Turns without a new frame (writable sockets, sweeps) need no pass over the viewers:
+            # busy ones take the newest frame when they finish, new ones when they are taken in.
+            if latest is not None and self._fanned.get(broadcaster) != latest.seq:
+                self._fanned[broadcaster] = latest.seq
                 self._fan_out(latest, [v for v in viewers if v.pending is None and latest.seq > v.seq])
 
     def _fan_out(self, frame: Frame, viewers: list[Viewer]) -> None:
@@ -340,6 +344,7 @@ class Sender:
             if not viewers:
                 del self._viewers[viewer.broadcaster]
                 self._chunks.pop(viewer.broadcaster, None)
+                self._fanned.pop(viewer.broadcaster, None)
         try:
             self._selector.unregister(viewer.sock)
         except (KeyError, ValueError, OSError):

@@ -35,10 +35,14 @@ TOP_KEYS = (
     "view_token",
     "secret_key",
     "allow_origins",
+    "trusted_hosts",
     "state_dir",
+    "max_frame_mb",
 )
 ENV_ONLY = ("config",)
-CAMERA_KEYS = ("name", "source", "width", "fps", "quality", "rotate", "autostart", "loop")
+CAMERA_KEYS = ("name", "source", "size", "width", "fps", "quality", "rotate", "autostart", "loop")
+SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+DEFAULT_MAX_FRAME_MB = 16
 
 
 class ConfigError(ValueError):
@@ -74,6 +78,7 @@ class CameraConfig:
     rotate: int = 0
     autostart: bool = False
     loop: bool = True
+    size: tuple[int, int] | None = None  # the capture mode asked of a device; None: its largest
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,9 @@ class Settings:
     view_token: str | None = None
     secret_key: str | None = None  # signs the login session; made and kept if not given
     allow_origins: tuple[str, ...] = ()  # other sites allowed to embed streams and snapshots
+    trusted_hosts: tuple[str, ...] = ()  # host names answered besides IP literals, localhost, this host
     state_dir: str | None = None
+    max_frame_mb: int = DEFAULT_MAX_FRAME_MB  # a camera's frame larger than this is dropped
     discovered: bool = False  # cameras came from device discovery, not configuration
 
 
@@ -148,6 +155,12 @@ def _camera(cam_id: int, table: Mapping[str, Any], key: str) -> CameraConfig:
     name = table.get("name", "Test pattern" if source.kind == "testsrc" else f"Camera {cam_id}")
     if not isinstance(name, str) or not name.strip() or len(name) > 64:
         raise ConfigError(f"{key}.name: must be a non-empty string of at most 64 characters")
+    size = table.get("size")
+    if size is not None:
+        match = SIZE_RE.match(size) if isinstance(size, str) else None
+        if not match or not (16 <= int(match[1]) <= 7680 and 16 <= int(match[2]) <= 4320):
+            raise ConfigError(f"{key}.size: expected WIDTHxHEIGHT from 16x16 to 7680x4320, got {size!r}")
+        size = (int(match[1]), int(match[2]))
     width = table.get("width")
     if width is not None:
         width = _integer(width, f"{key}.width", 16, 7680)
@@ -170,7 +183,16 @@ def _camera(cam_id: int, table: Mapping[str, Any], key: str) -> CameraConfig:
         if not isinstance(flags[flag], bool):
             raise ConfigError(f"{key}.{flag}: must be true or false, got {flags[flag]!r}")
     return CameraConfig(
-        cam_id, source, name.strip(), width, fps, quality, rotate, flags["autostart"], flags["loop"]
+        cam_id,
+        source,
+        name.strip(),
+        width=width,
+        fps=fps,
+        quality=quality,
+        rotate=rotate,
+        autostart=flags["autostart"],
+        loop=flags["loop"],
+        size=size,
     )
 
 
@@ -282,7 +304,14 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
             raise ConfigError(f"{merged[key][0]}: must be at least 8 characters")
     if "allow_origins" in merged:
         values["allow_origins"] = _origins(*merged["allow_origins"])
-    for key, low, high in (("threads", 4, 4096), ("proxy_hops", 0, 10), ("send_timeout", 1, 3600)):
+    if "trusted_hosts" in merged:
+        values["trusted_hosts"] = _hosts(*merged["trusted_hosts"])
+    for key, low, high in (
+        ("threads", 4, 4096),
+        ("proxy_hops", 0, 10),
+        ("send_timeout", 1, 3600),
+        ("max_frame_mb", 1, 1024),
+    ):
         if key in merged:
             label, value = merged[key]
             if isinstance(value, str):
@@ -322,6 +351,20 @@ def _origins(label: str, value: Any) -> tuple[str, ...]:
             raise ConfigError(f"{label}: {item!r} is not an origin like https://example.org")
         origins.append(text)
     return tuple(origins)
+
+
+def _hosts(label: str, value: Any) -> tuple[str, ...]:
+    """Validate host names (``cams.example``, ``.example`` for every subdomain, ``*`` for any)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{label}: must be a comma list or an array of host names")
+    hosts = []
+    for item in items:
+        text = item.strip().lower() if isinstance(item, str) else ""
+        if text != "*" and not re.fullmatch(r"\.?[a-z0-9_]([a-z0-9_.\-]*[a-z0-9_])?", text):
+            raise ConfigError(f"{label}: {item!r} is not a host name like cams.example (no scheme or port)")
+        hosts.append(text)
+    return tuple(hosts)
 
 
 def _discovered_cameras(discover: Any) -> dict[str, Any]:

@@ -157,3 +157,29 @@ def test_addresses_beyond_loopback() -> None:
         "[::]:80",
     ]
     assert beyond_loopback(binds) == ["0.0.0.0:80", "[::]:80"]
+
+
+def test_capture_size_trusted_hosts_and_frame_cap() -> None:
+    settings = load_settings(
+        environ={"LIVECAM_TRUSTED_HOSTS": "cams.example, .lan", "LIVECAM_MAX_FRAME_MB": "4"},
+        overrides={"cameras": {"0": {"size": "1280x720"}}},
+    )
+    assert settings.cameras[0].size == (1280, 720)
+    assert settings.trusted_hosts == ("cams.example", ".lan")
+    assert settings.max_frame_mb == 4
+    assert load_settings(environ={}, overrides={"cameras": "0"}).max_frame_mb == 16
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cameras": {"0": {"size": "1280"}}}, "cameras.0.size: expected WIDTHxHEIGHT"),
+        ({"cameras": {"0": {"size": "9x9"}}}, "cameras.0.size: expected WIDTHxHEIGHT"),
+        ({"trusted_hosts": "http://cams.example"}, "trusted_hosts: 'http://cams.example' is not a host"),
+        ({"trusted_hosts": "cams.example:8443"}, "is not a host name"),
+        ({"max_frame_mb": 0}, "max_frame_mb: must be from 1 to 1024"),
+    ],
+)
+def test_bad_new_settings(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={}, overrides={"cameras": "0", **overrides})

@@ -20,7 +20,9 @@ except ConfigError as exc:
 wsgi_app = "wsgi:app"
 bind = [_settings.bind]
 # Every viewer holds one thread for as long as it watches: size the pool for viewers.
-worker_class = "gthread"
+# livecam's gthread worker commits a thread only to a request that has fully arrived, so slow
+# clients cannot take the threads viewers and buttons need (see livecam/worker.py).
+worker_class = "livecam.worker.ThreadWorker"
 workers = 1
 threads = _settings.threads
 # Streams never finish on their own; the worker's SIGTERM hook below ends them, so a short
@@ -42,10 +44,10 @@ def on_starting(server):
             f"livecam: refusing to start with {server.cfg.workers} workers: a camera can be "
             "opened by one process only, so livecam runs exactly one worker (raise threads instead)"
         )
-    if server.cfg.worker_class_str != "gthread":
+    if server.cfg.worker_class_str != worker_class:
         sys.exit(
-            f"livecam: refusing the {server.cfg.worker_class_str} worker: streams need the "
-            "gthread worker, one thread per viewer"
+            f"livecam: refusing the {server.cfg.worker_class_str} worker: streams need livecam's "
+            f"own {worker_class}, a gthread worker that slow clients cannot starve"
         )
 
 

@@ -43,6 +43,8 @@ ENV_ONLY = ("config",)
 CAMERA_KEYS = ("name", "source", "size", "width", "fps", "quality", "rotate", "autostart", "loop")
 SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 DEFAULT_MAX_FRAME_MB = 16
+# livecam's only request bodies are small forms: larger ones are refused (413) unread.
+MAX_REQUEST_BODY = 64 * 1024
 
 
 class ConfigError(ValueError):

@@ -15,6 +15,7 @@ from prometheus_client.core import (
 
 from .capture import STATES
 from .registry import Registry
+from .security import requires
 
 bp = Blueprint("metrics", __name__)
 
@@ -85,6 +86,7 @@ def collector_registry(registry: Registry) -> CollectorRegistry:
 
 
 @bp.get("/metrics")
+@requires("view")
 def metrics() -> Response:
     """Prometheus text format."""
     return Response(

@@ -1,20 +1,27 @@
-"""Who may watch and who may switch: tokens, the login session, cross-site checks, headers.
+"""Who may watch and who may switch: tokens, the login session, hosts, cross-site checks, headers.
 
-Two optional secrets: the view token guards everything but the health check and the login
-page; the control token guards start/stop/toggle (and, holding more power, lets its owner
-watch too). API clients send ``Authorization: Bearer TOKEN``; browsers log in once and
-carry a signed session cookie, so ``<img>`` streams need no token in their URL.
+Each route declares its access where it is declared: ``@public``, ``@requires("view")`` or
+``@requires("control")``; a route that declares nothing is refused. Two optional secrets: the
+view token guards every "view" route; the control token guards "control" routes (and, holding
+more power, lets its owner watch too). API clients send ``Authorization: Bearer TOKEN``;
+browsers log in once and carry a signed session cookie, so ``<img>`` streams need no token in
+their URL. Requests naming a host livecam does not answer to are refused before anything else,
+so a web page cannot reach livecam through a name it rebinds to this machine.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
 import secrets
+import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from flask import (
@@ -28,7 +35,9 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 
+from .config import MAX_REQUEST_BODY, Settings
 from .errors import json_error
 from .state import write_atomically
 
@@ -36,8 +45,9 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
-PUBLIC = {"dashboard.healthz", "auth.login", "auth.logout", "static"}
-CONTROL_ACTIONS = {"toggle", "start", "stop"}
+ACCESS = "livecam_access"  # the attribute a view function's access is declared in
+EMBEDDABLE = "livecam_embeddable"
+ROLES = ("public", "view", "control")
 FAILURES_ALLOWED = 5  # wrong credentials from one address within FAILURE_WINDOW
 FAILURE_WINDOW = 300.0
 SECRET_FILE = "secret_key"
@@ -45,6 +55,37 @@ CSP = (
     "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'self'"
 )
+
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def requires(role: str, embeddable: bool = False) -> Callable[[View], View]:
+    """Declare who may use a route: "view" (the view token) or "control" (the control token).
+
+    ``embeddable``: its answer is a picture that the sites in LIVECAM_ALLOW_ORIGINS may embed.
+    """
+    if role not in ("view", "control"):
+        raise ValueError(f"unknown role {role!r}")
+
+    def declare(view: View) -> View:
+        setattr(view, ACCESS, role)
+        setattr(view, EMBEDDABLE, embeddable)
+        return view
+
+    return declare
+
+
+def public(view: View) -> View:
+    """Declare a route open to anyone, whatever the tokens."""
+    setattr(view, ACCESS, "public")
+    return view
+
+
+def access_of(app: Flask, endpoint: str) -> str | None:
+    """The access a route declared ("public", "view", "control"), or None if it declared none."""
+    view = app.view_functions.get(endpoint)
+    return getattr(view, ACCESS, None)
 
 
 class Throttle:
@@ -60,26 +101,27 @@ class Throttle:
             failures.popleft()
         return failures
 
-    def retry_after(self, address: str) -> int:
-        """Seconds the address must wait before trying again; 0 when it may try now."""
-        now = time.monotonic()
-        with self._lock:
-            if address not in self._failures:  # every good request asks: keep no entry for it
-                return 0
-            failures = self._recent(address, now)
-            if len(failures) < FAILURES_ALLOWED:
-                return 0
-            return max(1, int(FAILURE_WINDOW - (now - failures[0])) + 1)
+    def judge(self, address: str, correct: bool) -> int:
+        """Count a credential from ``address`` and say whether its answer may be given.
 
-    def failed(self, address: str) -> None:
-        """Record one wrong credential."""
+        One atomic step: a locked-out address gets no answer about its credential, and a
+        parallel burst of guesses gets at most FAILURES_ALLOWED answers.
+
+        :return: seconds the address must wait (0: answer it, right or wrong).
+        """
         now = time.monotonic()
         with self._lock:
-            self._recent(address, now).append(now)
-            if len(self._failures) > 10000:
-                # A flood of addresses must not grow memory: forget the oldest ones, never all.
-                for stale in list(self._failures)[:1000]:
-                    del self._failures[stale]
+            if address in self._failures:  # every good request asks: keep no entry for it
+                failures = self._recent(address, now)
+                if len(failures) >= FAILURES_ALLOWED:
+                    return max(1, int(FAILURE_WINDOW - (now - failures[0])) + 1)
+            if not correct:
+                self._recent(address, now).append(now)
+                if len(self._failures) > 10000:
+                    # A flood of addresses must not grow memory: forget the oldest ones, never all.
+                    for stale in list(self._failures)[:1000]:
+                        del self._failures[stale]
+            return 0
 
 
 def _matches(given: str, secret: str | None) -> bool:
@@ -87,9 +129,13 @@ def _matches(given: str, secret: str | None) -> bool:
     return secret is not None and hmac.compare_digest(given.encode(), secret.encode())
 
 
+def _settings() -> Settings:
+    return current_app.extensions["livecam"].settings
+
+
 def _role_of(token: str) -> str | None:
     """The role a token grants: "control", "view", or None if it is wrong."""
-    settings = current_app.extensions["livecam"].settings
+    settings = _settings()
     if _matches(token, settings.control_token):
         return "control"
     if _matches(token, settings.view_token):
@@ -99,7 +145,7 @@ def _role_of(token: str) -> str | None:
 
 def _proof(role: str) -> str:
     """A fingerprint of the role's current token: changing a token ends its sessions."""
-    settings = current_app.extensions["livecam"].settings
+    settings = _settings()
     token = settings.control_token if role == "control" else settings.view_token
     return hmac.new(current_app.secret_key.encode(), (token or "").encode(), "sha256").hexdigest()[:32]
 
@@ -112,30 +158,76 @@ def _session_role() -> str | None:
     return role
 
 
-def _needed(endpoint: str) -> str | None:
-    """The role a route needs, or None if it is open to anyone."""
-    settings = current_app.extensions["livecam"].settings
-    if endpoint in PUBLIC:
-        return None
-    if endpoint.rpartition(".")[2] in CONTROL_ACTIONS and settings.control_token:
+def _needed(access: str) -> str | None:
+    """The token a route's declared access calls for with the tokens set, or None for none."""
+    settings = _settings()
+    if access == "control" and settings.control_token:
         return "control"
-    return "view" if settings.view_token else None
+    if access in ("view", "control") and settings.view_token:
+        return "view"
+    return None
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
+def _origin(url: str) -> str | None:
+    """The origin (``scheme://host:port``) of a URL a client sent, or None if it is not one."""
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
+def _page_origin() -> str | None:
+    """The origin of the page a browser sent this request from, if it told (Origin, Referer)."""
+    sent = request.headers.get("Origin") or request.headers.get("Referer")
+    return _origin(sent) if sent else None
+
+
 def _cross_site() -> bool:
-    """Whether a browser sent this request from a page of another origin."""
-    own = _origin(request.host_url)
-    allowed = {own, *current_app.extensions["livecam"].settings.allow_origins}
-    origin = request.headers.get("Origin") or request.headers.get("Referer")
-    if origin:
-        return _origin(origin) not in allowed
+    """Whether a browser sent this request from a page of another origin (or a mangled one)."""
+    if request.headers.get("Origin") or request.headers.get("Referer"):
+        return _page_origin() != _origin(request.host_url)
     # No Origin or Referer: not a browser page (curl, scripts), or one that hides them.
     return request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
+
+
+class TrustedHosts:
+    """The host names livecam answers to: a page cannot reach it through a name it rebinds here.
+
+    Any IP address is trusted (a browser's page at an IP address is that address's own origin,
+    out of a rebinding attacker's reach), and so are ``localhost``, this machine's name, its
+    ``.local`` name, the bind address and the names in LIVECAM_TRUSTED_HOSTS (``.example``
+    for every subdomain, ``*`` for any).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        machine = socket.gethostname().lower()
+        bind_host = settings.bind.rpartition(":")[0].strip("[]").lower()
+        self.names = {"localhost", machine, machine.split(".")[0] + ".local", bind_host}
+        self.names.update(settings.trusted_hosts)
+        self.any = "*" in self.names
+
+    def allows(self, host: str) -> bool:
+        """Whether a request's ``Host`` (as the client or the trusted proxy gave it) is trusted."""
+        if self.any:
+            return True
+        name = host.lower()
+        if name.startswith("["):
+            name = name[1 : name.find("]")] if "]" in name else name
+        elif name.count(":") == 1:
+            name = name.partition(":")[0]
+        name = name.rstrip(".")
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            pass
+        if name in self.names or name.endswith(".localhost"):
+            return True
+        return any(t.startswith(".") and (name.endswith(t) or name == t[1:]) for t in self.names)
 
 
 def _unauthorised(status: int) -> Response:
@@ -155,27 +247,44 @@ def _unauthorised(status: int) -> Response:
 
 
 def check_request() -> Response | None:
-    """Refuse a request that lacks the credentials or the origin its route needs."""
+    """Refuse a request to an untrusted host, with a body too large, or lacking what its route needs."""
+    host = request.host
+    if not current_app.extensions["livecam.hosts"].allows(host):
+        log.warning(
+            "refused a request for host %r: add it to LIVECAM_TRUSTED_HOSTS if it is yours", host[:100]
+        )
+        return json_error(400, f"host {host[:100]!r} is not trusted: add it to LIVECAM_TRUSTED_HOSTS")
+    if request.content_length is not None and request.content_length > MAX_REQUEST_BODY:
+        # Refused unread, and the connection closed rather than drained.
+        limit = MAX_REQUEST_BODY // 1024
+        return json_error(413, f"request body too large (at most {limit} KB)", Connection="close")
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        return json_error(411, "a request body needs a Content-Length", Connection="close")
     endpoint = request.endpoint
     if endpoint is None:  # 404 and 405: let the routing error answer
         return None
+    access = access_of(current_app, endpoint)
+    if access not in ROLES:
+        # Denied by default: a route that forgot to say who may use it is used by nobody.
+        log.error("route %s declares no access: refused", endpoint)
+        return json_error(403, "not allowed")
     if request.method == "POST" and _cross_site():
         # A page elsewhere must not switch cameras through a logged-in browser.
         return json_error(403, "cross-site request refused")
-    needed = _needed(endpoint)
+    needed = _needed(access)
     if needed is None:
         return None
     address = request.remote_addr or "?"
     header = request.headers.get("Authorization", "")
     if header:
-        wait = current_app.extensions["livecam.throttle"].retry_after(address)
-        if wait:
-            # Checked before the token, so a locked-out guesser learns nothing from the answer.
-            return json_error(429, "too many failed attempts; try again later", **{"Retry-After": str(wait)})
         scheme, _, token = header.partition(" ")
         role = _role_of(token.strip()) if scheme.lower() == "bearer" else None
+        wait = current_app.extensions["livecam.throttle"].judge(address, role is not None)
+        if wait:
+            # Decided with the count, so a locked-out guesser learns nothing from the answer.
+            return json_error(429, "too many failed attempts; try again later", **{"Retry-After": str(wait)})
         if role is None:
-            return _refuse(address)
+            return _unauthorised(403)
     else:
         role = _session_role()
         if role is None:
@@ -185,10 +294,12 @@ def check_request() -> Response | None:
     return None
 
 
-def _refuse(address: str) -> Response:
-    """Answer a wrong credential, counting it against the address."""
-    current_app.extensions["livecam.throttle"].failed(address)
-    return _unauthorised(403)
+def _netloc(target: str) -> str:
+    """The host part of a URL, or "?" (unsafe) when it cannot be parsed."""
+    try:
+        return urlsplit(target).netloc
+    except ValueError:
+        return "?"
 
 
 def _safe_next(target: str | None) -> str:
@@ -199,13 +310,14 @@ def _safe_next(target: str | None) -> str:
         or target.startswith("//")
         # Browsers drop tabs and newlines and read "\\" as "/": "/\t/evil.example" is "//evil".
         or any(ord(c) < 0x21 or c in "\\\x7f" for c in target)
-        or urlsplit(target).netloc
+        or _netloc(target)
     ):
         return url_for("dashboard.index")
     return request.script_root + target
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@public
 def login() -> Response | str:
     """The login form; a right token sets the session cookie and goes back where it came from."""
     target = request.values.get("next")
@@ -213,13 +325,12 @@ def login() -> Response | str:
         return render_template("login.html", next=target, failed=False)
     address = request.remote_addr or "?"
     throttle: Throttle = current_app.extensions["livecam.throttle"]
-    wait = throttle.retry_after(address)
+    role = _role_of(request.form.get("token", ""))
+    wait = throttle.judge(address, role is not None)
     if wait:
         page = render_template("login.html", next=target, failed=True, wait=wait)
         return Response(page, status=429, headers={"Retry-After": str(wait)})
-    role = _role_of(request.form.get("token", ""))
     if role is None:
-        throttle.failed(address)
         return Response(render_template("login.html", next=target, failed=True), status=403)
     session.clear()
     session["role"] = role
@@ -230,6 +341,7 @@ def login() -> Response | str:
 
 
 @bp.post("/logout")
+@public
 def logout() -> Response:
     """Forget the session."""
     session.clear()
@@ -243,15 +355,19 @@ def add_headers(response: Response) -> Response:
     if response.mimetype == "text/html":
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-    if request.endpoint and request.endpoint.rpartition(".")[2] in ("stream", "snapshot"):
-        origin = request.headers.get("Origin")
-        if origin and _origin(origin) in current_app.extensions["livecam"].settings.allow_origins:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Vary"] = "Origin"
+    view = current_app.view_functions.get(request.endpoint or "")
+    if getattr(view, EMBEDDABLE, False):
+        # An <img> sends no Origin: the embedding page is known from its Referer (and Origin
+        # for fetch()). Sec-Fetch-Site "same-origin" needs no permission.
+        page = _page_origin()
+        if page is not None and page in _settings().allow_origins:
             response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
+            if request.headers.get("Origin"):
+                response.headers["Access-Control-Allow-Origin"] = page
         else:
             # Pictures of people's homes are not for other sites' pages to embed.
             response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        response.vary.update(("Origin", "Referer"))
     return response
 
 
@@ -272,6 +388,14 @@ def secret_key(configured: str | None, state_dir: Path) -> str:
     return key
 
 
+class SessionInterface(SecureCookieSessionInterface):
+    """The signed cookie session, marked ``Secure`` whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure over HTTPS, straight or through a trusted proxy's X-Forwarded-Proto."""
+        return request.scheme == "https" or super().get_cookie_secure(app)
+
+
 def init_app(app: Flask) -> None:
     """Guard every route, add the headers, and set up the login session."""
     registry = app.extensions["livecam"]
@@ -281,8 +405,15 @@ def init_app(app: Flask) -> None:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_NAME="livecam_session",
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BODY,
     )
+    app.session_interface = SessionInterface()
+    static = app.view_functions.get("static")
+    if static is not None:
+        # Flask's own route: livecam's stylesheet and script are for anyone.
+        app.view_functions["static"] = public(lambda **kwargs: static(**kwargs))
     app.extensions["livecam.throttle"] = Throttle()
+    app.extensions["livecam.hosts"] = TrustedHosts(settings)
     app.register_blueprint(bp)
     app.before_request(check_request)
     app.after_request(add_headers)

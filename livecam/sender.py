@@ -52,6 +52,8 @@ class Viewer:
         self.pending_frame: Frame | None = None
         self.pending_fresh = False  # a new frame (False: a heartbeat resend)
         self.waiting = False  # selected for writable: the socket took less than a whole part
+        self.reading = True  # selected for readable: until the client sends anything, or EOF
+        self.events = 0  # what the selector watches this socket for now
         self.last_frame: Frame | None = None
         self.last_write = time.monotonic()
         self.closing_since: float | None = None
@@ -181,10 +183,8 @@ class Sender:
                 self._listening.add(broadcaster)
                 broadcaster.add_listener(self.wake)
             self._viewers.setdefault(broadcaster, set()).add(viewer)
-            try:
-                # Readable tells a client that hung up at once, without waiting for a write.
-                self._selector.register(viewer.sock, selectors.EVENT_READ, viewer)
-            except (ValueError, OSError):
+            # Readable tells a client that hung up at once, without waiting for a write.
+            if not self._watch(viewer):
                 self._release(viewer)
                 continue
             latest = broadcaster.latest
@@ -232,7 +232,7 @@ class Sender:
                 viewer.pending = memoryview(data)[written:]
                 viewer.pending_frame, viewer.pending_fresh = frame, True
                 viewer.waiting = True
-                self._watch(viewer, selectors.EVENT_READ | selectors.EVENT_WRITE)
+                self._watch(viewer)
         now = time.monotonic()
         for viewer in viewers:
             viewer.last_write = now
@@ -278,7 +278,7 @@ class Sender:
             viewer.pending = viewer.pending[written:]
             if not viewer.waiting:
                 viewer.waiting = True
-                self._watch(viewer, selectors.EVENT_READ | selectors.EVENT_WRITE)
+                self._watch(viewer)
             return
         frame = viewer.pending_frame
         latency = time.time() - frame.timestamp if viewer.pending_fresh else None
@@ -287,7 +287,7 @@ class Sender:
         viewer.last_frame = frame
         if viewer.waiting:
             viewer.waiting = False
-            self._watch(viewer, selectors.EVENT_READ)
+            self._watch(viewer)
         if viewer.broadcaster.closed:
             self._release(viewer)
             return
@@ -296,23 +296,42 @@ class Sender:
             # Frames came while this viewer was busy: the newest one now, none in between.
             self._start(viewer, latest, fresh=True)
 
-    def _watch(self, viewer: Viewer, events: int) -> None:
-        """Select a viewer's socket for ``events`` (readable always, writable while behind)."""
+    def _watch(self, viewer: Viewer) -> bool:
+        """Select a viewer's socket for what it needs: readable until it says something, writable
+        while behind. :return: False if the socket cannot be selected (it is gone)."""
+        events = (selectors.EVENT_READ if viewer.reading else 0) | (
+            selectors.EVENT_WRITE if viewer.waiting else 0
+        )
         try:
-            self._selector.modify(viewer.sock, events, viewer)
+            if events == viewer.events:
+                return True
+            if not events:
+                self._selector.unregister(viewer.sock)
+            elif viewer.events:
+                self._selector.modify(viewer.sock, events, viewer)
+            else:
+                self._selector.register(viewer.sock, events, viewer)
         except (KeyError, ValueError, OSError):
-            pass
+            return False
+        viewer.events = events
+        return True
 
     def _readable(self, viewer: Viewer) -> None:
-        """A viewer's socket is readable: it hung up (or sent bytes we have no use for)."""
+        """A viewer's socket is readable: it reset, half-closed, or sent bytes.
+
+        The bytes are not the sender's: they stay for gunicorn, which closes the connection
+        with the stream (``Connection: close``). A half-closed client may still be reading,
+        as with the thread-per-viewer path: only a failed write ends its stream.
+        """
         try:
-            data = viewer.sock.recv(4096, socket.MSG_DONTWAIT)
+            viewer.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
         except OSError:
-            data = b""
-        if not data:
-            self._release(viewer)
+            self._release(viewer)  # reset: the client is gone
+            return
+        viewer.reading = False  # nothing more to learn from reading: stop being woken by it
+        self._watch(viewer)
 
     def _sweep(self) -> None:
         """Heartbeats for idle viewers, and an end for stuck or long-closing ones."""
@@ -345,8 +364,10 @@ class Sender:
                 del self._viewers[viewer.broadcaster]
                 self._chunks.pop(viewer.broadcaster, None)
                 self._fanned.pop(viewer.broadcaster, None)
-        try:
-            self._selector.unregister(viewer.sock)
-        except (KeyError, ValueError, OSError):
-            pass
+        if viewer.events:
+            try:
+                self._selector.unregister(viewer.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+            viewer.events = 0
         viewer.done.set()

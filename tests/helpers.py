@@ -132,6 +132,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class StreamConnection(http.client.HTTPConnection):
+    """A connection to a stream: ``close()`` closes the stream's response too.
+
+    A stream answers ``Connection: close``, so http.client hands the socket over to the
+    response and closing the connection alone would leave the stream open.
+    """
+
+    response: http.client.HTTPResponse | None = None
+    stream_socket: socket.socket | None = None  # to vanish without a goodbye
+
+    def close(self) -> None:
+        super().close()
+        if self.response is not None:
+            self.response.close()
+
+
 class Server:
     """A gunicorn process serving livecam on a loopback port."""
 
@@ -183,12 +199,14 @@ class Server:
         assert len(children) == 1, children
         return int(children[0])
 
-    def open_stream(self, path: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def open_stream(self, path: str) -> tuple[StreamConnection, http.client.HTTPResponse]:
         """Open a stream and check it answered 200."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = StreamConnection("127.0.0.1", self.port, timeout=10)
         conn.request("GET", path)
-        response = conn.getresponse()
+        conn.stream_socket = conn.sock
+        response = conn.response = conn.getresponse()
         assert response.status == 200, response.read()
+        assert response.getheader("Connection") == "close"
         return conn, response
 
     def output(self) -> str:

@@ -27,6 +27,7 @@ PREFIXES = {"root": "", "subpath": "/livecam"}
 def open_stream(port: int, path: str) -> Iterator[Iterator[Part]]:
     """Open an MJPEG stream as a browser would (it accepts gzip) and yield its parts."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    response = None
     try:
         conn.request("GET", path, headers={"Accept-Encoding": "gzip"})
         response = conn.getresponse()
@@ -35,6 +36,8 @@ def open_stream(port: int, path: str) -> Iterator[Iterator[Part]]:
         yield read_parts(response)
     finally:
         conn.close()
+        if response is not None:
+            response.close()  # a stream's socket belongs to its response (Connection: close)
 
 
 class LinkCollector(HTMLParser):

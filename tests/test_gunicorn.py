@@ -90,7 +90,7 @@ def test_viewer_count_returns_to_zero_when_clients_vanish(livecam: Server) -> No
     for _ in range(3):
         conn, response = livecam.open_stream("/cameras/2/stream.mjpg")
         read_for(read_parts(response), 0.1)
-        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.stream_socket.shutdown(socket.SHUT_RDWR)
         conn.close()
     deadline = time.monotonic() + 10
     while livecam.request("GET", "/cameras/2")[1]["viewers"] and time.monotonic() < deadline:

@@ -139,3 +139,29 @@ def test_head_of_a_stream_holds_nothing(client, app) -> None:
     assert response.data == b""
     assert app.extensions["livecam"].viewer_slots.taken == 0
     assert app.extensions["livecam"].get(0).broadcaster.viewers == 0
+
+
+def test_a_stream_whose_response_fails_after_the_view_holds_no_slot(make_app) -> None:
+    cameras = {"0": {"source": "testsrc:32x24@10", "autostart": True}}
+    app = make_app({"PROPAGATE_EXCEPTIONS": False, "cameras": cameras})
+
+    @app.after_request
+    def broken(response):  # any failure between the view and the server
+        raise RuntimeError("a hook failed")
+
+    client = app.test_client()
+    for _ in range(20):
+        response = client.get("/cameras/0/stream.mjpg")
+        assert response.status_code == 500
+        response.close()
+    assert app.extensions["livecam"].viewer_slots.taken == 0
+
+
+def test_a_stream_holds_its_slot_while_it_plays(app, client) -> None:
+    slots = app.extensions["livecam"].viewer_slots
+    response = client.get("/cameras/0/stream.mjpg")
+    parts = read_parts(ChunkReader(response.response))
+    next(parts)
+    assert slots.taken == 1
+    response.close()
+    assert slots.taken == 0

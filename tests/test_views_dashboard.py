@@ -99,7 +99,13 @@ def test_healthz(client) -> None:
 
 
 def test_every_url_follows_the_proxy_sub_path(make_app) -> None:
-    app = make_app({"proxy_hops": 1, "cameras": {"0": {"source": "testsrc:32x24@5", "autostart": True}}})
+    app = make_app(
+        {
+            "proxy_hops": 1,
+            "trusted_hosts": "cams.example",
+            "cameras": {"0": {"source": "testsrc:32x24@5", "autostart": True}},
+        }
+    )
     client = app.test_client()
     proxy = {
         "X-Forwarded-Prefix": "/livecam",

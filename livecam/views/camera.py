@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, redirect, request, url_for
 from werkzeug.exceptions import NotFound
-from werkzeug.wsgi import ClosingIterator
 
 from ..capture import Camera, CameraBusy
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE, STREAM_HEADERS, handed_over, stream
+from ..registry import Slots
+from ..security import requires
 
 bp = Blueprint("camera", __name__)
 
@@ -54,30 +56,50 @@ def _control(camera_id: int, action: str) -> Response:
 
 
 @bp.get("")
+@requires("view")
 def status(camera_id: int) -> Response:
     """The camera's JSON record."""
     return jsonify(record(get_camera(camera_id)))
 
 
 @bp.post("/toggle")
+@requires("control")
 def toggle(camera_id: int) -> Response:
     """Flip the camera on or off."""
     return _control(camera_id, "toggle")
 
 
 @bp.post("/start")
+@requires("control")
 def start(camera_id: int) -> Response:
     """Switch the camera on (idempotent)."""
     return _control(camera_id, "start")
 
 
 @bp.post("/stop")
+@requires("control")
 def stop(camera_id: int) -> Response:
     """Switch the camera off (idempotent); its streams end."""
     return _control(camera_id, "stop")
 
 
+def holding(slots: Slots, frames: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield a stream's body while holding a viewer slot, from its first step to its end.
+
+    The slot is taken and given back within the body's own life: whatever happens to the
+    response after the view returned (a failing hook, a client gone before the first byte),
+    no slot can be lost. A body that finds no slot left ends at once.
+    """
+    if not slots.take():
+        return
+    try:
+        yield from frames
+    finally:
+        slots.give_back()
+
+
 @bp.get("/stream.mjpg", endpoint="stream")
+@requires("view", embeddable=True)
 def stream_mjpg(camera_id: int) -> Response:
     """The live MJPEG stream.
 
@@ -91,7 +113,7 @@ def stream_mjpg(camera_id: int) -> Response:
         return Response(content_type=CONTENT_TYPE, headers=STREAM_HEADERS)
     registry = current_app.extensions["livecam"]
     slots = registry.viewer_slots
-    if not slots.take():
+    if slots.taken >= slots.capacity:
         message = f"too many viewers: livecam serves at most {slots.capacity} streams at once"
         return json_error(503, message, **{"Retry-After": "5"})
     sock = request.environ.get("gunicorn.socket")
@@ -111,12 +133,18 @@ def stream_mjpg(camera_id: int) -> Response:
             # write would block its thread forever. gunicorn resets the socket mode after.
             sock.settimeout(registry.settings.send_timeout)
         frames = stream(camera.broadcaster, sent=camera.sends.sent)
-    # The server closes the body when the viewer leaves, even if it was never iterated.
-    body = ClosingIterator(frames, slots.give_back)
-    return Response(body, content_type=CONTENT_TYPE, headers=STREAM_HEADERS, direct_passthrough=True)
+    headers = dict(STREAM_HEADERS)
+    if protocol in ("HTTP/1.0", "HTTP/1.1"):
+        # The connection is the stream's: a request sent behind it is never answered, so end
+        # the connection with the stream rather than leave a client waiting on it.
+        headers["Connection"] = "close"
+    return Response(
+        holding(slots, frames), content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True
+    )
 
 
 @bp.get("/snapshot.jpg")
+@requires("view", embeddable=True)
 def snapshot(camera_id: int) -> Response:
     """One fresh frame as a JPEG.
 

@@ -6,12 +6,14 @@ import json
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
 
+from ..security import public, requires
 from .camera import record
 
 bp = Blueprint("dashboard", __name__)
 
 
 @bp.get("/")
+@requires("view")
 def index() -> str:
     """Every camera with its picture, state and on/off button; the first one on streams live.
 
@@ -29,12 +31,14 @@ def index() -> str:
 
 
 @bp.get("/cameras")
+@requires("view")
 def cameras() -> Response:
     """Every camera's JSON record."""
     return jsonify([record(camera) for camera in current_app.extensions["livecam"]])
 
 
 @bp.get("/healthz")
+@public
 def healthz() -> Response:
     """Answer 200 while the app is up, with a count of cameras by state."""
     registry = current_app.extensions["livecam"]
@@ -46,6 +50,7 @@ def healthz() -> Response:
 
 
 @bp.get("/openapi.yaml")
+@requires("view")
 def openapi() -> Response:
     """The OpenAPI document describing every route, with its base URL under any sub-path."""
     with current_app.open_resource("openapi.yaml") as handle:

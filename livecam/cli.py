@@ -10,8 +10,9 @@ import urllib.request
 from pathlib import Path
 
 from .config import ConfigError, load_settings
-from .sources import list_devices, redact
+from .sources import redact
 from .state import write_atomically_bytes
+from .v4l2 import list_devices
 
 
 def devices(args: argparse.Namespace) -> int:

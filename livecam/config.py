@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .v4l2 import discover_devices
+
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "LIVECAM_"
@@ -369,11 +371,7 @@ def _hosts(label: str, value: Any) -> tuple[str, ...]:
 
 def _discovered_cameras(discover: Any) -> dict[str, Any]:
     """Zero configuration: every V4L2 capture device, else one test pattern, all autostarted."""
-    if discover is None:
-        from .sources import discover_devices
-
-        discover = discover_devices
-    indexes = discover()
+    indexes = (discover or discover_devices)()
     if indexes:
         return {str(i): {"source": i, "autostart": True} for i in indexes}
     return {"0": {"source": "testsrc", "autostart": True}}

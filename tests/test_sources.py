@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 from pathlib import Path
@@ -12,16 +11,7 @@ import pytest
 
 from camera_server import MjpegCamera
 from livecam.config import parse_source
-from livecam.sources import (
-    V4L2_CAP_DEVICE_CAPS,
-    V4L2_CAP_VIDEO_CAPTURE,
-    SourceError,
-    can_capture,
-    card_name,
-    discover_devices,
-    open_source,
-    redact,
-)
+from livecam.sources import SourceError, open_source, redact
 
 
 def frames(source, count: int) -> list[np.ndarray]:
@@ -104,41 +94,6 @@ def test_dead_camera_fails_fast(mjpeg_camera: MjpegCamera) -> None:
 def test_absent_device_is_a_clear_error() -> None:
     with pytest.raises(SourceError, match="cannot open V4L2 device 63"):
         open_source(parse_source(63, "s"), "Cam", threading.Event())
-
-
-def capability(caps: int, device_caps: int = 0, card: bytes = b"") -> bytes:
-    """A v4l2_capability struct as the kernel fills it."""
-    return struct.pack("<16s32s32sIII12x", b"uvcvideo", card, b"usb-1", 0, caps, device_caps)
-
-
-def test_capability_parsing() -> None:
-    assert can_capture(capability(V4L2_CAP_VIDEO_CAPTURE))
-    # A webcam's metadata node: the physical device captures, this node does not.
-    metadata = capability(V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_DEVICE_CAPS, 0x00800000)
-    assert not can_capture(metadata)
-    assert card_name(capability(1, card=b"HD Webcam")) == "HD Webcam"
-
-
-def test_discover_devices_keeps_capture_nodes_only(tmp_path: Path) -> None:
-    for name in ("video0", "video1", "video2", "video10", "vbi0", "videox"):
-        (tmp_path / name).touch()
-    answers = {
-        "video0": capability(V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_DEVICE_CAPS, V4L2_CAP_VIDEO_CAPTURE),
-        "video1": capability(V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_DEVICE_CAPS, 0x00800000),
-        "video10": capability(V4L2_CAP_VIDEO_CAPTURE),
-    }
-
-    def querycap(path: str) -> bytes:
-        name = Path(path).name
-        if name not in answers:
-            raise PermissionError(13, "Permission denied")
-        return answers[name]
-
-    assert discover_devices(tmp_path, querycap) == [0, 10]
-
-
-def test_discover_devices_on_this_machine_does_not_fail() -> None:
-    assert all(isinstance(index, int) for index in discover_devices())
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,16 @@ import numpy as np
 from .config import SourceSpec
 from .jpeg import is_jpeg, with_huffman_tables
 from .pattern import TestPattern
+from .v4l2 import (
+    PREFERRED_FORMATS,
+    CaptureMode,
+    Ioctl,
+    choose_mode,
+    device_modes,
+    device_path,
+    fourcc_code,
+    fourcc_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,20 +193,74 @@ class PatternSource:
         """Nothing to release."""
 
 
-def _open_device(target: int | str, width: int | None, raw: bool) -> cv2.VideoCapture:
-    """Open a V4L2 device asking for MJPG (before the size, as drivers require) and one buffer."""
+def _device_mode(
+    target: int | str,
+    name: str,
+    size: tuple[int, int] | None,
+    fps: float | None,
+    dev: str = "/dev",
+    ioctl: Ioctl | None = None,
+) -> CaptureMode | None:
+    """The mode to ask of a device, from its own list; None when it cannot be listed."""
+    path = device_path(target, dev)
+    try:
+        modes = device_modes(path) if ioctl is None else device_modes(path, ioctl)
+    except OSError as exc:
+        log.info("%s: cannot list the modes of %s: %s", name, path, exc.strerror or exc)
+        modes = []
+    mode = choose_mode(modes, size, fps, label=name)
+    if mode is None and size is not None:
+        # Nothing listed: still ask for the configured size, both sides, or OpenCV keeps 640x480.
+        mode = CaptureMode("MJPG", *size, fps)
+    return mode
+
+
+def _open_device(target: int | str, mode: CaptureMode | None, raw: bool) -> cv2.VideoCapture:
+    """Open a V4L2 device in ``mode``, asking in the order the driver needs, with one buffer.
+
+    OpenCV opens a device at 640x480 and 30 fps and applies a size only once both width and
+    height are set (videoio cap_v4l.cpp, icvSetFrameSize). The format and the size each
+    restart the stream with VIDIOC_S_FMT, and a frame rate (VIDIOC_S_PARM) is only valid for
+    the format and size already set: so FOURCC, then width and height, then FPS.
+    """
     cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
     if not cap.isOpened():
         raise SourceError(f"cannot open V4L2 device {target}")
-    cap.set(cv2.CAP_PROP_FOURCC, MJPG)
-    if width:
-        cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    cap.set(cv2.CAP_PROP_FOURCC, fourcc_code(mode.fourcc) if mode else MJPG)
+    if mode is not None:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, mode.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, mode.height)
+        if mode.fps:
+            cap.set(cv2.CAP_PROP_FPS, mode.fps)
     # One buffer: the newest frame, not one from a queue filled while nobody read.
     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-    if raw:
-        # Hand over the camera's MJPG buffers as they are; decoding is livecam's choice.
+    # OpenCV falls back to another format when the driver refuses the one asked: read it back.
+    if raw and fourcc_text(int(cap.get(cv2.CAP_PROP_FOURCC))) in PREFERRED_FORMATS:
+        # Hand over the camera's JPEG buffers as they are; decoding is livecam's choice.
         cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
     return cap
+
+
+def _open_v4l2(
+    target: int | str, name: str, stop: threading.Event, size: tuple[int, int] | None, fps: float | None
+) -> CaptureSource:
+    """Open a device in the mode chosen from its list and say when it gives something else."""
+    asked = _device_mode(target, name, size, fps)
+    cap = _open_device(target, asked, raw=True)
+    fourcc, rate = fourcc_text(int(cap.get(cv2.CAP_PROP_FOURCC))), cap.get(cv2.CAP_PROP_FPS)
+    raw = not cap.get(cv2.CAP_PROP_CONVERT_RGB)
+    source = CaptureSource(cap, stop)
+    if raw and not source.compressed:
+        # MJPG buffers that are no JPEG: let OpenCV convert them instead.
+        source.release()
+        source = CaptureSource(_open_device(target, asked, raw=False), stop)
+    # The first frame says what the device really gives.
+    got = CaptureMode(fourcc, source.width, source.height, rate if rate > 0 else None)
+    if asked is None or asked.matches(got):
+        log.info("%s: device %s captures %s", name, target, got)
+    else:
+        log.warning("%s: device %s was asked for %s and gives %s", name, target, asked, got)
+    return source
 
 
 def _open_ffmpeg(target: str) -> cv2.VideoCapture:
@@ -223,19 +287,18 @@ def open_source(
     stop: threading.Event,
     width: int | None = None,
     loop: bool = True,
+    size: tuple[int, int] | None = None,
+    fps: float | None = None,
 ) -> Source:
-    """Open ``spec`` for the calling capture thread, or raise SourceError saying why."""
+    """Open ``spec`` for the calling capture thread, or raise SourceError saying why.
+
+    ``size`` and ``fps`` choose a device's capture mode; ``width`` is a resize of the output
+    done by the capture thread, so no source uses it.
+    """
     if spec.kind == "testsrc":
         return PatternSource(spec, name, stop)
     if spec.kind == "device":
-        source = CaptureSource(_open_device(spec.target, width, raw=True), stop)
-        if not source.compressed:
-            # Not an MJPG camera: raw buffers would be YUYV or the like, so let OpenCV convert.
-            source.release()
-            source = CaptureSource(_open_device(spec.target, width, raw=False), stop)
-        if width and source.width != width:
-            log.info("%s: device %s delivers %dx%d", name, spec.target, source.width, source.height)
-        return source
+        return _open_v4l2(spec.target, name, stop, size, fps)
     target = str(spec.target)
     if spec.kind == "file":
         if not os.path.isfile(target):

@@ -207,6 +207,13 @@ class CaptureMode:
     height: int
     fps: float | None  # None: the driver did not list its rates, so none is asked
 
+    def matches(self, got: CaptureMode) -> bool:
+        """Whether ``got`` (what the device gives) is this mode; rates within OpenCV's rounding."""
+        if (self.fourcc, self.width, self.height) != (got.fourcc, got.width, got.height):
+            return False
+        # OpenCV asks the driver for whole frames per second (cvRound in setProperty).
+        return self.fps is None or got.fps is None or abs(self.fps - got.fps) < 0.51
+
     def __str__(self) -> str:
         rate = f" @{self.fps:g} fps" if self.fps else ""
         return f"{self.fourcc} {self.width}x{self.height}{rate}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .v4l2 import discover_devices
+from .v4l2 import device_path, discover_devices
 
 log = logging.getLogger(__name__)
 
@@ -325,17 +325,20 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
     if cameras is None:
         cameras = _discovered_cameras(discover)
     configs: dict[int, CameraConfig] = {}
-    devices: dict[Any, int] = {}
+    # Each device by its real node: 0, /dev/video0 and a by-id link to it are one camera.
+    devices: dict[str, CameraConfig] = {}
     for raw_id, table in cameras.items():
         cam_id = _camera_id(raw_id, f"cameras.{raw_id}")
         if cam_id in configs:
             raise ConfigError(f"cameras.{raw_id}: duplicate camera id {cam_id}")
         camera = _camera(cam_id, table, f"cameras.{raw_id}")
         if camera.source.kind == "device":
-            other = devices.setdefault(camera.source.target, cam_id)
-            if other != cam_id:
+            target, real = camera.source.target, device_path(camera.source.target)
+            other = devices.setdefault(real, camera)
+            if other is not camera:
+                same = "" if other.source.target == target else f" ({other.source.target}, both {real})"
                 raise ConfigError(
-                    f"cameras.{raw_id}.source: device {camera.source.target} is already camera {other}"
+                    f"cameras.{raw_id}.source: device {target} is already camera {other.id}{same}"
                 )
         configs[cam_id] = camera
     return Settings(cameras=dict(sorted(configs.items())), discovered=discovered, **values)

@@ -100,6 +100,17 @@ def test_unknown_environment_variable_is_only_logged(caplog: pytest.LogCaptureFi
         ("[cameras.0]\nsource = 1.5\n", {}, "cameras.0.source: must be a device index"),
         ("[cameras.x]\n", {}, "cameras.x: camera id must be an integer"),
         ("[cameras.0]\n[cameras.1]\nsource = 0\n", {}, "cameras.1.source: device 0 is already camera 0"),
+        (
+            '[cameras.0]\n[cameras.1]\nsource = "/dev/video0"\n',
+            {},
+            "cameras.1.source: device /dev/video0 is already camera 0 (0, both /dev/video0)",
+        ),
+        (
+            '[cameras.3]\nsource = "/dev/video2"\n[cameras.7]\nsource = "/dev/v4l/../video2"\n',
+            {},
+            "cameras.7.source: device /dev/v4l/../video2 is already camera 3 (/dev/video2, both /dev/video2)",
+        ),
+        ("", {"LIVECAM_CAMERAS": "1=/dev/video4,2=4"}, "cameras.2.source: device 4 is already camera 1"),
         ("cameras = 3\n", {}, "cameras: must be a table"),
         ("threads = 0\n", {}, "threads: must be from 4 to 4096"),
         ("bind = 8000\n", {}, "bind: must be a non-empty string"),

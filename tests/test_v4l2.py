@@ -40,6 +40,7 @@ from livecam.v4l2 import (
     choose_mode,
     describe_modes,
     device_modes,
+    device_path,
     discover_devices,
     list_devices,
 )
@@ -208,3 +209,13 @@ def test_what_the_device_gives_is_compared_within_opencvs_rounding() -> None:
     assert not asked.matches(CaptureMode("MJPG", 640, 480, 7.5))
     assert not CaptureMode("MJPG", 640, 480, 30.0).matches(CaptureMode("MJPG", 640, 480, 15.0))
     assert str(asked) == "MJPG 1920x1080 @7.5 fps"
+
+
+def test_an_index_a_node_and_a_by_id_link_are_one_device(tmp_path: Path) -> None:
+    dev = FakeDev(tmp_path)
+    dev.add("video2", FakeCamera(), by_id="usb-Cam_123-video-index0")
+    real = str(tmp_path / "video2")
+    assert device_path(2, tmp_path) == real
+    assert device_path(str(tmp_path / "video2")) == real
+    assert device_path(str(tmp_path / "v4l" / "by-id" / "usb-Cam_123-video-index0")) == real
+    assert device_path(0) == "/dev/video0"  # index N is /dev/videoN, whether or not it exists

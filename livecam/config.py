@@ -6,6 +6,7 @@ whose message is one line naming the key and the problem.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .v4l2 import device_path, discover_devices
+from .state import write_atomically
+from .v4l2 import Device, assign_ids, device_path, list_devices
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ ENV_ONLY = ("config",)
 CAMERA_KEYS = ("name", "source", "size", "width", "fps", "quality", "rotate", "autostart", "loop")
 SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 DEFAULT_MAX_FRAME_MB = 16
+# Discovered devices' camera ids by stable path, in the state directory.
+DEVICE_IDS_FILE = "devices.json"
 
 
 class ConfigError(ValueError):
@@ -323,7 +327,7 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
             values[key] = _integer(value, label, low, high)
     discovered = cameras is None
     if cameras is None:
-        cameras = _discovered_cameras(discover)
+        cameras = _discovered_cameras(discover, state_directory(Settings({}, **values)))
     configs: dict[int, CameraConfig] = {}
     # Each device by its real node: 0, /dev/video0 and a by-id link to it are one camera.
     devices: dict[str, CameraConfig] = {}
@@ -372,12 +376,41 @@ def _hosts(label: str, value: Any) -> tuple[str, ...]:
     return tuple(hosts)
 
 
-def _discovered_cameras(discover: Any) -> dict[str, Any]:
-    """Zero configuration: every V4L2 capture device, else one test pattern, all autostarted."""
-    indexes = (discover or discover_devices)()
-    if indexes:
-        return {str(i): {"source": i, "autostart": True} for i in indexes}
-    return {"0": {"source": "testsrc", "autostart": True}}
+def _discovered_cameras(discover: Any, state_dir: Path) -> dict[str, Any]:
+    """Zero configuration: every V4L2 capture device, else one test pattern, all autostarted.
+
+    A device is captured by its stable path (/dev/v4l/by-id or by-path) where udev made one,
+    and keeps its camera id, remembered in the state directory, when USB order changes; so
+    its remembered on/off switch stays its own. ``discover`` may return bare indexes (tests).
+    """
+    found = (discover or list_devices)()
+    if not found:
+        return {"0": {"source": "testsrc", "autostart": True}}
+    devices = [d if isinstance(d, Device) else Device(d, f"/dev/video{d}", "", None) for d in found]
+    path = state_dir / DEVICE_IDS_FILE
+    remembered = _read_device_ids(path)
+    ids = assign_ids(devices, remembered)
+    learned = {**remembered, **{device.stable: cam_id for cam_id, device in ids.items() if device.stable}}
+    if learned != remembered:
+        payload = {"version": 1, "ids": dict(sorted(learned.items()))}
+        write_atomically(path, json.dumps(payload, indent=1) + "\n")
+    return {str(cam_id): {"source": d.stable or d.index, "autostart": True} for cam_id, d in ids.items()}
+
+
+def _read_device_ids(path: Path) -> dict[str, int]:
+    """The remembered stable path -> camera id map; a missing or corrupt file is an empty one."""
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))["ids"]
+        if not all(isinstance(k, str) and type(v) is int and 0 <= v <= 999999 for k, v in ids.items()):
+            raise ValueError("ids must map paths to camera ids")
+        if len(set(ids.values())) != len(ids):
+            raise ValueError("a camera id is given twice")
+        return ids
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.error("ignoring device id file %s: %s", path, exc)
+        return {}
 
 
 def beyond_loopback(binds: list[str]) -> list[str]:

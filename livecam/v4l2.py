@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import re
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,11 +114,20 @@ class Device:
     path: str
     name: str
     by_id: str | None  # the stable /dev/v4l/by-id link, when udev made one
+    by_path: str | None = None  # the /dev/v4l/by-path link: the USB port, when there is no serial
+
+    @property
+    def stable(self) -> str | None:
+        """A path that stays this device's when USB order changes: by-id, else by-path."""
+        return self.by_id or self.by_path
 
 
 def list_devices(dev: str | os.PathLike[str] = "/dev", ioctl: Ioctl = fcntl.ioctl) -> list[Device]:
     """The V4L2 nodes under ``dev`` that can capture video (not metadata nodes), by index."""
-    links = {os.path.realpath(link): str(link) for link in sorted(Path(dev, "v4l", "by-id").glob("*"))}
+    by_id, by_path = (
+        {os.path.realpath(p): str(p) for p in sorted(Path(dev, "v4l", kind).glob("*"))}
+        for kind in ("by-id", "by-path")
+    )
     found = []
     for node in Path(dev).glob("video*"):
         match = re.fullmatch(r"video(\d+)", node.name)
@@ -133,8 +143,9 @@ def list_devices(dev: str | os.PathLike[str] = "/dev", ioctl: Ioctl = fcntl.ioct
             log.info("skipping %s: %s", node, exc.strerror or exc)
             continue
         if can_capture(caps):
+            real = os.path.realpath(node)
             found.append(
-                Device(int(match.group(1)), str(node), card_name(caps), links.get(os.path.realpath(node)))
+                Device(int(match.group(1)), str(node), card_name(caps), by_id.get(real), by_path.get(real))
             )
     return sorted(found, key=lambda device: device.index)
 
@@ -142,6 +153,30 @@ def list_devices(dev: str | os.PathLike[str] = "/dev", ioctl: Ioctl = fcntl.ioct
 def discover_devices(dev: str | os.PathLike[str] = "/dev", ioctl: Ioctl = fcntl.ioctl) -> list[int]:
     """Indexes of the V4L2 nodes under ``dev`` that can capture video, in order."""
     return [device.index for device in list_devices(dev, ioctl)]
+
+
+def assign_ids(devices: list[Device], remembered: Mapping[str, int]) -> dict[int, Device]:
+    """Camera ids for discovered devices, kept by stable path so USB order cannot move them.
+
+    A device whose stable path is remembered keeps its id; one without a stable path keeps
+    its index as before, if no other device holds it; a new device takes the lowest id that
+    is neither in use nor remembered for a device now absent (it may come back).
+    """
+    ids: dict[int, Device] = {}
+    new = []
+    for device in devices:
+        cam_id = remembered.get(device.stable) if device.stable else None
+        if cam_id is not None and cam_id not in ids:
+            ids[cam_id] = device
+        else:
+            new.append(device)
+    for device in [d for d in new if d.stable is None and d.index not in ids]:
+        ids[device.index] = device
+        new.remove(device)
+    for device in new:
+        reserved = set(ids) | set(remembered.values())
+        ids[next(n for n in itertools.count() if n not in reserved)] = device
+    return dict(sorted(ids.items()))
 
 
 def device_path(target: int | str, dev: str | os.PathLike[str] = "/dev") -> str:

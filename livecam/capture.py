@@ -232,6 +232,8 @@ class Camera:
                     stop,
                     width=self.config.width,
                     loop=self.config.loop,
+                    size=self.config.size,
+                    fps=self.config.fps,
                 )
                 try:
                     delivered = self._pump(source, stop, broadcaster)

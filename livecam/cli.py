@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import sys
 import urllib.error
@@ -10,18 +11,29 @@ import urllib.request
 from pathlib import Path
 
 from .config import ConfigError, load_settings
-from .sources import list_devices, redact
+from .sources import redact
 from .state import write_atomically_bytes
+from .v4l2 import Ioctl, choose_mode, describe_modes, device_modes, list_devices
 
 
-def devices(args: argparse.Namespace) -> int:
-    """List the V4L2 capture devices."""
-    found = list_devices(args.dev)
+def devices(args: argparse.Namespace, ioctl: Ioctl = fcntl.ioctl) -> int:
+    """List the V4L2 capture devices, each with its modes and the one livecam would take."""
+    found = list_devices(args.dev, ioctl)
     if not found:
         print(f"no V4L2 capture device under {args.dev}", file=sys.stderr)
         return 1
     for device in found:
         print(f"{device.index}\t{device.path}\t{device.name}\t{device.by_id or '-'}")
+        try:
+            modes = device_modes(device.path, ioctl)
+        except OSError as exc:
+            print(f"\tmodes unknown: {exc.strerror or exc}")
+            continue
+        for line in describe_modes(modes) or ["no modes listed"]:
+            print(f"\t{line}")
+        chosen = choose_mode(modes)
+        if chosen is not None:
+            print(f"\tcaptured as {chosen} unless size or fps say otherwise")
     return 0
 
 

@@ -6,6 +6,7 @@ whose message is one line naming the key and the problem.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -14,6 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .state import write_atomically
+from .v4l2 import Device, assign_ids, device_path, list_devices
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 DEFAULT_MAX_FRAME_MB = 16
 # livecam's only request bodies are small forms: larger ones are refused (413) unread.
 MAX_REQUEST_BODY = 64 * 1024
+# Discovered devices' camera ids by stable path, in the state directory.
+DEVICE_IDS_FILE = "devices.json"
 
 
 class ConfigError(ValueError):
@@ -323,19 +329,22 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
             values[key] = _integer(value, label, low, high)
     discovered = cameras is None
     if cameras is None:
-        cameras = _discovered_cameras(discover)
+        cameras = _discovered_cameras(discover, state_directory(Settings({}, **values)))
     configs: dict[int, CameraConfig] = {}
-    devices: dict[Any, int] = {}
+    # Each device by its real node: 0, /dev/video0 and a by-id link to it are one camera.
+    devices: dict[str, CameraConfig] = {}
     for raw_id, table in cameras.items():
         cam_id = _camera_id(raw_id, f"cameras.{raw_id}")
         if cam_id in configs:
             raise ConfigError(f"cameras.{raw_id}: duplicate camera id {cam_id}")
         camera = _camera(cam_id, table, f"cameras.{raw_id}")
         if camera.source.kind == "device":
-            other = devices.setdefault(camera.source.target, cam_id)
-            if other != cam_id:
+            target, real = camera.source.target, device_path(camera.source.target)
+            other = devices.setdefault(real, camera)
+            if other is not camera:
+                same = "" if other.source.target == target else f" ({other.source.target}, both {real})"
                 raise ConfigError(
-                    f"cameras.{raw_id}.source: device {camera.source.target} is already camera {other}"
+                    f"cameras.{raw_id}.source: device {target} is already camera {other.id}{same}"
                 )
         configs[cam_id] = camera
     return Settings(cameras=dict(sorted(configs.items())), discovered=discovered, **values)
@@ -369,16 +378,41 @@ def _hosts(label: str, value: Any) -> tuple[str, ...]:
     return tuple(hosts)
 
 
-def _discovered_cameras(discover: Any) -> dict[str, Any]:
-    """Zero configuration: every V4L2 capture device, else one test pattern, all autostarted."""
-    if discover is None:
-        from .sources import discover_devices
+def _discovered_cameras(discover: Any, state_dir: Path) -> dict[str, Any]:
+    """Zero configuration: every V4L2 capture device, else one test pattern, all autostarted.
 
-        discover = discover_devices
-    indexes = discover()
-    if indexes:
-        return {str(i): {"source": i, "autostart": True} for i in indexes}
-    return {"0": {"source": "testsrc", "autostart": True}}
+    A device is captured by its stable path (/dev/v4l/by-id or by-path) where udev made one,
+    and keeps its camera id, remembered in the state directory, when USB order changes; so
+    its remembered on/off switch stays its own. ``discover`` may return bare indexes (tests).
+    """
+    found = (discover or list_devices)()
+    if not found:
+        return {"0": {"source": "testsrc", "autostart": True}}
+    devices = [d if isinstance(d, Device) else Device(d, f"/dev/video{d}", "", None) for d in found]
+    path = state_dir / DEVICE_IDS_FILE
+    remembered = _read_device_ids(path)
+    ids = assign_ids(devices, remembered)
+    learned = {**remembered, **{device.stable: cam_id for cam_id, device in ids.items() if device.stable}}
+    if learned != remembered:
+        payload = {"version": 1, "ids": dict(sorted(learned.items()))}
+        write_atomically(path, json.dumps(payload, indent=1) + "\n")
+    return {str(cam_id): {"source": d.stable or d.index, "autostart": True} for cam_id, d in ids.items()}
+
+
+def _read_device_ids(path: Path) -> dict[str, int]:
+    """The remembered stable path -> camera id map; a missing or corrupt file is an empty one."""
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))["ids"]
+        if not all(isinstance(k, str) and type(v) is int and 0 <= v <= 999999 for k, v in ids.items()):
+            raise ValueError("ids must map paths to camera ids")
+        if len(set(ids.values())) != len(ids):
+            raise ValueError("a camera id is given twice")
+        return ids
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.error("ignoring device id file %s: %s", path, exc)
+        return {}
 
 
 def beyond_loopback(binds: list[str]) -> list[str]:

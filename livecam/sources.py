@@ -8,17 +8,12 @@ nothing else may touch a source.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
-import re
-import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,6 +23,16 @@ import numpy as np
 from .config import SourceSpec
 from .jpeg import is_jpeg, with_huffman_tables
 from .pattern import TestPattern
+from .v4l2 import (
+    PREFERRED_FORMATS,
+    CaptureMode,
+    Ioctl,
+    choose_mode,
+    device_modes,
+    device_path,
+    fourcc_code,
+    fourcc_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +40,6 @@ OPEN_TIMEOUT_MS = 5000
 # A network camera that sends nothing for this long is treated as lost.
 READ_TIMEOUT_MS = 3000
 
-# VIDIOC_QUERYCAP = _IOR('V', 0, struct v4l2_capability), a 104-byte struct.
-VIDIOC_QUERYCAP = 0x80685600
-V4L2_CAP_VIDEO_CAPTURE = 0x00000001
-V4L2_CAP_VIDEO_CAPTURE_MPLANE = 0x00001000
-V4L2_CAP_DEVICE_CAPS = 0x80000000
 MJPG = cv2.VideoWriter_fourcc(*"MJPG")
 
 
@@ -193,20 +193,74 @@ class PatternSource:
         """Nothing to release."""
 
 
-def _open_device(target: int | str, width: int | None, raw: bool) -> cv2.VideoCapture:
-    """Open a V4L2 device asking for MJPG (before the size, as drivers require) and one buffer."""
+def _device_mode(
+    target: int | str,
+    name: str,
+    size: tuple[int, int] | None,
+    fps: float | None,
+    dev: str = "/dev",
+    ioctl: Ioctl | None = None,
+) -> CaptureMode | None:
+    """The mode to ask of a device, from its own list; None when it cannot be listed."""
+    path = device_path(target, dev)
+    try:
+        modes = device_modes(path) if ioctl is None else device_modes(path, ioctl)
+    except OSError as exc:
+        log.info("%s: cannot list the modes of %s: %s", name, path, exc.strerror or exc)
+        modes = []
+    mode = choose_mode(modes, size, fps, label=name)
+    if mode is None and size is not None:
+        # Nothing listed: still ask for the configured size, both sides, or OpenCV keeps 640x480.
+        mode = CaptureMode("MJPG", *size, fps)
+    return mode
+
+
+def _open_device(target: int | str, mode: CaptureMode | None, raw: bool) -> cv2.VideoCapture:
+    """Open a V4L2 device in ``mode``, asking in the order the driver needs, with one buffer.
+
+    OpenCV opens a device at 640x480 and 30 fps and applies a size only once both width and
+    height are set (videoio cap_v4l.cpp, icvSetFrameSize). The format and the size each
+    restart the stream with VIDIOC_S_FMT, and a frame rate (VIDIOC_S_PARM) is only valid for
+    the format and size already set: so FOURCC, then width and height, then FPS.
+    """
     cap = cv2.VideoCapture(target, cv2.CAP_V4L2)
     if not cap.isOpened():
         raise SourceError(f"cannot open V4L2 device {target}")
-    cap.set(cv2.CAP_PROP_FOURCC, MJPG)
-    if width:
-        cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    cap.set(cv2.CAP_PROP_FOURCC, fourcc_code(mode.fourcc) if mode else MJPG)
+    if mode is not None:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, mode.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, mode.height)
+        if mode.fps:
+            cap.set(cv2.CAP_PROP_FPS, mode.fps)
     # One buffer: the newest frame, not one from a queue filled while nobody read.
     cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-    if raw:
-        # Hand over the camera's MJPG buffers as they are; decoding is livecam's choice.
+    # OpenCV falls back to another format when the driver refuses the one asked: read it back.
+    if raw and fourcc_text(int(cap.get(cv2.CAP_PROP_FOURCC))) in PREFERRED_FORMATS:
+        # Hand over the camera's JPEG buffers as they are; decoding is livecam's choice.
         cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
     return cap
+
+
+def _open_v4l2(
+    target: int | str, name: str, stop: threading.Event, size: tuple[int, int] | None, fps: float | None
+) -> CaptureSource:
+    """Open a device in the mode chosen from its list and say when it gives something else."""
+    asked = _device_mode(target, name, size, fps)
+    cap = _open_device(target, asked, raw=True)
+    fourcc, rate = fourcc_text(int(cap.get(cv2.CAP_PROP_FOURCC))), cap.get(cv2.CAP_PROP_FPS)
+    raw = not cap.get(cv2.CAP_PROP_CONVERT_RGB)
+    source = CaptureSource(cap, stop)
+    if raw and not source.compressed:
+        # MJPG buffers that are no JPEG: let OpenCV convert them instead.
+        source.release()
+        source = CaptureSource(_open_device(target, asked, raw=False), stop)
+    # The first frame says what the device really gives.
+    got = CaptureMode(fourcc, source.width, source.height, rate if rate > 0 else None)
+    if asked is None or asked.matches(got):
+        log.info("%s: device %s captures %s", name, target, got)
+    else:
+        log.warning("%s: device %s was asked for %s and gives %s", name, target, asked, got)
+    return source
 
 
 def _open_ffmpeg(target: str) -> cv2.VideoCapture:
@@ -233,19 +287,18 @@ def open_source(
     stop: threading.Event,
     width: int | None = None,
     loop: bool = True,
+    size: tuple[int, int] | None = None,
+    fps: float | None = None,
 ) -> Source:
-    """Open ``spec`` for the calling capture thread, or raise SourceError saying why."""
+    """Open ``spec`` for the calling capture thread, or raise SourceError saying why.
+
+    ``size`` and ``fps`` choose a device's capture mode; ``width`` is a resize of the output
+    done by the capture thread, so no source uses it.
+    """
     if spec.kind == "testsrc":
         return PatternSource(spec, name, stop)
     if spec.kind == "device":
-        source = CaptureSource(_open_device(spec.target, width, raw=True), stop)
-        if not source.compressed:
-            # Not an MJPG camera: raw buffers would be YUYV or the like, so let OpenCV convert.
-            source.release()
-            source = CaptureSource(_open_device(spec.target, width, raw=False), stop)
-        if width and source.width != width:
-            log.info("%s: device %s delivers %dx%d", name, spec.target, source.width, source.height)
-        return source
+        return _open_v4l2(spec.target, name, stop, size, fps)
     target = str(spec.target)
     if spec.kind == "file":
         if not os.path.isfile(target):
@@ -262,64 +315,3 @@ def open_source(
     if not cap.isOpened():
         raise SourceError(f"cannot open {redact(target)}")
     return CaptureSource(cap, stop)
-
-
-def _querycap(path: str) -> bytes:
-    """Ask a V4L2 node for its capabilities (the VIDIOC_QUERYCAP ioctl)."""
-    fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
-    try:
-        return bytes(fcntl.ioctl(fd, VIDIOC_QUERYCAP, bytearray(104)))
-    finally:
-        os.close(fd)
-
-
-def can_capture(caps: bytes) -> bool:
-    """Tell from a v4l2_capability struct whether the node captures video (not metadata)."""
-    capabilities, device_caps = struct.unpack_from("<II", caps, 84)
-    if capabilities & V4L2_CAP_DEVICE_CAPS:
-        capabilities = device_caps
-    return bool(capabilities & (V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_VIDEO_CAPTURE_MPLANE))
-
-
-def card_name(caps: bytes) -> str:
-    """The device's own name from a v4l2_capability struct."""
-    return caps[16:48].split(b"\0", 1)[0].decode("utf-8", "replace")
-
-
-@dataclass(frozen=True)
-class Device:
-    """A V4L2 node that captures video."""
-
-    index: int
-    path: str
-    name: str
-    by_id: str | None  # the stable /dev/v4l/by-id link, when udev made one
-
-
-def list_devices(
-    dev: str | os.PathLike[str] = "/dev", querycap: Callable[[str], bytes] = _querycap
-) -> list[Device]:
-    """The V4L2 nodes under ``dev`` that can capture video (not metadata nodes), by index."""
-    links = {os.path.realpath(link): str(link) for link in Path(dev, "v4l", "by-id").glob("*")}
-    found = []
-    for node in Path(dev).glob("video*"):
-        match = re.fullmatch(r"video(\d+)", node.name)
-        if not match:
-            continue
-        try:
-            caps = querycap(str(node))
-        except OSError as exc:
-            log.info("skipping %s: %s", node, exc.strerror or exc)
-            continue
-        if can_capture(caps):
-            found.append(
-                Device(int(match.group(1)), str(node), card_name(caps), links.get(os.path.realpath(node)))
-            )
-    return sorted(found, key=lambda device: device.index)
-
-
-def discover_devices(
-    dev: str | os.PathLike[str] = "/dev", querycap: Callable[[str], bytes] = _querycap
-) -> list[int]:
-    """Indexes of the V4L2 nodes under ``dev`` that can capture video, in order."""
-    return [device.index for device in list_devices(dev, querycap)]

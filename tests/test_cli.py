@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from fake_v4l2 import HD_WEBCAM, VGA_WEBCAM, FakeCamera, FakeDev, capability
 from helpers import decode, free_port
+from livecam.cli import devices
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,6 +48,24 @@ def test_devices_without_any_device(tmp_path: Path) -> None:
     result = run("devices", "--dev", str(tmp_path))
     assert result.returncode == 1
     assert "no V4L2 capture device" in result.stderr
+
+
+def test_devices_lists_each_device_with_its_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dev = FakeDev(tmp_path)
+    hd_webcam = FakeCamera(capability(1, card=b"HD Webcam"), HD_WEBCAM)
+    dev.add("video0", hd_webcam, by_id="usb-HD_Webcam-video-index0")
+    dev.add("video1", FakeCamera(capability(1, card=b"Old Webcam"), VGA_WEBCAM))
+    assert devices(argparse.Namespace(dev=str(tmp_path)), dev.ioctl) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"0\t{tmp_path}/video0\tHD Webcam\t{tmp_path}/v4l/by-id/usb-HD_Webcam-video-index0",
+        "\tMJPG 1920x1080@30 1280x720@60 640x480@30",
+        "\tYUYV 640x480@30 1280x720@10 1920x1080@5",
+        "\tH264 3840x2160@30",
+        "\tcaptured as MJPG 1920x1080 @30 fps unless size or fps say otherwise",
+        f"1\t{tmp_path}/video1\tOld Webcam\t-",
+        "\tYUYV 640x480@30 352x288@30 320x240@30",
+        "\tcaptured as YUYV 640x480 @30 fps unless size or fps say otherwise",
+    ]
 
 
 @pytest.mark.parametrize("args", [[], ["nonsense"]])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from fake_v4l2 import FakeCamera, FakeDev, capability
 from livecam.config import ConfigError, beyond_loopback, load_settings, parse_camera_list, parse_source
+from livecam.v4l2 import Device, list_devices
 
 
 def test_zero_config_without_devices_serves_an_autostarted_test_pattern() -> None:
@@ -100,6 +103,17 @@ def test_unknown_environment_variable_is_only_logged(caplog: pytest.LogCaptureFi
         ("[cameras.0]\nsource = 1.5\n", {}, "cameras.0.source: must be a device index"),
         ("[cameras.x]\n", {}, "cameras.x: camera id must be an integer"),
         ("[cameras.0]\n[cameras.1]\nsource = 0\n", {}, "cameras.1.source: device 0 is already camera 0"),
+        (
+            '[cameras.0]\n[cameras.1]\nsource = "/dev/video0"\n',
+            {},
+            "cameras.1.source: device /dev/video0 is already camera 0 (0, both /dev/video0)",
+        ),
+        (
+            '[cameras.3]\nsource = "/dev/video2"\n[cameras.7]\nsource = "/dev/v4l/../video2"\n',
+            {},
+            "cameras.7.source: device /dev/v4l/../video2 is already camera 3 (/dev/video2, both /dev/video2)",
+        ),
+        ("", {"LIVECAM_CAMERAS": "1=/dev/video4,2=4"}, "cameras.2.source: device 4 is already camera 1"),
         ("cameras = 3\n", {}, "cameras: must be a table"),
         ("threads = 0\n", {}, "threads: must be from 4 to 4096"),
         ("bind = 8000\n", {}, "bind: must be a non-empty string"),
@@ -183,3 +197,81 @@ def test_capture_size_trusted_hosts_and_frame_cap() -> None:
 def test_bad_new_settings(overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(environ={}, overrides={"cameras": "0", **overrides})
+
+
+def plug(dev: FakeDev, cameras: dict[str, tuple[str, str]]) -> None:
+    """Replace the fake /dev tree: node name -> (udev link kind, link name) of a capture device."""
+    for entry in dev.root.glob("video*"):
+        entry.unlink()
+    for kind in ("by-id", "by-path"):
+        for link in dev.root.glob(f"v4l/{kind}/*"):
+            link.unlink()
+    dev.drivers.clear()
+    for node, (kind, link) in cameras.items():
+        dev.add(node, FakeCamera())
+        metadata = f"video{int(node[5:]) + 1}"  # each webcam's second node carries metadata only
+        dev.add(metadata, FakeCamera(capability(0x80000001, 0x00800000)))
+        target = dev.root / "v4l" / kind / link
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(dev.root / node)
+
+
+def test_discovered_cameras_keep_their_ids_when_usb_order_changes(tmp_path: Path) -> None:
+    dev = FakeDev(tmp_path / "dev")
+    dev.root.mkdir()
+    state = tmp_path / "state"
+    links = tmp_path / "dev" / "v4l"
+
+    def discovered() -> dict[int, str]:
+        def discover() -> list[Device]:
+            return list_devices(dev.root, dev.ioctl)
+
+        settings = load_settings(environ={}, overrides={"state_dir": str(state)}, discover=discover)
+        assert settings.discovered and all(c.autostart for c in settings.cameras.values())
+        return {cam_id: camera.source.target for cam_id, camera in settings.cameras.items()}
+
+    plug(dev, {"video0": ("by-id", "usb-Desk-index0"), "video2": ("by-id", "usb-Door-index0")})
+    assert discovered() == {0: f"{links}/by-id/usb-Desk-index0", 1: f"{links}/by-id/usb-Door-index0"}
+    # Replugged the other way round, and a third camera without a serial number (by-path only).
+    plug(
+        dev,
+        {
+            "video0": ("by-id", "usb-Door-index0"),
+            "video2": ("by-path", "pci-0000:00:14.0-usb-0:3:1.0-video-index0"),
+            "video4": ("by-id", "usb-Desk-index0"),
+        },
+    )
+    assert discovered() == {
+        0: f"{links}/by-id/usb-Desk-index0",
+        1: f"{links}/by-id/usb-Door-index0",
+        2: f"{links}/by-path/pci-0000:00:14.0-usb-0:3:1.0-video-index0",
+    }
+    # The desk camera is away: its id stays reserved, a new camera takes the lowest free one.
+    plug(dev, {"video0": ("by-id", "usb-Door-index0"), "video2": ("by-id", "usb-Yard-index0")})
+    assert discovered() == {1: f"{links}/by-id/usb-Door-index0", 3: f"{links}/by-id/usb-Yard-index0"}
+    remembered = json.loads((state / "devices.json").read_text())
+    assert remembered["ids"] == {
+        f"{links}/by-id/usb-Desk-index0": 0,
+        f"{links}/by-id/usb-Door-index0": 1,
+        f"{links}/by-id/usb-Yard-index0": 3,
+        f"{links}/by-path/pci-0000:00:14.0-usb-0:3:1.0-video-index0": 2,
+    }
+
+
+def test_a_discovered_camera_is_captured_by_its_stable_path(tmp_path: Path) -> None:
+    by_id = "/dev/v4l/by-id/usb-046d_HD_Webcam_C615_A1B2C3-video-index0"
+    found = [Device(0, "/dev/video0", "HD Webcam C615", by_id), Device(2, "/dev/video2", "Old Webcam", None)]
+    settings = load_settings(environ={}, overrides={"state_dir": str(tmp_path)}, discover=lambda: found)
+    assert [(c.id, c.source.kind, c.source.target) for c in settings.cameras.values()] == [
+        (0, "device", by_id),
+        (2, "device", 2),  # no udev link: its index, as before
+    ]
+
+
+def test_a_corrupt_device_id_file_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "devices.json").write_text('{"ids": {"/dev/v4l/by-id/a": 0, "/dev/v4l/by-id/b": 0}}')
+    found = [Device(0, "/dev/video0", "A", "/dev/v4l/by-id/b")]
+    settings = load_settings(environ={}, overrides={"state_dir": str(tmp_path)}, discover=lambda: found)
+    assert list(settings.cameras) == [0]
+    assert "ignoring device id file" in caplog.text
+    assert json.loads((tmp_path / "devices.json").read_text())["ids"] == {"/dev/v4l/by-id/b": 0}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import struct
+import logging
 import threading
 import time
 from pathlib import Path
@@ -11,17 +11,10 @@ import numpy as np
 import pytest
 
 from camera_server import MjpegCamera
+from fake_v4l2 import HD_WEBCAM, FakeCamera, FakeDev
 from livecam.config import parse_source
-from livecam.sources import (
-    V4L2_CAP_DEVICE_CAPS,
-    V4L2_CAP_VIDEO_CAPTURE,
-    SourceError,
-    can_capture,
-    card_name,
-    discover_devices,
-    open_source,
-    redact,
-)
+from livecam.sources import SourceError, _device_mode, open_source, redact
+from livecam.v4l2 import CaptureMode
 
 
 def frames(source, count: int) -> list[np.ndarray]:
@@ -103,42 +96,30 @@ def test_dead_camera_fails_fast(mjpeg_camera: MjpegCamera) -> None:
 
 def test_absent_device_is_a_clear_error() -> None:
     with pytest.raises(SourceError, match="cannot open V4L2 device 63"):
-        open_source(parse_source(63, "s"), "Cam", threading.Event())
+        open_source(parse_source(63, "s"), "Cam", threading.Event(), width=320, size=(1280, 720), fps=15)
 
 
-def capability(caps: int, device_caps: int = 0, card: bytes = b"") -> bytes:
-    """A v4l2_capability struct as the kernel fills it."""
-    return struct.pack("<16s32s32sIII12x", b"uvcvideo", card, b"usb-1", 0, caps, device_caps)
+def test_a_device_is_asked_for_the_mode_chosen_from_its_own_list(tmp_path: Path) -> None:
+    dev = FakeDev(tmp_path)
+    dev.add("video2", FakeCamera(formats=HD_WEBCAM))
+    largest = _device_mode(2, "Cam", None, None, str(tmp_path), dev.ioctl)
+    assert largest == CaptureMode("MJPG", 1920, 1080, 30.0)  # not OpenCV's 640x480
+    configured = _device_mode(2, "Cam", (1280, 720), 25.0, str(tmp_path), dev.ioctl)
+    assert configured == CaptureMode("MJPG", 1280, 720, 15.0)
 
 
-def test_capability_parsing() -> None:
-    assert can_capture(capability(V4L2_CAP_VIDEO_CAPTURE))
-    # A webcam's metadata node: the physical device captures, this node does not.
-    metadata = capability(V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_DEVICE_CAPS, 0x00800000)
-    assert not can_capture(metadata)
-    assert card_name(capability(1, card=b"HD Webcam")) == "HD Webcam"
-
-
-def test_discover_devices_keeps_capture_nodes_only(tmp_path: Path) -> None:
-    for name in ("video0", "video1", "video2", "video10", "vbi0", "videox"):
-        (tmp_path / name).touch()
-    answers = {
-        "video0": capability(V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_DEVICE_CAPS, V4L2_CAP_VIDEO_CAPTURE),
-        "video1": capability(V4L2_CAP_VIDEO_CAPTURE | V4L2_CAP_DEVICE_CAPS, 0x00800000),
-        "video10": capability(V4L2_CAP_VIDEO_CAPTURE),
-    }
-
-    def querycap(path: str) -> bytes:
-        name = Path(path).name
-        if name not in answers:
-            raise PermissionError(13, "Permission denied")
-        return answers[name]
-
-    assert discover_devices(tmp_path, querycap) == [0, 10]
-
-
-def test_discover_devices_on_this_machine_does_not_fail() -> None:
-    assert all(isinstance(index, int) for index in discover_devices())
+def test_a_device_whose_modes_cannot_be_listed_is_still_asked_for_its_size(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    dev = FakeDev(tmp_path)
+    dev.add("video0")  # refuses the ioctls
+    caplog.set_level(logging.INFO, logger="livecam.sources")
+    assert _device_mode(0, "Cam", None, None, str(tmp_path), dev.ioctl) is None  # MJPG at OpenCV's size
+    # Width and height both, or OpenCV's V4L2 backend would keep 640x480.
+    assert _device_mode(0, "Cam", (1280, 720), None, str(tmp_path), dev.ioctl) == CaptureMode(
+        "MJPG", 1280, 720, None
+    )
+    assert "Cam: cannot list the modes of" in caplog.text
 
 
 @pytest.mark.parametrize(

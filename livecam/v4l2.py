@@ -159,8 +159,9 @@ def assign_ids(devices: list[Device], remembered: Mapping[str, int]) -> dict[int
     """Camera ids for discovered devices, kept by stable path so USB order cannot move them.
 
     A device whose stable path is remembered keeps its id; one without a stable path keeps
-    its index as before, if no other device holds it; a new device takes the lowest id that
-    is neither in use nor remembered for a device now absent (it may come back).
+    its index as before, if no other device holds it; a new device takes its index too when
+    that is free (so ids stay what they were before ids were remembered), else the lowest id
+    that is neither in use nor remembered for a device now absent (it may come back).
     """
     ids: dict[int, Device] = {}
     new = []
@@ -175,7 +176,8 @@ def assign_ids(devices: list[Device], remembered: Mapping[str, int]) -> dict[int
         new.remove(device)
     for device in new:
         reserved = set(ids) | set(remembered.values())
-        ids[next(n for n in itertools.count() if n not in reserved)] = device
+        free = device.index if device.index not in reserved else None
+        ids[free if free is not None else next(n for n in itertools.count() if n not in reserved)] = device
     return dict(sorted(ids.items()))
 
 

@@ -231,7 +231,8 @@ def test_discovered_cameras_keep_their_ids_when_usb_order_changes(tmp_path: Path
         return {cam_id: camera.source.target for cam_id, camera in settings.cameras.items()}
 
     plug(dev, {"video0": ("by-id", "usb-Desk-index0"), "video2": ("by-id", "usb-Door-index0")})
-    assert discovered() == {0: f"{links}/by-id/usb-Desk-index0", 1: f"{links}/by-id/usb-Door-index0"}
+    # At first sight a device's id is its index, as before ids were remembered.
+    assert discovered() == {0: f"{links}/by-id/usb-Desk-index0", 2: f"{links}/by-id/usb-Door-index0"}
     # Replugged the other way round, and a third camera without a serial number (by-path only).
     plug(
         dev,
@@ -243,18 +244,18 @@ def test_discovered_cameras_keep_their_ids_when_usb_order_changes(tmp_path: Path
     )
     assert discovered() == {
         0: f"{links}/by-id/usb-Desk-index0",
-        1: f"{links}/by-id/usb-Door-index0",
-        2: f"{links}/by-path/pci-0000:00:14.0-usb-0:3:1.0-video-index0",
+        1: f"{links}/by-path/pci-0000:00:14.0-usb-0:3:1.0-video-index0",  # its index is taken
+        2: f"{links}/by-id/usb-Door-index0",
     }
     # The desk camera is away: its id stays reserved, a new camera takes the lowest free one.
     plug(dev, {"video0": ("by-id", "usb-Door-index0"), "video2": ("by-id", "usb-Yard-index0")})
-    assert discovered() == {1: f"{links}/by-id/usb-Door-index0", 3: f"{links}/by-id/usb-Yard-index0"}
+    assert discovered() == {2: f"{links}/by-id/usb-Door-index0", 3: f"{links}/by-id/usb-Yard-index0"}
     remembered = json.loads((state / "devices.json").read_text())
     assert remembered["ids"] == {
         f"{links}/by-id/usb-Desk-index0": 0,
-        f"{links}/by-id/usb-Door-index0": 1,
+        f"{links}/by-id/usb-Door-index0": 2,
         f"{links}/by-id/usb-Yard-index0": 3,
-        f"{links}/by-path/pci-0000:00:14.0-usb-0:3:1.0-video-index0": 2,
+        f"{links}/by-path/pci-0000:00:14.0-usb-0:3:1.0-video-index0": 1,
     }
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import http.client
+import selectors
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -115,3 +118,51 @@ def fetch(
         return response, response.read()
     finally:
         conn.close()
+
+
+class PortMapping:
+    """A TCP port forwarded to another, as a router maps 8443 to 443: bytes pass untouched."""
+
+    def __init__(self, target: int) -> None:
+        self._target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="port-mapping", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ)
+        pairs: dict[socket.socket, socket.socket] = {}
+        while not self._stopping.is_set():
+            for key, _ in selector.select(0.1):
+                if key.fileobj is self._listener:
+                    client, _ = self._listener.accept()
+                    upstream = socket.create_connection(("127.0.0.1", self._target), timeout=10)
+                    pairs[client], pairs[upstream] = upstream, client
+                    selector.register(client, selectors.EVENT_READ)
+                    selector.register(upstream, selectors.EVENT_READ)
+                    continue
+                sock = key.fileobj
+                try:
+                    data = sock.recv(65536)
+                    if data:
+                        pairs[sock].sendall(data)
+                        continue
+                except OSError:
+                    pass
+                other = pairs.pop(sock)
+                pairs.pop(other, None)
+                for end in (sock, other):
+                    selector.unregister(end)
+                    end.close()
+        for sock in pairs:
+            sock.close()
+        selector.close()
+        self._listener.close()
+
+    def stop(self) -> None:
+        """Stop forwarding and close every connection."""
+        self._stopping.set()
+        self._thread.join(10)

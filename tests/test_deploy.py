@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers import Part, Server, decode, read_parts
-from nginx_proxy import Nginx, fetch, install
+from nginx_proxy import Nginx, PortMapping, fetch, install
 
 # Where each variant serves livecam: its own site, or under /livecam/ of an existing one.
 PREFIXES = {"root": "", "subpath": "/livecam"}
@@ -137,6 +137,27 @@ def upstream_connections(port: int) -> set[int]:
         if remote.endswith(f":{port:04X}") and state == "01":
             ports.add(int(local.rpartition(":")[2], 16))
     return ports
+
+
+@pytest.mark.parametrize("variant", PREFIXES)
+def test_switches_work_behind_a_port_mapping(livecam: Server, nginx: Nginx, variant: str) -> None:
+    mapping = PortMapping(nginx.ports[variant])  # the browser sees another port than nginx's
+    try:
+        prefix, page = PREFIXES[variant], f"http://127.0.0.1:{mapping.port}"
+        headers = {"Accept": "application/json", "Origin": page, "Referer": f"{page}{prefix}/"}
+        response, body = fetch(mapping.port, "POST", f"{prefix}/cameras/2/toggle", headers)
+        assert response.status == 200, body  # the dashboard's own origin, not a cross-site one
+        record = json.loads(body)
+        assert record["state"] in ("starting", "on")
+        response, _ = fetch(mapping.port, "POST", f"{prefix}/cameras/2/toggle", {"Accept": "text/html"})
+        assert response.getheader("Location") == f"{prefix}/#camera-2"
+        # A page elsewhere is still refused.
+        refused, _ = fetch(
+            mapping.port, "POST", f"{prefix}/cameras/2/toggle", {"Origin": "http://evil.example"}
+        )
+        assert refused.status == 403
+    finally:
+        mapping.stop()
 
 
 def test_nginx_reuses_its_connection_to_gunicorn(livecam: Server, nginx: Nginx) -> None:

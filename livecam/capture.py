@@ -21,7 +21,8 @@ from .broadcast import BroadcastClosed, Broadcaster, Frame
 from .config import CameraConfig
 from .mjpeg import make_part
 from .pattern import no_signal
-from .sources import Source, SourceError, open_source, redact
+from .redaction import redact
+from .sources import Source, SourceError, open_source
 from .stats import RateMeter, SendStats
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,8 @@ class Camera:
                 self._change(state, error)
 
     def _change(self, state: str, error: str | None) -> None:
+        # Every reason passes here on its way to the record, the log and the placeholder.
+        error = redact(error) if error else error
         if state == self.state and error == self.error:
             return
         previous, self.state, self.error, self.since = self.state, state, error, time.time()

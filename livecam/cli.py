@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from .config import ConfigError, load_settings
-from .sources import redact
+from .redaction import redact
 from .state import write_atomically_bytes
 from .v4l2 import Ioctl, choose_mode, describe_modes, device_modes, list_devices
 

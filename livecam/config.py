@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .redaction import redact, url_port
 from .state import write_atomically
 from .v4l2 import Device, assign_ids, device_path, list_devices
 
@@ -138,6 +139,9 @@ def parse_source(value: Any, key: str) -> SourceSpec:
             raise ConfigError(f"{key}: test pattern fps must be above 0 and at most 120")
         return spec
     if "://" in text:
+        port = url_port(text)
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigError(f"{key}: {redact(text)} names port {port!r}, not one from 1 to 65535")
         return SourceSpec("url", text)
     if DEVICE_PATH_RE.match(text):
         return SourceSpec("device", text)

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from .config import SourceSpec
 from .jpeg import is_jpeg, with_huffman_tables
 from .pattern import TestPattern
+from .redaction import redact
 from .v4l2 import (
     PREFERRED_FORMATS,
     CaptureMode,
@@ -65,20 +65,6 @@ class Source(Protocol):
 
     def release(self) -> None:
         """Let go of the device, connection or file."""
-
-
-def redact(source: str) -> str:
-    """Hide the password of a URL (``rtsp://user:secret@host``) for logs and status."""
-    try:
-        parts = urlsplit(source)
-    except ValueError:
-        return source
-    if parts.password is None:
-        return source
-    netloc = f"{parts.username}:***@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class CaptureSource:

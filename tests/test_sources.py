@@ -13,7 +13,7 @@ import pytest
 from camera_server import MjpegCamera
 from fake_v4l2 import HD_WEBCAM, FakeCamera, FakeDev
 from livecam.config import parse_source
-from livecam.sources import SourceError, _device_mode, open_source, redact
+from livecam.sources import SourceError, _device_mode, open_source
 from livecam.v4l2 import CaptureMode
 
 
@@ -120,15 +120,3 @@ def test_a_device_whose_modes_cannot_be_listed_is_still_asked_for_its_size(
         "MJPG", 1280, 720, None
     )
     assert "Cam: cannot list the modes of" in caplog.text
-
-
-@pytest.mark.parametrize(
-    ("url", "shown"),
-    [
-        ("rtsp://admin:hunter2@10.0.0.5:554/s", "rtsp://admin:***@10.0.0.5:554/s"),
-        ("http://host/cam.mjpg", "http://host/cam.mjpg"),
-        ("/videos/a.mp4", "/videos/a.mp4"),
-    ],
-)
-def test_redact_hides_passwords(url: str, shown: str) -> None:
-    assert redact(url) == shown

@@ -41,7 +41,12 @@ class Frame:
 
 
 class Broadcaster:
-    """Latest-frame fan-out for one capture session of one camera."""
+    """Latest-frame fan-out for one capture session of one camera.
+
+    One ``Condition`` guards the sequence number, the latest frame, the closed flag and the
+    viewer and waiter counts. It is notified on every publish, at close, and when the first
+    viewer or waiter arrives (for a capture thread waiting in ``wait_wanted``).
+    """
 
     def __init__(self, name: str = "broadcaster") -> None:
         self.name = name  # for log lines
@@ -104,6 +109,12 @@ class Broadcaster:
                 raise BroadcastClosed
             return self._latest if self._seq > after_seq else None
 
+    def wait_wanted(self, timeout: float | None = None) -> bool:
+        """Wait until someone wants frames or the session ends; return whether someone does."""
+        with self._cond:
+            self._cond.wait_for(lambda: self.wanted or self._closed, timeout)
+            return self.wanted and not self._closed
+
     def close(self) -> None:
         """End the session: every waiting and future ``wait_next`` raises BroadcastClosed."""
         with self._cond:
@@ -116,6 +127,8 @@ class Broadcaster:
     def watching(self, snapshot: bool = False) -> Iterator[None]:
         """Count the caller as a viewer (or a snapshot waiter) for the duration of the block."""
         with self._cond:
+            if not self.wanted:
+                self._cond.notify_all()  # a capture thread may be waiting in wait_wanted
             if snapshot:
                 self._waiters += 1
             else:

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 STATES = ("off", "starting", "on", "error")
 STOP_TIMEOUT = 5.0  # longest a stop waits for the thread; a healthy source stops in one frame
+# A source whose every grab decodes (H.264 over RTSP, an MP4 file: FFmpeg's grab() decodes)
+# is closed after this long with nobody watching, and opened again for the next viewer.
+IDLE_CLOSE = 10.0
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 10.0
 # While someone watches the placeholder, retry at least this often: a camera that comes back
 # must be live again within two seconds, whatever the backoff has grown to.
@@ -48,9 +51,17 @@ class CameraBusy(Exception):
 class Camera:
     """One configured camera, switched on and off by start, stop and toggle."""
 
-    def __init__(self, config: CameraConfig, opener: Callable[..., Source] = open_source) -> None:
+    def __init__(
+        self,
+        config: CameraConfig,
+        opener: Callable[..., Source] = open_source,
+        idle_close: float = IDLE_CLOSE,
+        max_frame: int = 16 * 2**20,
+    ) -> None:
         self.config = config
         self._opener = opener
+        self._idle_close = idle_close
+        self._max_frame = max_frame
         self._control = threading.RLock()  # serialises start/stop/toggle
         self._state_lock = threading.Lock()  # pairs a stop request with the state it sets
         self._running = False
@@ -63,6 +74,7 @@ class Camera:
         self.error: str | None = None
         self.source_size: tuple[int, int] | None = None
         self.passthrough = False  # forwarding the camera's own JPEGs, no decode or encode
+        self.idle = False  # its costly source is closed until someone watches
         self.frames = 0  # frames captured from the source
         self.encoded = 0  # frames encoded to JPEG
         self.dropped = 0  # frames dropped by the fps cap
@@ -127,14 +139,25 @@ class Camera:
             else:
                 self.start()
 
-    def _reap(self) -> None:
+    def join(self, timeout: float = STOP_TIMEOUT) -> bool:
+        """Wait up to ``timeout`` for a stopping capture thread; return whether it has ended."""
+        deadline = time.monotonic() + timeout
+        if not self._control.acquire(timeout=timeout):  # a switch is under way: do not queue
+            return False
+        try:
+            self._reap(max(0.0, deadline - time.monotonic()))
+            return self._thread is None
+        finally:
+            self._control.release()
+
+    def _reap(self, timeout: float = STOP_TIMEOUT) -> None:
         """Join a stopping capture thread, bounded; forget it once it has ended."""
         thread = self._thread
         if thread is None or self._running:
             return
-        thread.join(STOP_TIMEOUT)
+        thread.join(timeout)
         if thread.is_alive():
-            log.warning("camera %s: capture thread still busy after %.0f s", self.id, STOP_TIMEOUT)
+            log.warning("camera %s: capture thread still busy after %.1f s", self.id, timeout)
         else:
             self._thread = None
 
@@ -197,7 +220,8 @@ class Camera:
             "encoded": self.encoded,
             "dropped": self.dropped,
             "errors": self.errors,
-            "passthrough": self.passthrough and self.state == "on",
+            "passthrough": bool(self.passthrough and self.state == "on"),
+            "idle": bool(self.idle and self.state == "on"),
         }
 
     # -- frames for viewers ---------------------------------------------------------
@@ -227,7 +251,9 @@ class Camera:
         """Capture until told to stop; a failing source is retried with capped backoff."""
         backoff = BACKOFF_MIN
         while not stop.is_set():
-            delivered = False
+            frames_before = self.frames
+            refused = False
+            outcome = "failed"
             try:
                 source = self._opener(
                     self.config.source,
@@ -239,46 +265,84 @@ class Camera:
                     fps=self.config.fps,
                 )
                 try:
-                    delivered = self._pump(source, stop, broadcaster)
+                    outcome = self._pump(source, stop, broadcaster)
                 finally:
                     source.release()
-                if stop.is_set():
-                    break
                 reason = "source stopped delivering frames"
             except SourceError as exc:
                 reason = str(exc)
+                refused = getattr(exc, "refused", False)
             except Exception as exc:  # noqa: BLE001 - a capture thread must never die silently
                 log.exception("camera %s: unexpected capture failure", self.id)
                 reason = f"capture failed: {exc}"
             if stop.is_set():
                 break
+            if outcome == "ended":
+                self._end_of_file(stop, broadcaster)
+                break
+            if outcome == "idle":
+                self._wait_for_viewers(stop, broadcaster)
+                continue
             self.errors += 1
             self._set_state("error", reason, stop)
-            backoff = BACKOFF_MIN if delivered else backoff
+            # A source that delivered frames earns a fresh backoff, however it ended.
+            backoff = BACKOFF_MIN if self.frames > frames_before else backoff
             try:
-                self._show_no_signal(stop, broadcaster, backoff)
+                # A camera refusing the credentials is not retried every second and a half
+                # while watched: real cameras lock accounts after a few wrong logins.
+                self._show_no_signal(stop, broadcaster, backoff, watched_retry=not refused)
             except Exception:  # noqa: BLE001 - a broken placeholder must not end the retries
                 log.exception("camera %s: cannot show the placeholder", self.id)
                 stop.wait(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
         log.debug("camera %s: capture thread ends", self.id)
 
-    def _pump(self, source: Source, stop: threading.Event, broadcaster: Broadcaster) -> bool:
-        """Move frames from an open source to viewers until stopped or the source fails.
+    def _end_of_file(self, stop: threading.Event, broadcaster: Broadcaster) -> None:
+        """A file that does not loop has played to its end: switch the camera off."""
+        with self._state_lock:
+            if stop.is_set():
+                return
+            stop.set()
+            self._running = False
+            log.info("camera %s (%s): the file has played to its end", self.id, self.config.name)
+            self._change("off", None)
+        broadcaster.close()
 
-        :return: whether any frame arrived (a source that worked earns a fresh backoff).
+    def _wait_for_viewers(self, stop: threading.Event, broadcaster: Broadcaster) -> None:
+        """Keep a costly source closed until someone watches (or the camera stops)."""
+        self.idle = True
+        log.info(
+            "camera %s (%s): nobody watching, source closed until someone does", self.id, self.config.name
+        )
+        try:
+            while not stop.is_set() and not broadcaster.wait_wanted(1.0):
+                pass
+        finally:
+            self.idle = False
+
+    def _pump(self, source: Source, stop: threading.Event, broadcaster: Broadcaster) -> str:
+        """Move frames from an open source to viewers until stopped, idle, ended or failed.
+
+        :return: "stopped"; "idle" when a costly source went unwatched for a while; "ended"
+            when a file that does not loop reached its end.
         :raise SourceError: the source failed.
         """
         self.source_size = (source.width, source.height)
         config = self.config
         self.passthrough = source.compressed and not (config.width or config.rotate or config.quality)
+        # FFmpeg decodes in grab() whatever is not JPEG: such a source costs a decode per
+        # frame even unwatched, so it is closed while nobody watches.
+        costly = config.source.kind in ("url", "file") and not source.compressed
         interval = 1.0 / self.config.fps if self.config.fps else 0.0
         next_due = 0.0
         delivered = False
+        last_wanted = time.monotonic()
         while not stop.is_set():
             if not source.grab():
                 if stop.is_set():
                     break
+                if config.source.kind == "file" and not config.loop and delivered:
+                    return "ended"
                 raise SourceError("source stopped delivering frames")
             timestamp = time.time()
             now = time.monotonic()
@@ -294,16 +358,25 @@ class Camera:
                 next_due = max(next_due, now - interval) + interval
             self._rate.tick(now)
             if not broadcaster.wanted:
+                if costly and now - last_wanted > self._idle_close:
+                    return "idle"
                 continue
+            last_wanted = now
             jpeg = source.jpeg() if self.passthrough else self._process(source.retrieve())
             if jpeg is None:
                 raise SourceError("frame could not be read")
             broadcaster.publish(jpeg, timestamp, make_part(jpeg, timestamp))
-        return delivered
+        return "stopped"
 
     def _process(self, image: np.ndarray | None) -> bytes | None:
         """Resize, rotate and encode a decoded frame; None if it could not be decoded."""
-        return None if image is None else self._encode(self._transform(image))
+        if image is None:
+            return None
+        height, width = image.shape[:2]
+        if (width, height) != self.source_size:
+            # The camera switched resolution: the record and the placeholder follow it.
+            self.source_size = (width, height)
+        return self._encode(self._transform(image))
 
     def _transform(self, image: np.ndarray) -> np.ndarray:
         """Apply the configured resize and rotation."""
@@ -327,13 +400,16 @@ class Camera:
         width = self.config.width or 640
         return width, width * 3 // 4
 
-    def _show_no_signal(self, stop: threading.Event, broadcaster: Broadcaster, delay: float) -> None:
+    def _show_no_signal(
+        self, stop: threading.Event, broadcaster: Broadcaster, delay: float, watched_retry: bool = True
+    ) -> None:
         """Wait ``delay`` before the next attempt, showing viewers a placeholder each second."""
         start = time.monotonic()
         deadline = start + delay
         while not stop.is_set():
             if broadcaster.wanted:
-                deadline = min(deadline, start + WATCHED_RETRY)
+                if watched_retry:
+                    deadline = min(deadline, start + WATCHED_RETRY)
                 width, height = self.size or self._default_size()
                 image = no_signal(width, height, self.config.name, self.error or "", self.since)
                 jpeg = self._encode(image)

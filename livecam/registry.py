@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 
 from . import state
@@ -12,6 +13,10 @@ from .config import Settings, state_directory
 from .sender import Sender
 
 log = logging.getLogger(__name__)
+
+# The whole shutdown fits in gunicorn's graceful timeout (5 s), or the arbiter kills the
+# worker before the sources are released.
+SHUTDOWN_BUDGET = 4.0
 
 
 class Slots:
@@ -47,7 +52,10 @@ class Registry:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state_dir = state_directory(settings)
-        self._cameras = {cam_id: Camera(config) for cam_id, config in settings.cameras.items()}
+        max_frame = settings.max_frame_mb * 2**20
+        self._cameras = {
+            cam_id: Camera(config, max_frame=max_frame) for cam_id, config in settings.cameras.items()
+        }
         self._save_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         # Each viewer holds a gunicorn thread; past this many, new viewers get a 503 rather
@@ -80,15 +88,18 @@ class Registry:
             # Read the switches under the lock: the last writer always saves the latest state.
             state.save(self.state_dir, {c.id: c.is_on for c in self})
 
-    def shutdown(self) -> None:
-        """Stop every camera: end all streams at once, then wait for each source's release."""
+    def shutdown(self, budget: float = SHUTDOWN_BUDGET) -> None:
+        """Stop every camera at once, then wait for their sources' release, all within ``budget``."""
         # A second caller (gunicorn's exit hook after the SIGTERM one) waits for the first.
         with self._shutdown_lock:
+            deadline = time.monotonic() + budget
             running = [camera for camera in self if camera.is_on]
             for camera in running:
-                camera.stop(wait=False)
-            for camera in self:
-                camera.stop()
-            self.sender.stop()
+                camera.stop(wait=False)  # every thread is told at once, so they stop in parallel
+            busy = [camera.id for camera in self if not camera.join(max(0.0, deadline - time.monotonic()))]
+            self.sender.stop(max(0.1, deadline - time.monotonic()))
+            if busy:
+                # Threads stuck in a device or a network open; the process's exit releases them.
+                log.warning("camera(s) %s still releasing their source after %.0f s", busy, budget)
             if running:
                 log.info("stopped %d camera(s)", len(running))

@@ -115,14 +115,14 @@ class Sender:
             except BlockingIOError:
                 pass  # the pipe is full: the loop is already due to wake
 
-    def stop(self) -> None:
-        """Let every viewer go and end the loop."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let every viewer go and end the loop, waiting up to ``timeout`` for it."""
         with self._lock:
             self._stopping = True
             thread = self._thread
         self.wake()
         if thread is not None:
-            thread.join(5)
+            thread.join(timeout)
         with self._lock:
             for viewer in self._incoming:
                 viewer.done.set()

@@ -7,12 +7,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from camera_server import MjpegCamera
 from helpers import capture_threads, decode, wait_for
-from livecam.broadcast import Broadcaster, Frame
-from livecam.capture import Camera
+from livecam.broadcast import BroadcastClosed, Broadcaster, Frame
+from livecam.capture import BACKOFF_MIN, IDLE_CLOSE, Camera
 from livecam.config import CameraConfig, parse_source
 from livecam.sources import Source, open_source
 
@@ -22,10 +24,15 @@ def make_camera() -> Iterator[Callable[..., Camera]]:
     """Cameras that are stopped and joined at teardown."""
     cameras: list[Camera] = []
 
-    def factory(source: object, opener: Callable[..., Source] = open_source, **settings: object) -> Camera:
+    def factory(
+        source: object,
+        opener: Callable[..., Source] = open_source,
+        idle_close: float = IDLE_CLOSE,
+        **settings: object,
+    ) -> Camera:
         settings.setdefault("name", "Test")
         config = CameraConfig(id=len(cameras), source=parse_source(source, "source"), **settings)
-        cameras.append(Camera(config, opener))
+        cameras.append(Camera(config, opener, idle_close=idle_close))
         return cameras[-1]
 
     yield factory
@@ -230,3 +237,78 @@ def test_unwatched_passthrough_camera_publishes_nothing(
     camera.start()
     assert wait_for(lambda: camera.frames >= 10)
     assert camera.broadcaster.latest is None  # frames were drained, none prepared for nobody
+
+
+def test_a_source_that_delivered_earns_a_fresh_backoff(make_camera: Callable[..., Camera]) -> None:
+    opens: list[float] = []
+
+    def dropping(spec, name, stop, **options) -> Source:
+        """The test pattern, lost after five frames each time it is opened."""
+        opens.append(time.monotonic())
+        source = open_source(spec, name, stop, **options)
+        grab, count = source.grab, iter(range(5))
+        source.grab = lambda: next(count, None) is not None and grab()
+        return source
+
+    camera = make_camera("testsrc:32x24@50", opener=dropping)
+    camera.start()
+    assert wait_for(lambda: len(opens) >= 6, timeout=20)
+    gaps = [later - earlier for earlier, later in zip(opens, opens[1:], strict=False)]
+    # Each drop after frames waits the first backoff again (0.5 s), never 1, 2, 4, 8 s.
+    assert max(gaps) < BACKOFF_MIN + 0.7, gaps
+    assert camera.errors >= 5
+
+
+def test_a_file_that_does_not_loop_ends_switched_off(
+    make_camera: Callable[..., Camera], video_file: Path
+) -> None:
+    camera = make_camera(str(video_file), loop=False)
+    camera.start()
+    broadcaster = camera.broadcaster
+    with broadcaster.watching():
+        seq = 0
+        with pytest.raises(BroadcastClosed):  # the viewer's stream ends with the file
+            while True:
+                frame = broadcaster.wait_next(seq, 5)
+                assert frame is not None and not frame.placeholder
+                seq = frame.seq
+    assert (camera.state, camera.is_on, camera.error, camera.errors) == ("off", False, None, 0)
+    assert wait_for(lambda: capture_threads() == [])
+    camera.start()  # and plays again when switched on
+    assert decode(next_frames(camera, 1)[0].jpeg).shape == (120, 160, 3)
+
+
+@pytest.fixture(scope="module")
+def mpeg4_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MPEG-4 part 2 file: FFmpeg decodes every frame it grabs."""
+    path = tmp_path_factory.mktemp("mpeg4") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (160, 120))
+    assert writer.isOpened()
+    for number in range(60):
+        writer.write(np.full((120, 160, 3), number * 4, np.uint8))
+    writer.release()
+    return path
+
+
+def test_an_unwatched_decoding_source_is_closed_and_reopened_for_a_viewer(
+    make_camera: Callable[..., Camera], mpeg4_file: Path
+) -> None:
+    camera = make_camera(str(mpeg4_file), idle_close=0.3)
+    camera.start()
+    assert wait_for(lambda: camera.idle)  # nobody watching: closed
+    record = camera.status()
+    assert (record["state"], record["idle"]) == ("on", True)
+    frames = camera.frames
+    assert not camera.broadcaster.wait_wanted(0.3)
+    assert camera.frames == frames  # no grab, so no decode, while idle
+    assert decode(next_frames(camera, 3)[0].jpeg).shape == (120, 160, 3)  # opened again on demand
+    assert camera.status()["idle"] is False
+
+
+def test_a_passthrough_source_stays_open_unwatched(
+    make_camera: Callable[..., Camera], mjpeg_camera: MjpegCamera
+) -> None:
+    camera = make_camera(mjpeg_camera.url, idle_close=0.1)
+    camera.start()
+    assert wait_for(lambda: camera.frames > 20)  # well past the idle time: it never decodes
+    assert not camera.idle and mjpeg_camera.connections == 1

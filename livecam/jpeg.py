@@ -7,19 +7,36 @@ import struct
 import cv2
 import numpy as np
 
-SOI, DHT, SOS = 0xD8, 0xC4, 0xDA
+SOI, EOI, DHT, SOS = 0xD8, 0xD9, 0xC4, 0xDA
+# Cameras pad frames after the end marker (CRLF before the next boundary, zeros to a block).
+PADDING = b"\r\n\t \x00"
+# How far from the end to look for the end marker; a camera that pads more sends a bad frame.
+TAIL = 4096
+
+Bytes = bytes | bytearray | memoryview | np.ndarray
 
 
 def is_jpeg(data: np.ndarray | None) -> bool:
     """Whether OpenCV handed over compressed JPEG bytes (a 1xN array) rather than pixels."""
-    return (
+    return bool(
         data is not None
         and data.ndim == 2
         and data.shape[0] == 1
         and data.shape[1] > 4
-        and data[0, 0] == 0xFF
-        and data[0, 1] == SOI
+        and int(data[0, 0]) == 0xFF
+        and int(data[0, 1]) == SOI
     )
+
+
+def jpeg_problem(data: Bytes) -> str | None:
+    """Why ``data`` is not a whole JPEG (start and end markers only, no decode); None if it is."""
+    view = memoryview(data).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
+    if len(view) < 4 or view[0] != 0xFF or view[1] != SOI:
+        return "not a JPEG"
+    tail = bytes(view[-TAIL:]).rstrip(PADDING)
+    if len(tail) < 2 or tail[-2] != 0xFF or tail[-1] != EOI:
+        return "truncated JPEG"
+    return None
 
 
 def _standard_tables() -> bytes:

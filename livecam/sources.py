@@ -404,6 +404,14 @@ def open_source(
             rate = 25.0
         reopen = (lambda: _open_ffmpeg(target)) if loop else None
         return CaptureSource(cap, stop, pace_fps=rate, reopen=reopen, max_frame=max_frame)
+    if target.lower().startswith(("http://", "https://")):
+        # FFmpeg's mpjpeg demuxer buffers a part of any size the camera claims, so livecam
+        # reads HTTP cameras itself and falls back to FFmpeg only for other kinds of video.
+        from .httpcam import open_http  # httpcam builds on this module's SourceError
+
+        source = open_http(target, stop, max_frame=max_frame, fps=fps)
+        if source is not None:
+            return source
     cap = _open_ffmpeg(target)
     if not cap.isOpened():
         raise SourceError(f"cannot open {redact(target)}")

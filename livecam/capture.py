@@ -19,10 +19,12 @@ import numpy as np
 
 from .broadcast import BroadcastClosed, Broadcaster, Frame
 from .config import CameraConfig
+from .jpeg import jpeg_size
 from .mjpeg import make_part
 from .pattern import no_signal
 from .redaction import redact
-from .sources import Source, SourceError, open_source
+from .source_base import Source, SourceError
+from .sources import open_source
 from .stats import RateMeter, SendStats
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class Camera:
         self.encoded = 0  # frames encoded to JPEG
         self.dropped = 0  # frames dropped by the fps cap
         self.errors = 0  # source failures
+        self.rejected = 0  # frames the source dropped: not whole JPEGs, or beyond the size cap
+        self.last_rejection: str | None = None  # why the last one was dropped
         self._rate = RateMeter()
         self.sends = SendStats()  # bytes and latency of what viewers were sent
 
@@ -220,6 +224,8 @@ class Camera:
             "encoded": self.encoded,
             "dropped": self.dropped,
             "errors": self.errors,
+            "rejected": self.rejected,
+            "last_rejection": self.last_rejection,
             "passthrough": bool(self.passthrough and self.state == "on"),
             "idle": bool(self.idle and self.state == "on"),
         }
@@ -263,6 +269,7 @@ class Camera:
                     loop=self.config.loop,
                     size=self.config.size,
                     fps=self.config.fps,
+                    max_frame=self._max_frame,
                 )
                 try:
                     outcome = self._pump(source, stop, broadcaster)
@@ -337,45 +344,62 @@ class Camera:
         next_due = 0.0
         delivered = False
         last_wanted = time.monotonic()
-        while not stop.is_set():
-            if not source.grab():
-                if stop.is_set():
-                    break
-                if config.source.kind == "file" and not config.loop and delivered:
-                    return "ended"
-                raise SourceError("source stopped delivering frames")
-            timestamp = time.time()
-            now = time.monotonic()
-            self.frames += 1
-            if not delivered:
-                delivered = True
-                self._set_state("on", None, stop)
-            if interval:
-                # Drop frames to respect the cap; never sleep, a live source must be drained.
-                if now < next_due - interval * 0.25:
-                    self.dropped += 1
+        counted = 0  # the source's rejections already added to the camera's
+        try:
+            while not stop.is_set():
+                grabbed = source.grab()
+                counted = self._count_rejections(source, counted)
+                if not grabbed:
+                    if stop.is_set():
+                        break
+                    if config.source.kind == "file" and not config.loop and delivered:
+                        return "ended"
+                    raise SourceError("source stopped delivering frames")
+                timestamp = time.time()
+                now = time.monotonic()
+                self.frames += 1
+                if not delivered:
+                    delivered = True
+                    self._set_state("on", None, stop)
+                if interval:
+                    # Drop frames to respect the cap; never sleep, a live source must be drained.
+                    if now < next_due - interval * 0.25:
+                        self.dropped += 1
+                        continue
+                    next_due = max(next_due, now - interval) + interval
+                self._rate.tick(now)
+                if not broadcaster.wanted:
+                    if costly and now - last_wanted > self._idle_close:
+                        return "idle"
                     continue
-                next_due = max(next_due, now - interval) + interval
-            self._rate.tick(now)
-            if not broadcaster.wanted:
-                if costly and now - last_wanted > self._idle_close:
-                    return "idle"
-                continue
-            last_wanted = now
-            jpeg = source.jpeg() if self.passthrough else self._process(source.retrieve())
-            if jpeg is None:
-                raise SourceError("frame could not be read")
-            broadcaster.publish(jpeg, timestamp, make_part(jpeg, timestamp))
+                last_wanted = now
+                jpeg = source.jpeg() if self.passthrough else self._process(source.retrieve())
+                if jpeg is None:
+                    raise SourceError("frame could not be read")
+                if self.passthrough:
+                    self._follow_size(jpeg_size(jpeg))
+                broadcaster.publish(jpeg, timestamp, make_part(jpeg, timestamp))
+        finally:
+            self._count_rejections(source, counted)  # those that made the source give up too
         return "stopped"
+
+    def _count_rejections(self, source: Source, counted: int) -> int:
+        """Add the frames the source dropped since ``counted`` to the camera's; the new count."""
+        if source.rejected != counted:
+            self.rejected += source.rejected - counted
+            self.last_rejection = source.last_rejection
+        return source.rejected
+
+    def _follow_size(self, size: tuple[int, int] | None) -> None:
+        """The camera switched resolution: the record and the placeholder follow it."""
+        if size is not None and size != self.source_size:
+            self.source_size = size
 
     def _process(self, image: np.ndarray | None) -> bytes | None:
         """Resize, rotate and encode a decoded frame; None if it could not be decoded."""
         if image is None:
             return None
-        height, width = image.shape[:2]
-        if (width, height) != self.source_size:
-            # The camera switched resolution: the record and the placeholder follow it.
-            self.source_size = (width, height)
+        self._follow_size((image.shape[1], image.shape[0]))
         return self._encode(self._transform(image))
 
     def _transform(self, image: np.ndarray) -> np.ndarray:

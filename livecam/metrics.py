@@ -50,6 +50,9 @@ class CameraCollector:
                 "livecam_frames_dropped", "Frames dropped by the fps cap", labels=labels
             ),
             "errors": CounterMetricFamily("livecam_source_errors", "Times the source failed", labels=labels),
+            "rejected": CounterMetricFamily(
+                "livecam_frames_rejected", "Frames dropped as not whole JPEGs or too large", labels=labels
+            ),
             "bytes": CounterMetricFamily(
                 "livecam_bytes_sent", "Stream bytes written to viewers", labels=labels
             ),

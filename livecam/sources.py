@@ -14,15 +14,24 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 import cv2
 import numpy as np
 
 from .config import SourceSpec
-from .jpeg import is_jpeg, with_huffman_tables
+from .httpcam import open_http
+from .jpeg import jpeg_problem, with_huffman_tables
 from .pattern import TestPattern
 from .redaction import redact
+from .source_base import (
+    MAX_FRAME,
+    OPEN_TIMEOUT_MS,
+    READ_TIMEOUT_MS,
+    Screening,
+    Source,
+    SourceError,
+    human_size,
+)
 from .v4l2 import (
     PREFERRED_FORMATS,
     CaptureMode,
@@ -36,43 +45,19 @@ from .v4l2 import (
 
 log = logging.getLogger(__name__)
 
-OPEN_TIMEOUT_MS = 5000
-# A network camera that sends nothing for this long is treated as lost.
-READ_TIMEOUT_MS = 3000
-
 MJPG = cv2.VideoWriter_fourcc(*"MJPG")
+# Some V4L2 drivers name their motion-JPEG format JPEG rather than MJPG.
+JPEG_FOURCCS = {MJPG, cv2.VideoWriter_fourcc(*"JPEG")}
 
 
-class SourceError(Exception):
-    """The source cannot be opened or stopped delivering frames; the message says why."""
-
-
-class Source(Protocol):
-    """What the capture thread needs from a source."""
-
-    width: int
-    height: int
-    compressed: bool  # the source hands over its own JPEG bytes
-
-    def grab(self) -> bool:
-        """Advance to the next frame, without decoding it where possible."""
-
-    def retrieve(self) -> np.ndarray | None:
-        """Decode the frame last grabbed."""
-
-    def jpeg(self) -> bytes | None:
-        """The source's own JPEG bytes of the frame last grabbed, when it has them."""
-
-    def release(self) -> None:
-        """Let go of the device, connection or file."""
-
-
-class CaptureSource:
+class CaptureSource(Screening):
     """An OpenCV capture (device, URL or file), optionally paced and looped like a live feed.
 
     When OpenCV hands over the camera's own JPEG bytes (FFmpeg's raw packets of an MJPEG
     stream, V4L2's MJPG buffers), the source is ``compressed``: ``jpeg()`` returns them as
-    they came and pixels are decoded only when ``retrieve()`` asks for them.
+    they came and pixels are decoded only when ``retrieve()`` asks for them. Each packet is
+    screened on its own: one that is not a whole JPEG, or is larger than ``max_frame``, is
+    skipped and counted in ``rejected``.
     """
 
     def __init__(
@@ -81,22 +66,48 @@ class CaptureSource:
         stop: threading.Event,
         pace_fps: float | None = None,
         reopen: Callable[[], cv2.VideoCapture] | None = None,
+        *,
+        max_frame: int = MAX_FRAME,
     ) -> None:
         self._cap = cap
         self._stop = stop
         self._interval = 1.0 / pace_fps if pace_fps else 0.0
         self._next = time.monotonic()
         self._reopen = reopen
-        ok, data = cap.read()
-        self.compressed = is_jpeg(data)
-        pixels = cv2.imdecode(data, cv2.IMREAD_COLOR) if self.compressed else data
-        if not ok or pixels is None:
-            cap.release()
-            raise SourceError("opened, but no frame arrived")
-        self.height, self.width = pixels.shape[:2]
+        self._max_frame = max_frame
+        self._held: np.ndarray | None = None
+        # Decided by the stream, never by a packet's bytes: one bad first packet must not
+        # turn every later JPEG of the camera into a strip of "pixels".
+        self.compressed = hands_over_jpeg(cap)
+        try:
+            self.height, self.width = self._first_size()
+        except BaseException:
+            self._cap.release()
+            raise
         # The frame read to learn the size is the first one grab() and retrieve() hand out.
-        self._held: np.ndarray | None = data
         self._held_fresh = True
+
+    def _first_size(self) -> tuple[int, int]:
+        """Advance to the first usable frame and tell its height and width."""
+        while True:
+            if not self._advance():
+                if self.rejected:
+                    raise SourceError(f"camera sends no valid JPEG: {self.last_rejection}")
+                raise SourceError("opened, but no frame arrived")
+            if not self.compressed:
+                ok, data = self._cap.retrieve()
+                if ok and not is_packet(data):
+                    self._held = data
+                    return data.shape[0], data.shape[1]
+                # Raw buffers that are not JPEG (a YUYV device with conversion off): no
+                # image to measure, so trust the capture; the device opener reopens it.
+                return int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(
+                    self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)
+                )
+            pixels = cv2.imdecode(self._held, cv2.IMREAD_COLOR)
+            if pixels is not None:
+                return pixels.shape[0], pixels.shape[1]
+            self._reject("undecodable JPEG")
 
     def grab(self) -> bool:
         """Advance one frame; a file is paced at its own rate and loops when asked."""
@@ -110,27 +121,54 @@ class CaptureSource:
             delay = self._next - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 return False
-        if self._cap.grab():
-            return True
-        if self._reopen is None:
-            return False
-        self._cap.release()
-        self._cap = self._reopen()
-        return self._cap.isOpened() and self._cap.grab()
+        return self._advance()
+
+    def _advance(self) -> bool:
+        """Grab until a frame fit to hand out, skipping bad packets; False at the end."""
+        while True:
+            if not self._cap.grab():
+                if self._reopen is None:
+                    return False
+                self._cap.release()
+                self._cap = self._reopen()
+                if not (self._cap.isOpened() and self._cap.grab()):
+                    return False
+            if not self.compressed:
+                return True  # pixels are decoded lazily by retrieve()
+            # In raw mode retrieve() only copies the packet: screening it costs no decode.
+            ok, data = self._cap.retrieve()
+            problem = self._problem(data if ok else None)
+            if problem is None:
+                self._held = data
+                self._accept()
+                return True
+            self._reject(problem)
+
+    def _problem(self, data: np.ndarray | None) -> str | None:
+        """Why a raw packet cannot be handed out as the camera's JPEG; None if it can."""
+        if not is_packet(data):
+            return "not a JPEG"
+        if data.size > self._max_frame:
+            return f"frame of {human_size(data.size)} exceeds the {human_size(self._max_frame)} limit"
+        return jpeg_problem(data)
 
     def _data(self) -> np.ndarray | None:
         """What OpenCV holds for the frame last grabbed: JPEG bytes or pixels."""
         if self._held is not None:
             return self._held
+        if self.compressed:
+            return None
         ok, data = self._cap.retrieve()
         return data if ok else None
 
     def retrieve(self) -> np.ndarray | None:
         """The pixels of the frame last grabbed."""
         data = self._data()
-        if data is None or not self.compressed:
-            return data
-        return cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if data is None:
+            return None
+        if self.compressed:
+            return cv2.imdecode(data, cv2.IMREAD_COLOR)
+        return None if is_packet(data) else data  # a 1xN array is bytes, never an image
 
     def jpeg(self) -> bytes | None:
         """The camera's own JPEG bytes of the frame last grabbed, if it sends JPEG."""
@@ -144,10 +182,27 @@ class CaptureSource:
         self._cap.release()
 
 
+def is_packet(data: np.ndarray | None) -> bool:
+    """Whether OpenCV handed over a packet of bytes (a 1xN array), which is never an image."""
+    return data is not None and data.ndim == 2 and data.shape[0] == 1
+
+
+def hands_over_jpeg(cap: cv2.VideoCapture) -> bool:
+    """Whether a capture hands over the camera's JPEG packets rather than pixels."""
+    # Judged as FFmpeg judges it, by the stream's FOURCC and the mode set, never by the data.
+    if int(cap.get(cv2.CAP_PROP_FOURCC)) not in JPEG_FOURCCS:
+        return False
+    if cap.getBackendName() == "FFMPEG":
+        return cap.get(cv2.CAP_PROP_FORMAT) == -1  # raw packets, as _open_ffmpeg asks
+    return cap.get(cv2.CAP_PROP_CONVERT_RGB) == 0  # V4L2 hands over its MJPG buffers
+
+
 class PatternSource:
     """The built-in test pattern: frames are counted at the pattern's rate, drawn on demand."""
 
     compressed = False
+    rejected = 0  # a drawn frame is never bad
+    last_rejection = None
 
     def __init__(self, spec: SourceSpec, name: str, stop: threading.Event) -> None:
         self.width, self.height = spec.width, spec.height
@@ -275,11 +330,17 @@ def open_source(
     loop: bool = True,
     size: tuple[int, int] | None = None,
     fps: float | None = None,
+    *,
+    max_frame: int = MAX_FRAME,
 ) -> Source:
     """Open ``spec`` for the calling capture thread, or raise SourceError saying why.
 
     ``size`` and ``fps`` choose a device's capture mode; ``width`` is a resize of the output
-    done by the capture thread, so no source uses it.
+    done by the capture thread, so no source uses it. ``fps`` is also how often a camera
+    that serves single JPEG snapshots is fetched.
+
+    :param max_frame: bytes; a camera's frame larger than this is dropped, never buffered
+        whole where livecam reads the camera itself (HTTP).
     """
     if spec.kind == "testsrc":
         return PatternSource(spec, name, stop)
@@ -292,12 +353,18 @@ def open_source(
         cap = _open_ffmpeg(target)
         if not cap.isOpened():
             raise SourceError(f"cannot read video file {target}")
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        if not (math.isfinite(fps) and 0.1 <= fps <= 240):
-            fps = 25.0
+        rate = cap.get(cv2.CAP_PROP_FPS)
+        if not (math.isfinite(rate) and 0.1 <= rate <= 240):
+            rate = 25.0
         reopen = (lambda: _open_ffmpeg(target)) if loop else None
-        return CaptureSource(cap, stop, pace_fps=fps, reopen=reopen)
+        return CaptureSource(cap, stop, pace_fps=rate, reopen=reopen, max_frame=max_frame)
+    if target.lower().startswith(("http://", "https://")):
+        # FFmpeg's mpjpeg demuxer buffers a part of any size the camera claims, so livecam
+        # reads HTTP cameras itself and falls back to FFmpeg only for other kinds of video.
+        source = open_http(target, stop, max_frame=max_frame, fps=fps)
+        if source is not None:
+            return source
     cap = _open_ffmpeg(target)
     if not cap.isOpened():
         raise SourceError(f"cannot open {redact(target)}")
-    return CaptureSource(cap, stop)
+    return CaptureSource(cap, stop, max_frame=max_frame)

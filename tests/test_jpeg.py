@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import cv2
 import numpy as np
+import pytest
 
 from helpers import decode
-from livecam.jpeg import DHT, SOS, STANDARD_TABLES, is_jpeg, with_huffman_tables
+from livecam.jpeg import DHT, SOS, STANDARD_TABLES, is_jpeg, jpeg_problem, with_huffman_tables
 
 
 def encoded(quality: int = 80) -> bytes:
@@ -34,6 +36,38 @@ def test_is_jpeg_tells_bytes_from_pixels() -> None:
     assert not is_jpeg(np.zeros((48, 64, 3), np.uint8))
     assert not is_jpeg(np.zeros((1, 100), np.uint8))
     assert not is_jpeg(None)
+
+
+def test_is_jpeg_answers_a_plain_bool_that_json_can_carry() -> None:
+    data = np.frombuffer(encoded(), np.uint8).reshape(1, -1)
+    for answer in (is_jpeg(data), is_jpeg(np.zeros((1, 100), np.uint8)), is_jpeg(None)):
+        assert type(answer) is bool
+    assert json.dumps({"passthrough": is_jpeg(data)}) == '{"passthrough": true}'
+
+
+def test_a_whole_jpeg_has_no_problem_whatever_holds_it() -> None:
+    jpeg = encoded()
+    for data in (jpeg, bytearray(jpeg), memoryview(jpeg), np.frombuffer(jpeg, np.uint8).reshape(1, -1)):
+        assert jpeg_problem(data) is None
+    # Cameras pad after the end marker: CRLF before the boundary, zeros up to a block size.
+    assert jpeg_problem(jpeg + b"\r\n") is None
+    assert jpeg_problem(jpeg + bytes(1000)) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"", "not a JPEG"),
+        (b"\r\n", "not a JPEG"),
+        (b"<html>Server busy</html>", "not a JPEG"),
+        (b"\r\n" + encoded(), "not a JPEG"),
+        (encoded()[:300], "truncated JPEG"),
+        (encoded()[:-2] + b"\r\n", "truncated JPEG"),
+        (b"\xff\xd8", "not a JPEG"),
+    ],
+)
+def test_broken_frames_are_named(data: bytes, problem: str) -> None:
+    assert jpeg_problem(data) == problem
 
 
 def test_missing_tables_are_restored() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from camera_server import MjpegCamera
+from camera_server import MjpegCamera, numbered_frames
 from fake_v4l2 import HD_WEBCAM, FakeCamera, FakeDev
 from livecam.config import parse_source
 from livecam.sources import SourceError, _device_mode, open_source
@@ -69,6 +69,85 @@ def test_video_file_without_loop_ends(video_file: Path) -> None:
     source.release()
 
 
+def multipart_file(path: Path, parts: list[bytes]) -> Path:
+    """A file of multipart JPEG parts, which FFmpeg reads with its mpjpeg demuxer."""
+    with path.open("wb") as out:
+        for part in parts:
+            out.write(
+                b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(part), part)
+            )
+    return path
+
+
+@pytest.fixture(scope="module")
+def jpegs() -> list[bytes]:
+    return numbered_frames(160, 120, 4)
+
+
+@pytest.mark.parametrize("first", [b"garbage" * 20, b"\r\n"], ids=["garbage", "crlf"])
+def test_a_bad_first_packet_does_not_turn_jpegs_into_pixels(
+    tmp_path: Path, jpegs: list[bytes], first: bytes
+) -> None:
+    clip = multipart_file(tmp_path / "cam.mjpg", [first + (jpegs[0] if first == b"\r\n" else b""), *jpegs])
+    source = open_source(parse_source(str(clip), "s"), "Clip", threading.Event(), loop=False)
+    try:
+        assert source.compressed is True  # FFmpeg's raw mode, decided by the stream's FOURCC
+        assert (source.width, source.height) == (160, 120)  # not a 1xN strip
+        handed = []
+        while source.grab():
+            handed.append(source.jpeg())
+            assert source.retrieve().shape == (120, 160, 3)
+        assert handed == jpegs
+        assert (source.rejected, source.last_rejection) == (1, "not a JPEG")
+    finally:
+        source.release()
+
+
+def test_bad_packets_are_skipped_and_counted_one_by_one(tmp_path: Path, jpegs: list[bytes]) -> None:
+    parts = [jpegs[0], b"junk" * 30, jpegs[1], jpegs[2][:300], jpegs[2], b"\r\n" + jpegs[3], jpegs[3]]
+    clip = multipart_file(tmp_path / "cam.mjpg", parts)
+    source = open_source(parse_source(str(clip), "s"), "Clip", threading.Event(), loop=False)
+    try:
+        handed = []
+        reasons = []
+        while source.grab():
+            handed.append(source.jpeg())
+            reasons.append(source.last_rejection)
+        assert handed == jpegs
+        assert reasons == [None, "not a JPEG", "truncated JPEG", "not a JPEG"]
+        assert type(source.rejected) is int and source.rejected == 3
+    finally:
+        source.release()
+
+
+def test_packets_above_the_cap_are_skipped(tmp_path: Path, jpegs: list[bytes]) -> None:
+    big = b"\xff\xd8" + bytes(3 * 2**20) + b"\xff\xd9"
+    clip = multipart_file(tmp_path / "cam.mjpg", [jpegs[0], big, jpegs[1]])
+    source = open_source(parse_source(str(clip), "s"), "Clip", threading.Event(), loop=False, max_frame=2**20)
+    try:
+        assert source.grab() and source.grab()
+        assert source.jpeg() == jpegs[1]
+        assert source.last_rejection == "frame of 3 MB exceeds the 1 MB limit"
+    finally:
+        source.release()
+
+
+def test_a_file_of_nothing_but_bad_packets_fails_clearly(tmp_path: Path) -> None:
+    clip = multipart_file(tmp_path / "cam.mjpg", [b"junk" * 30] * 60)
+    with pytest.raises(SourceError, match="^camera sends no valid JPEG: not a JPEG"):
+        open_source(parse_source(str(clip), "s"), "Clip", threading.Event())
+
+
+def test_pattern_source_never_rejects() -> None:
+    source = open_source(parse_source("testsrc:64x48@50", "s"), "Pattern", threading.Event())
+    assert (source.rejected, source.last_rejection) == (0, None)
+
+
+def test_source_error_says_whether_the_camera_refused() -> None:
+    assert SourceError("x").refused is False
+    assert SourceError("x", refused=True).refused is True
+
+
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no such file"):
         open_source(parse_source(str(tmp_path / "nope.mp4"), "s"), "Clip", threading.Event())
@@ -77,7 +156,7 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_http_mjpeg_camera_hands_over_its_own_jpegs(mjpeg_camera: MjpegCamera) -> None:
     source = open_source(parse_source(mjpeg_camera.url, "s"), "Net", threading.Event())
     assert mjpeg_camera.wait_connections(1)
-    assert source.compressed
+    assert source.compressed is True
     assert (source.width, source.height) == (320, 240)
     for _ in range(5):
         assert source.grab()

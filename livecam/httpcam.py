@@ -1,0 +1,456 @@
+"""HTTP cameras read by livecam itself: MJPEG streams and JPEG snapshot URLs.
+
+FFmpeg's mpjpeg demuxer buffers a multipart part of whatever size the camera claims, so one
+broken or hostile camera could make a worker hold hundreds of megabytes. Here no part is
+kept before it is known to fit: a part whose Content-Length is above ``max_frame`` is read
+past in small chunks and never held; a part without a Content-Length is buffered only up
+to the cap while looking for the next boundary; a part that is not a whole JPEG is dropped.
+Dropped parts are counted in ``rejected`` (see ``sources.Screening``), and a camera that
+sends nothing but bad parts fails with a SourceError saying so.
+
+What the camera answers decides the reader: ``multipart/x-mixed-replace`` is an MJPEG
+stream, ``image/jpeg`` a snapshot URL polled again and again, and any other success
+(video/*, application/octet-stream, HLS...) is left to FFmpeg. Errors and HTML pages become
+a SourceError that says what came back, without the credentials of the URL.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import re
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from email.message import Message
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import cv2
+import numpy as np
+
+from .jpeg import jpeg_problem, with_huffman_tables
+from .redaction import redact
+from .source_base import MAX_FRAME, OPEN_TIMEOUT_MS, READ_TIMEOUT_MS, Screening, SourceError, human_size
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024  # what is read at once, and all a skipped part ever occupies
+MAX_HEADER = 16 * 1024  # a part's header block larger than this is not a camera's
+SNAPSHOT_FPS = 2.0  # polling rate of a snapshot camera whose config sets no fps
+SNAPSHOT_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg")
+
+Opener = Callable[[], http.client.HTTPResponse]
+
+
+class _StreamEnded(Exception):
+    """The camera closed the connection."""
+
+
+def split_credentials(url: str) -> tuple[str, str | None, str]:
+    """The URL without its userinfo, and the user name and password it carried, decoded."""
+    # Not urlsplit: it refuses a password with "[" in it, which cameras' generated ones have.
+    scheme, sep, rest = url.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    # rpartition: the password may itself contain an unencoded "@".
+    userinfo, at, hostport = rest[:end].rpartition("@")
+    if not (sep and at):
+        return url, None, ""
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}://{hostport}{rest[end:]}", unquote(user), unquote(password)
+
+
+class _DigestAuthHandler(urllib.request.HTTPDigestAuthHandler):
+    """Digest authentication that closes each 401 response it answers."""
+
+    def http_error_401(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Message
+    ) -> Any:
+        # urllib drops challenged responses unclosed (and its last one when it gives up);
+        # runs before the Basic handler, so this covers both schemes.
+        fp.close()
+        return super().http_error_401(req, fp, code, msg, headers)
+
+
+def make_opener(url: str) -> tuple[str, Opener]:
+    """The URL to send (no userinfo) and a function that GETs it, answering auth challenges."""
+    bare, user, password = split_credentials(url)
+    handlers: list[urllib.request.BaseHandler] = [
+        urllib.request.HTTPSHandler(context=ssl.create_default_context())
+    ]
+    if user is not None:
+        parts = urlsplit(bare)
+        passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        # Every path of the camera's own origin (redirects to it included), no other host.
+        passwords.add_password(None, f"{parts.scheme}://{parts.netloc}/", user, password)
+        # Not sent up front: a camera that asks for Digest never sees the password in clear.
+        handlers += [
+            _DigestAuthHandler(passwords),
+            urllib.request.HTTPBasicAuthHandler(passwords),
+        ]
+    opener = urllib.request.build_opener(*handlers)
+    shown = redact(bare)  # no userinfo left to leak, whatever characters the password has
+
+    def fetch() -> http.client.HTTPResponse:
+        try:
+            response = opener.open(bare, timeout=OPEN_TIMEOUT_MS / 1000)
+        except urllib.error.HTTPError as exc:
+            try:
+                raise answered(exc.code, content_type(exc.headers)) from None
+            finally:
+                exc.close()
+        except urllib.error.URLError as exc:
+            raise SourceError(f"cannot open {shown}: {exc.reason}") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # ValueError: urllib's digest handler meeting an auth scheme it does not know.
+            raise SourceError(f"cannot open {shown}: {exc}") from None
+        set_read_timeout(response, READ_TIMEOUT_MS / 1000)
+        return response
+
+    return bare, fetch
+
+
+def content_type(headers: object) -> str | None:
+    """The media type of a response, or None when the camera sent none."""
+    if headers is None or "Content-Type" not in headers:  # type: ignore[operator]
+        return None
+    return headers.get_content_type()  # type: ignore[attr-defined]
+
+
+def answered(code: int, media: str | None) -> SourceError:
+    """The error for an HTTP error status, naming it and what the camera sent with it."""
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = "error"
+    message = f"camera answered {code} {phrase}" + (f" ({media})" if media else "")
+    # 401 and 403 will not go away by asking again: the caller backs off fully.
+    return SourceError(message, refused=code in (401, 403))
+
+
+def set_read_timeout(response: http.client.HTTPResponse, seconds: float) -> None:
+    """Give the open connection the read timeout (urllib applies one timeout to everything)."""
+    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
+
+
+def open_http(
+    url: str,
+    stop: threading.Event,
+    *,
+    max_frame: int = MAX_FRAME,
+    fps: float | None = None,
+) -> MjpegSource | SnapshotSource | None:
+    """Open an http(s) camera livecam reads itself; None when FFmpeg should read it instead.
+
+    :raise SourceError: the camera cannot be reached, refused, failed or sent HTML.
+    """
+    _, fetch = make_opener(url)
+    response = fetch()
+    media = content_type(response.headers)
+    if media is not None and media.startswith("multipart/"):
+        boundary = response.headers.get_boundary()
+        return MjpegSource(response, boundary.encode("latin-1") if boundary else None, max_frame)
+    if media in SNAPSHOT_TYPES:
+        return SnapshotSource(response, fetch, stop, fps or SNAPSHOT_FPS, max_frame)
+    response.close()
+    if media == "text/html":
+        raise SourceError(f"camera sent {media}, not video")
+    log.debug("%s sends %s: left to FFmpeg", redact(url), media)
+    return None
+
+
+class _HttpSource(Screening):
+    """What both HTTP readers share: the camera's JPEGs handed over as they came."""
+
+    compressed = True
+    width = height = 0
+
+    def __init__(self, max_frame: int) -> None:
+        self._max_frame = max_frame
+        self._frame: bytes | bytearray | None = None
+        self._fresh = False
+
+    def _start(self) -> None:
+        """Read the first good frame and learn the size from it; it is the first handed out."""
+        try:
+            while True:
+                if not self._read_frame():
+                    raise SourceError("opened, but no frame arrived")
+                pixels = self.retrieve()
+                if pixels is not None:
+                    break
+                self._reject("undecodable JPEG")
+        except BaseException:
+            self.release()
+            raise
+        self.height, self.width = pixels.shape[:2]
+        self._fresh = True
+
+    def grab(self) -> bool:
+        """Advance to the camera's next good frame, dropping bad ones; False when it hangs up."""
+        if self._fresh:
+            self._fresh = False
+            return True
+        self._frame = None
+        return self._read_frame()
+
+    def _read_frame(self) -> bool:
+        """Read until a good frame is held, turning network failures into SourceError."""
+        try:
+            return self._next_frame()
+        except _StreamEnded:
+            return False
+        except TimeoutError:
+            raise SourceError(f"camera sent nothing for {READ_TIMEOUT_MS / 1000:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise SourceError(f"camera connection failed: {exc}") from None
+
+    def _next_frame(self) -> bool:
+        raise NotImplementedError
+
+    def _too_big(self, size: int, more: str = "") -> str:
+        return f"frame of {more}{human_size(size)} exceeds the {human_size(self._max_frame)} limit"
+
+    def _keep(self, data: bytes | bytearray) -> bool:
+        """Hold ``data`` as the current frame if it is a whole JPEG; count it if not."""
+        problem = jpeg_problem(data)
+        if problem is not None:
+            self._reject(problem)
+            return False
+        self._frame = data
+        self._accept()
+        return True
+
+    def retrieve(self) -> np.ndarray | None:
+        """Decode the frame last grabbed."""
+        if self._frame is None:
+            return None
+        return cv2.imdecode(np.frombuffer(self._frame, np.uint8), cv2.IMREAD_COLOR)
+
+    def jpeg(self) -> bytes | None:
+        """The camera's own JPEG bytes of the frame last grabbed."""
+        return None if self._frame is None else with_huffman_tables(bytes(self._frame))
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+
+class MjpegSource(_HttpSource):
+    """An HTTP ``multipart/x-mixed-replace`` camera: each part is one of its JPEGs.
+
+    Tolerant of what cameras do to the framing: a quoted boundary, one declared with or
+    without its leading ``--``, none declared at all (learnt from the first delimiter line),
+    parts without a Content-Length (found by scanning for the next boundary).
+    """
+
+    def __init__(self, response: http.client.HTTPResponse, boundary: bytes | None, max_frame: int) -> None:
+        super().__init__(max_frame)
+        self._response = response
+        self._buffer = bytearray()
+        self._scratch = bytearray(CHUNK)  # where skipped bytes land, reused
+        self._boundary: bytes | None = None
+        self._delimiter: re.Pattern[bytes] | None = None
+        if boundary:
+            self._learn(boundary)
+        self._start()
+
+    def _learn(self, boundary: bytes) -> None:
+        # Compared without leading dashes: cameras disagree on whether "--" belongs to it.
+        self._boundary = boundary.strip().lstrip(b"-")
+        self._delimiter = re.compile(rb"\r?\n-*" + re.escape(self._boundary))
+
+    def release(self) -> None:
+        """Close the connection."""
+        self._response.close()
+
+    # -- reading the stream ------------------------------------------------------------
+
+    def _fill(self) -> None:
+        """Append what the camera sent next (at most CHUNK bytes) to the buffer."""
+        data = self._response.read1(CHUNK)
+        if not data:
+            raise _StreamEnded
+        self._buffer += data
+
+    def _line(self) -> bytes:
+        """The next line, or at most MAX_HEADER bytes of it."""
+        while (end := self._buffer.find(b"\n", 0, MAX_HEADER) + 1) == 0:
+            if len(self._buffer) >= MAX_HEADER:
+                end = MAX_HEADER
+                break
+            self._fill()
+        line = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return line
+
+    def _next_frame(self) -> bool:
+        """Read parts until one is a good frame."""
+        while True:
+            self._to_part()
+            length = self._content_length(self._headers())
+            if length is not None and length > self._max_frame:
+                self._reject(self._too_big(length))
+                self._skip(length)
+                continue
+            data = self._read_exact(length) if length is not None else self._read_to_boundary()
+            if data is not None and self._keep(data):
+                return True
+
+    def _to_part(self) -> None:
+        """Skip to just after the next delimiter line (the CRLF after a part, a preamble)."""
+        skipped = 0
+        while True:
+            line = self._line()
+            text = line.strip()
+            if self._boundary is None and text.startswith(b"--") and text.strip(b"-"):
+                self._learn(text)
+            if self._boundary is not None and text.lstrip(b"-") in (self._boundary, self._boundary + b"--"):
+                if text.endswith(self._boundary + b"--"):
+                    raise _StreamEnded  # the closing delimiter
+                return
+            skipped += len(line)
+            if skipped > self._max_frame:
+                raise SourceError(
+                    f"camera sent more than {human_size(self._max_frame)} without a part boundary"
+                )
+            self._check_patience()
+
+    def _headers(self) -> dict[str, str]:
+        """A part's header lines, up to the blank line that ends them."""
+        headers: dict[str, str] = {}
+        size = 0
+        while (line := self._line()).strip():
+            size += len(line)
+            if size > MAX_HEADER:
+                raise SourceError(f"camera sent a part header of more than {MAX_HEADER // 1024} KB")
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return headers
+
+    @staticmethod
+    def _content_length(headers: dict[str, str]) -> int | None:
+        """The part's declared size, None when absent or unreadable (then: scan)."""
+        value = headers.get("content-length", "")
+        return int(value) if value.isdigit() else None
+
+    def _skip(self, length: int) -> None:
+        """Read past ``length`` bytes in small chunks, keeping none of them."""
+        taken = min(len(self._buffer), length)
+        del self._buffer[:taken]
+        remaining = length - taken
+        view = memoryview(self._scratch)
+        while remaining > 0:
+            # A part claiming gigabytes and then trickling must not hold the source for ever.
+            self._check_patience()
+            count = self._response.readinto(view[: min(CHUNK, remaining)])
+            if not count:
+                raise _StreamEnded
+            remaining -= count
+
+    def _read_exact(self, length: int) -> bytearray:
+        """The next ``length`` bytes, read straight into a frame of that size."""
+        frame = bytearray(length)
+        taken = min(len(self._buffer), length)
+        frame[:taken] = self._buffer[:taken]
+        del self._buffer[:taken]
+        view = memoryview(frame)
+        while taken < length:
+            count = self._response.readinto(view[taken:])
+            if not count:
+                raise _StreamEnded
+            taken += count
+        return frame
+
+    def _read_to_boundary(self) -> bytearray | None:
+        """A part without a Content-Length: the bytes up to the next boundary, at most the cap."""
+        assert self._delimiter is not None  # _to_part learnt the boundary
+        start = 0
+        while (found := self._delimiter.search(self._buffer, start)) is None:
+            if len(self._buffer) > self._max_frame:
+                self._reject(self._too_big(self._max_frame, "more than "))
+                self._discard_to_boundary()
+                return None
+            # The delimiter may straddle two reads: search again from a little before the end.
+            start = max(0, len(self._buffer) - len(self._boundary or b"") - 64)
+            self._fill()
+        # A fresh buffer for what follows: a grown one would keep its capacity for ever.
+        frame, self._buffer = self._buffer, bytearray(self._buffer[found.start() :])
+        del frame[found.start() :]
+        return frame
+
+    def _discard_to_boundary(self) -> None:
+        """Drop bytes until the next boundary, keeping only enough to recognise it."""
+        assert self._delimiter is not None
+        keep = len(self._boundary or b"") + 64
+        self._buffer = bytearray(self._buffer[-keep:])
+        while (found := self._delimiter.search(self._buffer)) is None:
+            self._check_patience()
+            self._buffer = bytearray(self._buffer[-keep:])
+            self._fill()
+        del self._buffer[: found.start()]
+
+
+class SnapshotSource(_HttpSource):
+    """A camera that serves one JPEG per request, fetched again at ``fps`` frames a second.
+
+    The rate is the camera config's fps, or SNAPSHOT_FPS (2) when it sets none: each frame
+    costs the camera a whole HTTP request, and such cameras are rarely built for more.
+    """
+
+    def __init__(
+        self,
+        response: http.client.HTTPResponse,
+        fetch: Opener,
+        stop: threading.Event,
+        fps: float,
+        max_frame: int,
+    ) -> None:
+        super().__init__(max_frame)
+        self._response: http.client.HTTPResponse | None = response
+        self._fetch = fetch
+        self._stop = stop
+        self._interval = 1.0 / fps
+        self._next = time.monotonic()
+        self._start()
+
+    def release(self) -> None:
+        """Close a fetch still open."""
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+    def _next_frame(self) -> bool:
+        """Fetch snapshots at the polling rate until one is a good frame."""
+        while True:
+            if self._response is None:
+                self._next = max(self._next + self._interval, time.monotonic())
+                delay = self._next - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    return False
+                self._response = self._fetch()
+            try:
+                data = self._body(self._response)
+            finally:
+                self.release()
+            if data is not None and self._keep(data):
+                return True
+
+    def _body(self, response: http.client.HTTPResponse) -> bytearray | None:
+        """The snapshot's bytes, or None (counted) when it is larger than the cap."""
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self._max_frame:
+            self._reject(self._too_big(int(length)))
+            return None  # closed unread
+        data = bytearray()
+        while chunk := response.read1(CHUNK):
+            data += chunk
+            if len(data) > self._max_frame:
+                self._reject(self._too_big(self._max_frame, "more than "))
+                return None
+        return data

@@ -1,0 +1,103 @@
+"""What every source is: the interface the capture thread uses, its error, its frame screening.
+
+Kept apart from the modules that open sources (sources.py for OpenCV, httpcam.py for cameras
+livecam reads itself) so that both build on it and neither imports the other's internals.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import numpy as np
+
+OPEN_TIMEOUT_MS = 5000
+# A network camera that sends nothing for this long is treated as lost.
+READ_TIMEOUT_MS = 3000
+
+# A part larger than this is dropped unread; the app passes settings.max_frame_mb.
+MAX_FRAME = 16 * 2**20
+# A camera that sends this many bad frames in a row (or only bad ones for READ_TIMEOUT_MS)
+# is treated as failed rather than screened for ever.
+MAX_BAD_IN_ROW = 50
+
+
+class SourceError(Exception):
+    """The source cannot be opened or stopped delivering frames; the message says why.
+
+    ``refused`` is True when the camera turned livecam away (HTTP 401 or 403): retrying soon
+    cannot help until someone fixes the credentials.
+    """
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+def human_size(size: int) -> str:
+    """A byte count for a message: whole megabytes, kilobytes or bytes."""
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.0f} {unit}"
+    return f"{size} bytes"
+
+
+class Screening:
+    """Drops bad frames and counts them; gives up on a source that sends nothing else.
+
+    A source calls ``_reject(reason)`` for each frame it drops and ``_accept()`` for each it
+    hands out; ``rejected`` and ``last_rejection`` are for the camera's status.
+    """
+
+    rejected: int = 0  # frames dropped because they were not whole JPEGs or too large
+    last_rejection: str | None = None  # why the last one was dropped
+    _bad_in_row = 0
+    _bad_since: float | None = None
+
+    def _reject(self, reason: str) -> None:
+        """Count a dropped frame; raise SourceError if good frames have stopped coming."""
+        self.rejected += 1
+        self.last_rejection = reason
+        self._bad_in_row += 1
+        if self._bad_since is None:
+            self._bad_since = time.monotonic()
+        if self._bad_in_row >= MAX_BAD_IN_ROW:
+            raise SourceError(
+                f"camera sends no valid JPEG: {reason} ({self._bad_in_row} bad frames in a row)"
+            )
+        self._check_patience()
+
+    def _check_patience(self) -> None:
+        """Raise SourceError once only bad data has come for the read timeout."""
+        if self._bad_since is not None and time.monotonic() - self._bad_since >= READ_TIMEOUT_MS / 1000:
+            seconds = READ_TIMEOUT_MS / 1000
+            raise SourceError(
+                f"camera sends no valid JPEG: {self.last_rejection} (none good for {seconds:g} s)"
+            )
+
+    def _accept(self) -> None:
+        """A good frame: the camera is healthy again."""
+        self._bad_in_row = 0
+        self._bad_since = None
+
+
+class Source(Protocol):
+    """What the capture thread needs from a source."""
+
+    width: int
+    height: int
+    compressed: bool  # the source hands over its own JPEG bytes
+    rejected: int  # bad frames dropped so far (not whole JPEGs, or larger than the cap)
+    last_rejection: str | None  # why the last one was dropped
+
+    def grab(self) -> bool:
+        """Advance to the next frame, without decoding it where possible."""
+
+    def retrieve(self) -> np.ndarray | None:
+        """Decode the frame last grabbed."""
+
+    def jpeg(self) -> bytes | None:
+        """The source's own JPEG bytes of the frame last grabbed, when it has them."""
+
+    def release(self) -> None:
+        """Let go of the device, connection or file."""

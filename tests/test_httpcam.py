@@ -1,0 +1,319 @@
+"""HTTP cameras read by livecam itself, against a real hostile camera on loopback."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hostile_camera import CLAIMED, PASSWORD, USER, HostileCamera
+
+from livecam.config import parse_source
+from livecam.httpcam import MjpegSource, SnapshotSource, split_credentials
+from livecam.sources import READ_TIMEOUT_MS, CaptureSource, Source, SourceError, open_source
+
+MB = 2**20
+CAP = 16 * MB
+
+
+@pytest.fixture(scope="module")
+def camera() -> Iterator[HostileCamera]:
+    """One hostile camera for the module; every stream ends when its client leaves."""
+    server = HostileCamera().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def opened() -> Iterator[Callable[..., Source]]:
+    """Open URLs as a capture thread would; every source is released at teardown."""
+    sources: list[Source] = []
+
+    def open_url(url: str, **kwargs: object) -> Source:
+        source = open_source(parse_source(url, "s"), "Net", threading.Event(), **kwargs)
+        sources.append(source)
+        return source
+
+    yield open_url
+    for source in sources:
+        source.release()
+
+
+def peak_growth_mb(action: Callable[[], object]) -> float:
+    """How far the process's peak RSS (VmHWM, reset first) rose above its RSS while ``action`` ran."""
+
+    def status(field: str) -> int:
+        return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1))
+
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    before = status("VmRSS")
+    action()
+    return (status("VmHWM") - before) / 1024
+
+
+def grab_jpegs(source: Source, count: int) -> list[bytes]:
+    """Grab ``count`` frames and return the JPEG each one handed over."""
+    result = []
+    for _ in range(count):
+        assert source.grab()
+        result.append(source.jpeg())
+    return result
+
+
+def test_good_camera_hands_over_its_own_jpegs(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/good.mjpg"))
+    assert isinstance(source, MjpegSource)
+    assert source.compressed is True
+    assert (source.width, source.height) == (160, 120)
+    assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 5))  # byte for byte
+    assert source.retrieve().shape == (120, 160, 3)
+    assert (source.rejected, source.last_rejection) == (0, None)
+
+
+@pytest.mark.parametrize("path", ["/garbage-first.mjpg", "/crlf-first.mjpg"])
+def test_a_bad_first_part_does_not_poison_the_stream(camera: HostileCamera, opened, path: str) -> None:
+    source = opened(camera.url(path))
+    assert source.compressed is True
+    assert (source.width, source.height) == (160, 120)  # not a 1xN strip
+    assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 4))
+    assert (source.rejected, source.last_rejection) == (1, "not a JPEG")
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"), [("/garbage-payloads.mjpg", "not a JPEG"), ("/truncated.mjpg", "truncated JPEG")]
+)
+def test_bad_payloads_in_valid_framing_are_dropped_and_counted(
+    camera: HostileCamera, opened, path: str, reason: str
+) -> None:
+    source = opened(camera.url(path))
+    assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 6))
+    assert type(source.rejected) is int and source.rejected >= 5
+    assert source.last_rejection == reason
+
+
+def test_a_camera_sending_only_garbage_fails_clearly(camera: HostileCamera, opened) -> None:
+    with pytest.raises(SourceError, match=r"^camera sends no valid JPEG: not a JPEG"):
+        opened(camera.url("/only-garbage.mjpg"))
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("/huge.mjpg", "frame of 30 MB exceeds the 16 MB limit"),
+        ("/huge-no-length.mjpg", "frame of more than 16 MB exceeds the 16 MB limit"),
+    ],
+)
+def test_30_mb_parts_are_dropped_without_being_held(
+    camera: HostileCamera, opened, path: str, reason: str
+) -> None:
+    jpegs: list[bytes] = []
+
+    def read() -> None:
+        source = opened(camera.url(path), max_frame=CAP)
+        jpegs.extend(grab_jpegs(source, 6))
+        assert source.rejected >= 5 and source.last_rejection == reason
+
+    growth = peak_growth_mb(read)
+    assert all(jpeg in camera.frames for jpeg in jpegs)
+    assert growth < 64, f"peak RSS grew by {growth:.0f} MB"
+
+
+def test_memory_comes_back_after_an_oversized_part(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/huge-no-length.mjpg"), max_frame=CAP)
+    grab_jpegs(source, 4)
+    assert source.rejected >= 3
+    # The scan buffer held up to 16 MB; nothing of that size may stay allocated.
+    assert source._buffer.__sizeof__() < MB
+
+
+def test_a_part_claiming_2_gb_fails_within_the_read_timeout(camera: HostileCamera, opened) -> None:
+    errors: list[SourceError] = []
+    started = time.monotonic()
+
+    def read() -> None:
+        with pytest.raises(SourceError) as caught:
+            opened(camera.url("/claims-2gb.mjpg"), max_frame=CAP)
+        errors.append(caught.value)
+
+    growth = peak_growth_mb(read)
+    elapsed = time.monotonic() - started
+    assert str(errors[0]).startswith(
+        f"camera sends no valid JPEG: frame of {CLAIMED // MB} MB exceeds the 16 MB"
+    )
+    assert elapsed < READ_TIMEOUT_MS / 1000 + 3
+    assert growth < 64, f"peak RSS grew by {growth:.0f} MB"
+
+
+def test_the_frame_cap_is_a_setting(camera: HostileCamera, opened) -> None:
+    with pytest.raises(SourceError, match="exceeds the 512 bytes limit"):
+        opened(camera.url("/good.mjpg"), max_frame=512)
+
+
+def test_a_part_header_above_16_kb_is_an_error(camera: HostileCamera, opened) -> None:
+    with pytest.raises(SourceError, match="part header of more than 16 KB"):
+        opened(camera.url("/big-header.mjpg"))
+
+
+def test_parts_without_length_and_a_quoted_dashed_boundary(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/no-length.mjpg"))
+    assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 5))
+    assert source.rejected == 0
+
+
+@pytest.mark.parametrize("path", ["/basic.mjpg", "/digest.mjpg"])
+@pytest.mark.parametrize("encoded", [True, False])
+def test_credentials_from_the_url_answer_basic_and_digest(
+    camera: HostileCamera, opened, path: str, encoded: bool
+) -> None:
+    url = camera.url(path, USER, PASSWORD)
+    if not encoded:
+        url = url.replace("p%40ss%5Bw0rd", PASSWORD)  # as people type it
+    source = opened(url)
+    assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 3))
+    sent = [headers for p, headers in camera.requests if p == path]
+    assert sent[-1]["Authorization"].startswith("Basic" if "basic" in path else "Digest")
+    assert all(PASSWORD not in p for p in camera.paths())
+    assert all("admin" not in headers.get("Host", "") for _, headers in camera.requests)
+
+
+@pytest.mark.parametrize("path", ["/basic.mjpg", "/digest.mjpg"])
+@pytest.mark.parametrize("password", [None, "wrong[pass"])
+def test_refused_credentials_say_401_and_are_marked_refused(
+    camera: HostileCamera, opened, path: str, password: str | None
+) -> None:
+    url = camera.url(path) if password is None else camera.url(path, USER, password)
+    with pytest.raises(SourceError) as caught:
+        opened(url)
+    assert str(caught.value) == "camera answered 401 Unauthorized (text/html)"
+    assert caught.value.refused is True
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/missing", r"^camera answered 404 Not Found"),
+        ("/error", r"^camera answered 500 Internal Server Error"),
+        ("/page.html", r"^camera sent text/html, not video$"),
+    ],
+)
+def test_errors_and_pages_say_what_came_back(camera: HostileCamera, opened, path: str, message: str) -> None:
+    with pytest.raises(SourceError, match=message) as caught:
+        opened(camera.url(path, "admin", "hunter2"))
+    assert caught.value.refused is False
+    assert "hunter2" not in str(caught.value)
+
+
+def test_an_unreachable_camera_names_the_url_without_its_password(camera: HostileCamera) -> None:
+    url = camera.url("/good.mjpg", "admin", "hunter2").replace(str(camera.port), "1")
+    with pytest.raises(SourceError, match=r"^cannot open http://127\.0\.0\.1:1/good\.mjpg: ") as caught:
+        open_source(parse_source(url, "s"), "Net", threading.Event())
+    assert "hunter2" not in str(caught.value)
+
+
+def test_redirects_are_followed_and_query_strings_kept(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/redirect"))
+    assert source.grab() and source.jpeg() in camera.frames
+    source = opened(camera.url("/good.mjpg?channel=1&token=a%2Fb+c"))
+    assert source.grab()
+    assert "/good.mjpg?from=redirect" in camera.paths()
+    assert "/good.mjpg?channel=1&token=a%2Fb+c" in camera.paths()
+
+
+def test_a_snapshot_url_is_polled_at_the_given_rate(camera: HostileCamera, opened) -> None:
+    before = camera.paths().count("/snapshot.jpg")
+    source = opened(camera.url("/snapshot.jpg"), fps=20)
+    assert isinstance(source, SnapshotSource) and source.compressed is True
+    started = time.monotonic()
+    jpegs = grab_jpegs(source, 5)  # the first was fetched by the open
+    elapsed = time.monotonic() - started
+    assert all(jpeg in camera.frames for jpeg in jpegs)
+    assert camera.paths().count("/snapshot.jpg") - before == 5
+    assert elapsed >= 4 / 20 * 0.9  # polled at 20 fps, not as fast as the camera answers
+    assert source.retrieve().shape == (120, 160, 3)
+
+
+def test_a_snapshot_camera_is_polled_at_2_fps_by_default(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/snapshot.jpg"))
+    started = time.monotonic()
+    grab_jpegs(source, 2)
+    assert time.monotonic() - started >= 0.45
+
+
+def test_other_video_is_left_to_ffmpeg(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/octet.mjpg"))
+    assert isinstance(source, CaptureSource)
+    assert source.grab()
+    assert source.retrieve().shape == (120, 160, 3)
+
+
+def test_https_camera_with_a_trusted_certificate(
+    certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, opened
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    server = HostileCamera(certificate=certificate).start()
+    try:
+        source = opened(server.url("/digest.mjpg", USER, PASSWORD))
+        assert all(jpeg in server.frames for jpeg in grab_jpegs(source, 3))
+        source.release()
+    finally:
+        server.stop()
+
+
+def test_https_camera_with_an_unknown_certificate_is_refused_clearly(
+    certificate: tuple[Path, Path], opened
+) -> None:
+    server = HostileCamera(certificate=certificate).start()
+    try:
+        with pytest.raises(SourceError, match="cannot open https://127.0.0.1:.*CERTIFICATE_VERIFY_FAILED"):
+            opened(server.url("/good.mjpg"))
+    finally:
+        server.stop()
+
+
+def test_a_stalled_stream_ends_with_the_read_timeout(opened) -> None:
+    # A camera that answers, then never sends a part: no thread may hang on it.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        accepted.append(conn)
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=x\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(SourceError, match=r"camera sent nothing for 3 s"):
+            opened(f"http://127.0.0.1:{port}/cam")
+        assert time.monotonic() - started < READ_TIMEOUT_MS / 1000 + 2
+    finally:
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "bare", "user", "password"),
+    [
+        ("http://admin:p@ss[w0rd@10.0.0.5:80/a?b=1", "http://10.0.0.5:80/a?b=1", "admin", "p@ss[w0rd"),
+        ("https://u%40x:p%3Ab@h:8/", "https://h:8/", "u@x", "p:b"),
+        ("http://h/x?user=a@b", "http://h/x?user=a@b", None, ""),
+    ],
+)
+def test_split_credentials(url: str, bare: str, user: str | None, password: str) -> None:
+    assert split_credentials(url) == (bare, user, password)
+
+
+def test_frames_decode_to_what_the_camera_drew(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/garbage-first.mjpg"))
+    image = source.retrieve()
+    assert image is not None and image.dtype == np.uint8 and image.shape == (120, 160, 3)

@@ -76,6 +76,7 @@ class Registry:
 
     def restore(self) -> None:
         """Switch on the cameras that were on before a restart, else those set to autostart."""
+        state.remove_leftovers(self.state_dir)
         saved = state.load(self.state_dir) or {}
         for camera in self:
             if saved.get(camera.id, camera.config.autostart):

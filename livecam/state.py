@@ -6,11 +6,15 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 FILENAME = "cameras.json"
+# A temporary file left by a write that a crash or power cut interrupted: after a minute no
+# write can still be under way, so it is removed when livecam starts.
+LEFTOVER_AGE = 60.0
 
 
 def load(directory: Path) -> dict[int, bool] | None:
@@ -65,6 +69,25 @@ def write_atomically_bytes(path: Path, data: bytes, mode: int = 0o644) -> bool:
     except OSError as exc:
         log.error("cannot write %s: %s", path, exc)
         return False
+
+
+def remove_leftovers(directory: Path) -> int:
+    """Delete temporary files that interrupted atomic writes left behind; return how many."""
+    removed = 0
+    try:
+        candidates = list(directory.glob(".*-*.tmp"))
+    except OSError:
+        return 0
+    for path in candidates:
+        try:
+            if time.time() - path.stat().st_mtime > LEFTOVER_AGE:
+                path.unlink()
+                removed += 1
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", path, exc)
+    if removed:
+        log.info("removed %d temporary file(s) left by interrupted writes in %s", removed, directory)
+    return removed
 
 
 def save(directory: Path, switches: dict[int, bool]) -> bool:

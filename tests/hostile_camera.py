@@ -59,6 +59,7 @@ class HostileCamera:
         self.fps = fps
         self.port = 0
         self.requests: list[tuple[str, dict[str, str]]] = []  # path as sent, headers
+        self.arrivals: list[float] = []  # when each request came (monotonic clock)
         self._certificate = certificate
         self._lock = threading.Condition()  # guards requests and _clients
         self._clients: set[socket.socket] = set()
@@ -85,6 +86,7 @@ class HostileCamera:
             def do_GET(self) -> None:
                 with camera._lock:
                     camera.requests.append((self.path, dict(self.headers.items())))
+                    camera.arrivals.append(time.monotonic())
                     camera._clients.add(self.connection)
                 try:
                     camera._answer(self)

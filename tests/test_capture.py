@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from camera_server import MjpegCamera
 from helpers import capture_threads, decode, wait_for
+from hostile_camera import HostileCamera
 from livecam.broadcast import BroadcastClosed, Broadcaster, Frame
 from livecam.capture import BACKOFF_MIN, IDLE_CLOSE, Camera
 from livecam.config import CameraConfig, parse_source
@@ -312,3 +314,46 @@ def test_a_passthrough_source_stays_open_unwatched(
     camera.start()
     assert wait_for(lambda: camera.frames > 20)  # well past the idle time: it never decodes
     assert not camera.idle and mjpeg_camera.connections == 1
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileCamera]:
+    camera = HostileCamera().start()
+    yield camera
+    camera.stop()
+
+
+def test_a_camera_refusing_the_credentials_is_not_retried_every_second(
+    make_camera: Callable[..., Camera], hostile: HostileCamera
+) -> None:
+    camera = make_camera(hostile.url("/digest.mjpg", "admin", "wrong"))
+
+    def opens() -> list[float]:
+        """When each attempt began (its first request, the one without credentials)."""
+        pairs = zip(hostile.arrivals, hostile.requests, strict=True)
+        return [when for when, (_, headers) in pairs if "Authorization" not in headers]
+
+    camera.start()
+    with camera.broadcaster.watching():  # watched: a lost camera would be retried every 1.5 s
+        assert wait_for(lambda: len(opens()) >= 4, timeout=15)
+    assert "401" in camera.error and camera.state == "error"
+    times = opens()
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    # The backoff doubles (0.5, 1, 2 s...) past the 1.5 s a watched camera gets otherwise.
+    assert gaps[2] > 1.8, gaps
+
+
+@pytest.mark.parametrize(
+    "path", ["/garbage-first.mjpg", "/crlf-first.mjpg", "/garbage-payloads.mjpg", "/truncated.mjpg"]
+)
+def test_bad_frames_are_dropped_counted_and_never_shown(
+    make_camera: Callable[..., Camera], hostile: HostileCamera, path: str
+) -> None:
+    camera = make_camera(hostile.url(path))
+    camera.start()
+    for frame in next_frames(camera, 8):
+        assert frame.jpeg in hostile.frames  # the camera's own good JPEGs, byte for byte
+    record = camera.status()
+    assert record["rejected"] >= 1 and record["last_rejection"] in ("not a JPEG", "truncated JPEG")
+    assert record["passthrough"] is True and record["state"] == "on"
+    assert json.loads(json.dumps(record)) == record  # plain JSON types only

@@ -19,6 +19,7 @@ import pytest
 
 from camera_server import MjpegCamera
 from helpers import ROOT, Part, Server, decode, free_port, proc_status, read_for, read_parts, wait_for
+from hostile_camera import HostileCamera
 
 
 def is_placeholder(part: Part) -> bool:
@@ -280,3 +281,24 @@ def test_viewers_beyond_the_thread_pool_get_503_and_buttons_still_answer(
     assert wait_for(lambda: livecam.record(0)["viewers"] == 0)
     conn, _ = livecam.open_stream("/cameras/0/stream.mjpg")
     conn.close()
+
+
+@pytest.mark.parametrize("path", ["/garbage-first.mjpg", "/garbage-payloads.mjpg", "/huge.mjpg"])
+def test_a_hostile_camera_never_reaches_viewers_or_breaks_the_api(
+    serve: Callable[..., Server], path: str
+) -> None:
+    camera = HostileCamera().start()
+    try:
+        livecam = serve({"LIVECAM_CAMERAS": f"1={camera.url(path)}"})
+        livecam.request("POST", "/cameras/1/start")
+        conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+        parts = read_for(read_parts(response), 1.0)
+        conn.close()
+        assert parts and all(part.body in camera.frames for part in parts)  # only whole JPEGs
+        status, snapshot = livecam.request("GET", "/cameras/1/snapshot.jpg", {"Accept": "*/*"})
+        assert status == 200 and snapshot in camera.frames
+        status, records = livecam.request("GET", "/cameras")
+        assert status == 200 and records[0]["rejected"] >= 1 and records[0]["state"] == "on"
+        assert livecam.request("GET", "/metrics")[0] == 200
+    finally:
+        camera.stop()

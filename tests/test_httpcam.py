@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_camera import CLAIMED, PASSWORD, USER, HostileCamera
 
+from hostile_camera import CLAIMED, PASSWORD, USER, HostileCamera
 from livecam.config import parse_source
 from livecam.httpcam import MjpegSource, SnapshotSource, split_credentials
 from livecam.sources import READ_TIMEOUT_MS, CaptureSource, Source, SourceError, open_source

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,16 @@ def test_saved_off_beats_autostart_and_corrupt_state_falls_back(tmp_path: Path) 
         assert [c.is_on for c in cameras] == [True, True]
     finally:
         cameras.shutdown()
+
+
+def test_leftovers_of_interrupted_writes_are_removed(tmp_path: Path) -> None:
+    assert state.save(tmp_path, {0: True})
+    old = tmp_path / ".cameras.json-x1y2.tmp"
+    old.write_text('{"version": 1, "on": {"0": tr')  # a crash mid-write
+    stamp = time.time() - state.LEFTOVER_AGE - 10
+    os.utime(old, (stamp, stamp))
+    fresh = tmp_path / ".secret_key-a1b2.tmp"  # a write that may be under way right now
+    fresh.write_text("")
+    assert state.remove_leftovers(tmp_path) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".secret_key-a1b2.tmp", "cameras.json"]
+    assert state.load(tmp_path) == {0: True}

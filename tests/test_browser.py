@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +271,68 @@ def test_login_then_live_view(serve: Callable[..., Server], browser: Browser) ->
     expect(page.locator("input[name=next]")).to_have_value("/")
     assert problems == []
     page.context.close()
+
+
+class EmbeddingSite:
+    """Another web site on loopback whose page embeds a livecam snapshot and stream."""
+
+    def __init__(self, host: str) -> None:
+        self.livecam = ""  # livecam's address, set once it runs
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                page = (
+                    "<!doctype html><title>wall</title>"
+                    f'<img id="snapshot" src="{site.livecam}/cameras/0/snapshot.jpg">'
+                    f'<img id="stream" src="{site.livecam}/cameras/0/stream.mjpg">'
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(page)))
+                self.end_headers()
+                self.wfile.write(page)
+
+        self._server = ThreadingHTTPServer((host, 0), Handler)
+        # 127.0.0.1 is reached by the name localhost: a site other than livecam's 127.0.0.1.
+        name = "localhost" if host == "127.0.0.1" else host
+        self.origin = f"http://{name}:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+def test_only_an_allowed_site_may_embed_streams_and_snapshots(
+    browser: Browser, serve: Callable[..., Server]
+) -> None:
+    allowed, other = EmbeddingSite("127.0.0.1"), EmbeddingSite("127.0.0.2")
+    try:
+        livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@10", "LIVECAM_ALLOW_ORIGINS": allowed.origin})
+        livecam.request("POST", "/cameras/0/start")
+        allowed.livecam = other.livecam = f"http://127.0.0.1:{livecam.port}"
+        for site, embeds in ((allowed, True), (other, False)):
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(f"{site.origin}/", wait_until="domcontentloaded")
+            for image in ("#snapshot", "#stream"):
+                width = f"document.querySelector('{image}').naturalWidth"
+                if embeds:
+                    page.wait_for_function(f"{width} === 160", timeout=10_000)
+                else:
+                    # The browser refuses the answer (Cross-Origin-Resource-Policy: same-origin).
+                    page.wait_for_function(f"document.querySelector('{image}').complete", timeout=10_000)
+                    assert page.evaluate(width) == 0, image
+            context.close()
+        # A site allowed to embed still may not switch.
+        assert livecam.request("POST", "/cameras/0/stop", {"Origin": allowed.origin})[0] == 403
+    finally:
+        allowed.stop()
+        other.stop()

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import errors, metrics, security
+from . import appstate, errors, metrics, security
 from .config import load_settings
 from .registry import Registry
 from .views import camera, dashboard
@@ -38,12 +38,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     registry = Registry(load_settings(overrides=overrides))
     if registry.settings.discovered and all(c.config.source.kind == "testsrc" for c in registry):
         logger.warning("no camera configured and no V4L2 capture device found: serving a test pattern")
-    app.extensions["livecam"] = registry
+    appstate.init_app(app, registry)
     errors.init_app(app)
     security.init_app(app)
     app.register_blueprint(dashboard.bp)
-    app.extensions["livecam.metrics"] = metrics.collector_registry(registry)
-    app.register_blueprint(metrics.bp)
+    metrics.init_app(app, registry)
     for cam in registry:
         # One Blueprint object, registered once per camera under its own name and prefix.
         app.register_blueprint(

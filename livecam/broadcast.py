@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .mjpeg import make_part
+
 log = logging.getLogger(__name__)
 
 MILESTONES = (1, 10, 100, 1000)  # viewer counts worth a log line on the way up
@@ -78,12 +80,13 @@ class Broadcaster:
         """Whether the camera's capture session has ended."""
         return self._closed
 
-    def publish(self, jpeg: bytes, timestamp: float, part: bytes, placeholder: bool = False) -> Frame:
-        """Make ``jpeg`` (framed for streams as ``part``) the newest frame and wake every viewer.
+    def publish(self, jpeg: bytes, timestamp: float, placeholder: bool = False) -> Frame:
+        """Make ``jpeg`` the newest frame, framed once for every stream, and wake every viewer.
 
         Only one thread, the camera's capture thread, may publish.
         """
-        frame = Frame(self._seq + 1, timestamp, jpeg, part, placeholder)
+        # Framed here, outside the lock, once for all viewers.
+        frame = Frame(self._seq + 1, timestamp, jpeg, make_part(jpeg, timestamp), placeholder)
         with self._cond:
             self._seq = frame.seq
             self._latest = frame

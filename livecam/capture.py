@@ -20,7 +20,6 @@ import numpy as np
 from .broadcast import BroadcastClosed, Broadcaster, Frame
 from .config import CameraConfig
 from .jpeg import jpeg_size
-from .mjpeg import make_part
 from .pattern import no_signal
 from .redaction import redact
 from .source_base import Source, SourceError
@@ -378,7 +377,7 @@ class Camera:
                     raise SourceError("frame could not be read")
                 if self.passthrough:
                     self._follow_size(jpeg_size(jpeg))
-                broadcaster.publish(jpeg, timestamp, make_part(jpeg, timestamp))
+                broadcaster.publish(jpeg, timestamp)
         finally:
             self._count_rejections(source, counted)  # those that made the source give up too
         return "stopped"
@@ -438,7 +437,7 @@ class Camera:
                 image = no_signal(width, height, self.config.name, self.error or "", self.since)
                 jpeg = self._encode(image)
                 now = time.time()
-                broadcaster.publish(jpeg, now, make_part(jpeg, now), placeholder=True)
+                broadcaster.publish(jpeg, now, placeholder=True)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or stop.wait(min(PLACEHOLDER_INTERVAL, remaining)):
                 return

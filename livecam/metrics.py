@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Flask, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -18,6 +18,7 @@ from .registry import Registry
 from .security import requires
 
 bp = Blueprint("metrics", __name__)
+KEY = "livecam.metrics"  # this module's own app.extensions: the app's Prometheus registry
 
 
 class CameraCollector:
@@ -81,17 +82,16 @@ class CameraCollector:
         yield latency
 
 
-def collector_registry(registry: Registry) -> CollectorRegistry:
-    """A Prometheus registry of this app only, never the process-wide default."""
+def init_app(app: Flask, registry: Registry) -> None:
+    """Serve /metrics from a Prometheus registry of this app only, never the process-wide one."""
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(CameraCollector(registry))
-    return metrics
+    app.extensions[KEY] = metrics
+    app.register_blueprint(bp)
 
 
 @bp.get("/metrics")
 @requires("view")
 def metrics() -> Response:
     """Prometheus text format."""
-    return Response(
-        generate_latest(current_app.extensions["livecam.metrics"]), content_type=CONTENT_TYPE_LATEST
-    )
+    return Response(generate_latest(current_app.extensions[KEY]), content_type=CONTENT_TYPE_LATEST)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from . import state
 from .capture import Camera
@@ -82,9 +82,9 @@ class Registry:
             if saved.get(camera.id, camera.config.autostart):
                 camera.start()
 
-    def control(self, camera: Camera, action: str) -> None:
-        """Apply ``start``, ``stop`` or ``toggle`` to a camera and remember the outcome."""
-        getattr(camera, action)()
+    def switch(self, change: Callable[[], None]) -> None:
+        """Apply ``change`` (a camera's start, stop or toggle) and remember every camera's switch."""
+        change()
         with self._save_lock:
             # Read the switches under the lock: the last writer always saves the latest state.
             state.save(self.state_dir, {c.id: c.is_on for c in self})

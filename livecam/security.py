@@ -37,6 +37,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 
+from .appstate import get_registry
 from .config import MAX_REQUEST_BODY, Settings
 from .errors import json_error
 from .state import write_atomically
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
+THROTTLE, HOSTS = "livecam.throttle", "livecam.hosts"  # this module's own app.extensions
 ACCESS = "livecam_access"  # the attribute a view function's access is declared in
 EMBEDDABLE = "livecam_embeddable"
 ROLES = ("public", "view", "control")
@@ -130,7 +132,11 @@ def _matches(given: str, secret: str | None) -> bool:
 
 
 def _settings() -> Settings:
-    return current_app.extensions["livecam"].settings
+    return get_registry().settings
+
+
+def _throttle() -> Throttle:
+    return current_app.extensions[THROTTLE]
 
 
 def _role_of(token: str) -> str | None:
@@ -249,7 +255,7 @@ def _unauthorised(status: int) -> Response:
 def check_request() -> Response | None:
     """Refuse a request to an untrusted host, with a body too large, or lacking what its route needs."""
     host = request.host
-    if not current_app.extensions["livecam.hosts"].allows(host):
+    if not current_app.extensions[HOSTS].allows(host):
         log.warning(
             "refused a request for host %r: add it to LIVECAM_TRUSTED_HOSTS if it is yours", host[:100]
         )
@@ -279,7 +285,7 @@ def check_request() -> Response | None:
     if header:
         scheme, _, token = header.partition(" ")
         role = _role_of(token.strip()) if scheme.lower() == "bearer" else None
-        wait = current_app.extensions["livecam.throttle"].judge(address, role is not None)
+        wait = _throttle().judge(address, role is not None)
         if wait:
             # Decided with the count, so a locked-out guesser learns nothing from the answer.
             return json_error(429, "too many failed attempts; try again later", **{"Retry-After": str(wait)})
@@ -324,7 +330,7 @@ def login() -> Response | str:
     if request.method == "GET":
         return render_template("login.html", next=target, failed=False)
     address = request.remote_addr or "?"
-    throttle: Throttle = current_app.extensions["livecam.throttle"]
+    throttle = _throttle()
     role = _role_of(request.form.get("token", ""))
     wait = throttle.judge(address, role is not None)
     if wait:
@@ -398,7 +404,7 @@ class SessionInterface(SecureCookieSessionInterface):
 
 def init_app(app: Flask) -> None:
     """Guard every route, add the headers, and set up the login session."""
-    registry = app.extensions["livecam"]
+    registry = get_registry(app)
     settings = registry.settings
     app.secret_key = secret_key(settings.secret_key, registry.state_dir)
     app.config.update(
@@ -412,8 +418,8 @@ def init_app(app: Flask) -> None:
     if static is not None:
         # Flask's own route: livecam's stylesheet and script are for anyone.
         app.view_functions["static"] = public(lambda **kwargs: static(**kwargs))
-    app.extensions["livecam.throttle"] = Throttle()
-    app.extensions["livecam.hosts"] = TrustedHosts(settings)
+    app.extensions[THROTTLE] = Throttle()
+    app.extensions[HOSTS] = TrustedHosts(settings)
     app.register_blueprint(bp)
     app.before_request(check_request)
     app.after_request(add_headers)

@@ -4,8 +4,10 @@ With a thread per viewer, each frame wakes every viewer's thread to write the sa
 at a hundred viewers that costs several times the CPU of the camera itself. Here gunicorn's
 thread answers the request, writes the headers and the opening boundary, then hands the
 socket over and waits; this loop writes each new part with non-blocking sends, keeps any
-unsent rest for when the socket drains, and gives a slow viewer the newest frame next.
-The sockets stay in blocking mode for gunicorn: every send here uses MSG_DONTWAIT.
+unsent rest for when the socket drains, and follows the one stream policy (cursor.py) for
+what each viewer gets next. The sockets stay in blocking mode for gunicorn: every send here
+uses MSG_DONTWAIT. The shape follows gunicorn's gthread worker: a waker that owns its pipe,
+selector keys that carry their handler, a viewer that knows how to write its part.
 """
 
 from __future__ import annotations
@@ -18,62 +20,118 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from functools import partial
 
 from .broadcast import Broadcaster, Frame
+from .cursor import Cursor
+from .mjpeg import chunk
 
 log = logging.getLogger(__name__)
 
 SWEEP = 0.25  # how often heartbeats and stuck viewers are looked at
 CLOSING_GRACE = 2.0  # a stopped camera's viewers may finish the part they are receiving
 
+Sent = Callable[[int, float | None, int], None]  # (part size, latency or None, viewers)
 
-def chunk(data: bytes) -> bytes:
-    """Frame ``data`` as one HTTP/1.1 chunk, as the server does for a body of unknown length."""
-    return b"%X\r\n%s\r\n" % (len(data), data)
+
+class Waker:
+    """A pipe that wakes a selector loop from any thread; the loop owns it and closes it."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._lock = threading.Lock()  # guards the descriptors: never write to a closed one
+
+    def fileno(self) -> int:
+        """The end the loop selects on."""
+        return self._read
+
+    def wake(self) -> None:
+        """Make the loop look again; a no-op once closed."""
+        with self._lock:
+            if self._write < 0:
+                return
+            try:
+                os.write(self._write, b"x")
+            except BlockingIOError:
+                pass  # the pipe is full: the loop is already due to wake
+
+    def drain(self, _events: int = 0) -> None:
+        """Empty the pipe (the loop's handler for its readable end)."""
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        """Close both ends."""
+        with self._lock:
+            os.close(self._read)
+            os.close(self._write)
+            self._read = self._write = -1
 
 
 class Viewer:
     """One stream handed over to the sender; ``done`` is set when the sender lets it go."""
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        broadcaster: Broadcaster,
-        chunked: bool,
-        sent: Callable[[int, float | None, int], None],
-    ) -> None:
+    def __init__(self, sock: socket.socket, cursor: Cursor, chunked: bool, sent: Sent) -> None:
         self.sock = sock
-        self.broadcaster = broadcaster
-        self.chunked = chunked
+        self.cursor = cursor
+        self.chunked = chunked  # HTTP/1.1: each part is one chunk of the body
         self.sent = sent
         self.done = threading.Event()
-        self.seq = 0  # the last frame started
-        self.pending: memoryview | None = None  # the unsent rest of the part being written
+        self.pending: memoryview | None = None  # the unsent rest of the part under way
         self.pending_frame: Frame | None = None
         self.pending_fresh = False  # a new frame (False: a heartbeat resend)
-        self.waiting = False  # selected for writable: the socket took less than a whole part
-        self.reading = True  # selected for readable: until the client sends anything, or EOF
-        self.events = 0  # what the selector watches this socket for now
-        self.last_frame: Frame | None = None
         self.last_write = time.monotonic()
         self.closing_since: float | None = None
+        self.reading = True  # selected for readable until the client says anything, or EOF
+        self.events = 0  # what the selector watches this socket for now
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        """The camera session this viewer watches."""
+        return self.cursor.broadcaster
+
+    def begin(self, frame: Frame, fresh: bool, data: bytes) -> None:
+        """Start writing ``frame``'s part (``data``, framed for this viewer)."""
+        self.pending = memoryview(data)
+        self.pending_frame, self.pending_fresh = frame, fresh
+
+    def flush(self, now: float) -> bool | None:
+        """Send what the socket takes now: True when the part is out, False when some of it
+        waits for the socket to drain, None when the connection failed."""
+        try:
+            written = self.sock.send(self.pending, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return None
+        if written:
+            self.last_write = now
+        if written < len(self.pending):
+            self.pending = self.pending[written:]
+            return False
+        self.pending = None
+        return True
 
 
 class Sender:
     """The loop that writes every stream of one app."""
 
-    def __init__(self, send_timeout: float, heartbeat: float = 1.0) -> None:
+    def __init__(self, send_timeout: float) -> None:
         self._send_timeout = send_timeout
-        self._heartbeat = heartbeat
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _incoming, _stopping and the loop's start
         self._incoming: list[Viewer] = []
-        # The wake-up pipe and the selector exist only while the loop runs: an app that never
-        # streams under gunicorn holds no descriptors, and a closed one is never written to.
-        self._wake_r = self._wake_w = -1
+        # The waker and the selector exist only while the loop runs: an app that never
+        # streams under gunicorn holds no descriptors.
+        self._waker: Waker | None = None
         self._selector: selectors.BaseSelector | None = None
-        self._viewers: dict[Broadcaster, set[Viewer]] = {}
+        self._viewers: dict[Broadcaster, set[Viewer]] = {}  # the loop's own: no lock
         self._listening: weakref.WeakSet[Broadcaster] = weakref.WeakSet()
-        self._chunks: dict[Broadcaster, tuple[int, bytes]] = {}
+        self._chunks: dict[Broadcaster, tuple[int, bytes]] = {}  # each frame chunk-framed once
         self._fanned: dict[Broadcaster, int] = {}  # the last frame fanned out, per camera
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -96,24 +154,18 @@ class Sender:
                 return
             self._incoming.append(viewer)
             if self._thread is None:
-                self._wake_r, self._wake_w = os.pipe()
-                os.set_blocking(self._wake_r, False)
-                os.set_blocking(self._wake_w, False)
+                self._waker = Waker()
                 self._selector = selectors.DefaultSelector()
-                self._selector.register(self._wake_r, selectors.EVENT_READ)
+                self._selector.register(self._waker, selectors.EVENT_READ, self._waker.drain)
                 self._thread = threading.Thread(target=self._run, name="livecam-sender", daemon=True)
                 self._thread.start()
         self.wake()
 
     def wake(self) -> None:
         """Make the loop look again (a frame was published, a camera stopped)."""
-        with self._lock:  # the loop closes the pipe under this lock: never write a stale fd
-            if self._wake_w < 0:
-                return
-            try:
-                os.write(self._wake_w, b"x")
-            except BlockingIOError:
-                pass  # the pipe is full: the loop is already due to wake
+        waker = self._waker
+        if waker is not None:
+            waker.wake()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Let every viewer go and end the loop, waiting up to ``timeout`` for it."""
@@ -138,12 +190,7 @@ class Sender:
                 # Nobody to serve: sleep until woken, so a server with no viewers costs nothing.
                 timeout = max(0.0, next_sweep - time.monotonic()) if self._viewers else None
                 for key, events in self._selector.select(timeout):
-                    if key.fileobj == self._wake_r:
-                        self._drain_wake()
-                    elif events & selectors.EVENT_READ:
-                        self._readable(key.data)
-                    if key.data is not None and events & selectors.EVENT_WRITE:
-                        self._write(key.data)
+                    key.data(events)
                 self._take_incoming()
                 self._new_frames()
                 if time.monotonic() >= next_sweep:
@@ -161,17 +208,7 @@ class Sender:
                 for viewer in self._incoming:
                     viewer.done.set()
                 self._incoming.clear()
-                os.close(self._wake_r)
-                os.close(self._wake_w)
-                self._wake_r = self._wake_w = -1
-
-    def _drain_wake(self) -> None:
-        """Empty the wake-up pipe."""
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+            self._waker.close()
 
     def _take_incoming(self) -> None:
         """Register the viewers handed over since the last turn."""
@@ -183,16 +220,13 @@ class Sender:
                 self._listening.add(broadcaster)
                 broadcaster.add_listener(self.wake)
             self._viewers.setdefault(broadcaster, set()).add(viewer)
-            # Readable tells a client that hung up at once, without waiting for a write.
+            # Readable tells a client that reset at once, without waiting for a write.
             if not self._watch(viewer):
                 self._release(viewer)
                 continue
-            latest = broadcaster.latest
-            if latest is not None and latest.age < self._heartbeat:
-                # A running camera: show its current frame at once.
-                self._start(viewer, latest, fresh=True)
-            elif latest is not None:
-                viewer.seq = latest.seq
+            frame = viewer.cursor.first()
+            if frame is not None:
+                self._start(viewer, frame, fresh=True)
 
     def _new_frames(self) -> None:
         """Start the newest frame on every idle viewer of each camera that published one."""
@@ -205,102 +239,86 @@ class Sender:
                         self._release(viewer)
                 continue
             latest = broadcaster.latest
-            # Turns without a new frame (writable sockets, sweeps) need no pass over the viewers:
-            # busy ones take the newest frame when they finish, new ones when they are taken in.
+            # Turns without a new frame (writable sockets, sweeps) need no pass over the
+            # viewers: busy ones take the newest frame when they finish.
             if latest is not None and self._fanned.get(broadcaster) != latest.seq:
                 self._fanned[broadcaster] = latest.seq
-                self._fan_out(latest, [v for v in viewers if v.pending is None and latest.seq > v.seq])
+                self._fan_out([v for v in viewers if v.pending is None])
 
-    def _fan_out(self, frame: Frame, viewers: list[Viewer]) -> None:
-        """The hot path: one send per idle viewer, and the bookkeeping once for them all."""
-        whole: dict[Callable[[int, float | None, int], None], int] = {}
+    def _fan_out(self, viewers: list[Viewer]) -> None:
+        """The hot path: each idle viewer's newest frame, and the bookkeeping once per frame."""
+        whole: dict[tuple[Sent, int], int] = {}
+        frames: dict[int, Frame] = {}
         for viewer in viewers:
-            data = self._part(viewer, frame)
-            viewer.seq = frame.seq
-            try:
-                written = viewer.sock.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                written = 0
-            except OSError:
-                self._release(viewer)
-                continue
-            if written == len(data):
-                viewer.last_frame = frame
-                whole[viewer.sent] = whole.get(viewer.sent, 0) + 1
-            else:
-                # The socket took less: keep the rest for when it drains.
-                viewer.pending = memoryview(data)[written:]
-                viewer.pending_frame, viewer.pending_fresh = frame, True
-                viewer.waiting = True
-                self._watch(viewer)
-        now = time.monotonic()
-        for viewer in viewers:
-            viewer.last_write = now
-        latency = time.time() - frame.timestamp
-        for sent, count in whole.items():
-            sent(len(frame.part), latency, count)
+            frame = viewer.cursor.newer()
+            if frame is not None and self._start(viewer, frame, fresh=True, account=False):
+                key = (viewer.sent, frame.seq)
+                whole[key] = whole.get(key, 0) + 1
+                frames[frame.seq] = frame
+        now = time.time()
+        for (sent, seq), count in whole.items():
+            sent(len(frames[seq].part), now - frames[seq].timestamp, count)
 
-    def _part(self, viewer: Viewer, frame: Frame, fresh: bool = True) -> bytes:
-        """The bytes of ``frame`` for this viewer, chunk-framed once per frame when needed."""
-        if not viewer.chunked:
+    def _data(self, broadcaster: Broadcaster, frame: Frame, chunked: bool, fresh: bool = True) -> bytes:
+        """The bytes of ``frame``'s part for a viewer, chunk-framed once per frame when needed."""
+        if not chunked:
             return frame.part
         if not fresh:
             return chunk(frame.part)  # a heartbeat: leave the cache to the newest frame
-        cached = self._chunks.get(viewer.broadcaster)
+        cached = self._chunks.get(broadcaster)
         if cached is None or cached[0] != frame.seq:
             cached = (frame.seq, chunk(frame.part))
-            self._chunks[viewer.broadcaster] = cached
+            self._chunks[broadcaster] = cached
         return cached[1]
 
-    def _start(self, viewer: Viewer, frame: Frame, fresh: bool) -> None:
-        """Begin writing one part to a viewer."""
-        viewer.seq = max(viewer.seq, frame.seq)
-        viewer.pending = memoryview(self._part(viewer, frame, fresh))
-        viewer.pending_frame = frame
-        viewer.pending_fresh = fresh
-        self._write(viewer)
+    def _start(self, viewer: Viewer, frame: Frame, fresh: bool, account: bool = True) -> bool:
+        """Begin writing one part to a viewer; return whether it went out whole at once.
 
-    def _write(self, viewer: Viewer) -> None:
-        """Send what the socket takes now; wait for it to drain if it took less."""
-        if viewer.pending is None or viewer.done.is_set():
-            return
-        try:
-            written = viewer.sock.send(viewer.pending, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            written = 0
-        except OSError:
+        With ``account`` a whole part is counted here; the fan-out counts its own, once.
+        """
+        viewer.begin(frame, fresh, self._data(viewer.broadcaster, frame, viewer.chunked, fresh))
+        return self._flush(viewer, account)
+
+    def _flush(self, viewer: Viewer, account: bool = True) -> bool:
+        """Write what the socket takes; finish the part's bookkeeping once it is out."""
+        frame, fresh = viewer.pending_frame, viewer.pending_fresh
+        outcome = viewer.flush(time.monotonic())
+        if outcome is None:
             self._release(viewer)
-            return
-        now = time.monotonic()
-        if written:
-            viewer.last_write = now
-        if written < len(viewer.pending):
-            viewer.pending = viewer.pending[written:]
-            if not viewer.waiting:
-                viewer.waiting = True
-                self._watch(viewer)
-            return
-        frame = viewer.pending_frame
-        latency = time.time() - frame.timestamp if viewer.pending_fresh else None
-        viewer.sent(len(frame.part), latency, 1)
-        viewer.pending = viewer.pending_frame = None
-        viewer.last_frame = frame
-        if viewer.waiting:
-            viewer.waiting = False
-            self._watch(viewer)
+            return False
+        if not outcome:
+            self._watch(viewer)  # writable: the rest goes when the socket drains
+            return False
+        viewer.pending_frame = None
+        if account:
+            viewer.sent(len(frame.part), time.time() - frame.timestamp if fresh else None, 1)
+        self._watch(viewer)
+        return True
+
+    def _on_viewer(self, viewer: Viewer, events: int) -> None:
+        """A viewer's socket is ready: it said something (or reset), or it can take more."""
+        if events & selectors.EVENT_READ:
+            self._readable(viewer)
+        if events & selectors.EVENT_WRITE and not viewer.done.is_set() and viewer.pending is not None:
+            if self._flush(viewer):
+                self._next(viewer)
+
+    def _next(self, viewer: Viewer) -> None:
+        """A viewer finished a part: end it if its camera stopped, else catch up at once."""
         if viewer.broadcaster.closed:
             self._release(viewer)
             return
-        latest = viewer.broadcaster.latest
-        if latest is not None and latest.seq > viewer.seq:
+        frame = viewer.cursor.newer()
+        if frame is not None:
             # Frames came while this viewer was busy: the newest one now, none in between.
-            self._start(viewer, latest, fresh=True)
+            if self._start(viewer, frame, fresh=True):
+                self._next(viewer)
 
     def _watch(self, viewer: Viewer) -> bool:
-        """Select a viewer's socket for what it needs: readable until it says something, writable
-        while behind. :return: False if the socket cannot be selected (it is gone)."""
+        """Select a viewer's socket for what it needs: readable until it says something,
+        writable while a part waits. :return: False if the socket cannot be selected."""
         events = (selectors.EVENT_READ if viewer.reading else 0) | (
-            selectors.EVENT_WRITE if viewer.waiting else 0
+            selectors.EVENT_WRITE if viewer.pending is not None else 0
         )
         try:
             if events == viewer.events:
@@ -308,9 +326,9 @@ class Sender:
             if not events:
                 self._selector.unregister(viewer.sock)
             elif viewer.events:
-                self._selector.modify(viewer.sock, events, viewer)
+                self._selector.modify(viewer.sock, events, partial(self._on_viewer, viewer))
             else:
-                self._selector.register(viewer.sock, events, viewer)
+                self._selector.register(viewer.sock, events, partial(self._on_viewer, viewer))
         except (KeyError, ValueError, OSError):
             return False
         viewer.events = events
@@ -344,12 +362,13 @@ class Sender:
                     if now - viewer.last_write > self._send_timeout:
                         log.info("dropping a viewer that took no data for %.0f s", self._send_timeout)
                         self._release(viewer)
-                elif now - viewer.last_write >= self._heartbeat and viewer.last_frame is not None:
-                    # Nothing new for a second: resend, so proxies and clients see it alive.
-                    self._start(viewer, viewer.last_frame, fresh=False)
+                elif (frame := viewer.cursor.heartbeat_after(now - viewer.last_write)) is not None:
+                    self._start(viewer, frame, fresh=False)
 
     def _release(self, viewer: Viewer) -> None:
         """Stop writing to a viewer and give its socket back to gunicorn's thread."""
+        if viewer.done.is_set():
+            return
         if viewer.pending is not None:
             # Half a part is out: the stream cannot end cleanly, and gunicorn's closing write
             # could block on a client that reads nothing. Cut the connection so it fails at once.

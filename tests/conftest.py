@@ -16,6 +16,7 @@ from flask import Flask
 from camera_server import MjpegCamera
 from helpers import ROOT, Server, capture_threads
 from livecam import create_app
+from livecam.appstate import get_registry
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +39,7 @@ def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
 
     yield factory
     for app in apps:
-        app.extensions["livecam"].shutdown()
+        get_registry(app).shutdown()
     assert capture_threads() == []
 
 

@@ -8,10 +8,11 @@ import threading
 import pytest
 
 from livecam.broadcast import BroadcastClosed, Broadcaster
+from livecam.mjpeg import make_part
 
 
 def publish(broadcaster: Broadcaster, payload: bytes) -> None:
-    broadcaster.publish(payload, 0.0, b"part:" + payload)
+    broadcaster.publish(payload, 0.0)
 
 
 def test_wait_next_returns_only_newer_frames() -> None:
@@ -19,7 +20,7 @@ def test_wait_next_returns_only_newer_frames() -> None:
     assert broadcaster.wait_next(0, 0.01) is None
     publish(broadcaster, b"a")
     frame = broadcaster.wait_next(0, 0.01)
-    assert (frame.seq, frame.jpeg, frame.part) == (1, b"a", b"part:a")
+    assert (frame.seq, frame.jpeg, frame.part) == (1, b"a", make_part(b"a", 0.0))  # framed once
     assert broadcaster.wait_next(frame.seq, 0.01) is None  # never the same frame twice
 
 
@@ -102,3 +103,14 @@ def test_viewer_milestones_are_logged_not_every_change(caplog: pytest.LogCapture
         "camera 4 (Gate): 1 viewer",
         "camera 4 (Gate): no viewers",
     ]
+
+
+def test_wait_wanted_wakes_when_the_first_viewer_comes() -> None:
+    broadcaster = Broadcaster()
+    assert not broadcaster.wait_wanted(0.01)
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(broadcaster.wait_wanted(10)))
+    waiter.start()
+    with broadcaster.watching():
+        waiter.join(5)
+    assert woke == [True]

@@ -1,17 +1,8 @@
-"""MJPEG framing and the per-viewer stream generator."""
+"""MJPEG framing: parts that end with the next boundary, and HTTP/1.1 chunks."""
 
 from __future__ import annotations
 
-import threading
-import time
-
-from helpers import ChunkReader, read_parts
-from livecam.broadcast import Broadcaster
-from livecam.mjpeg import make_part, stream
-
-
-def publish(broadcaster: Broadcaster, jpeg: bytes, timestamp: float = 1700000000.25) -> None:
-    broadcaster.publish(jpeg, timestamp, make_part(jpeg, timestamp))
+from livecam.mjpeg import chunk, make_part
 
 
 def test_part_framing() -> None:
@@ -25,47 +16,5 @@ def test_part_framing() -> None:
     assert rest == b"\xff\xd8jpeg\xff\xd9\r\n--frame\r\n"  # ends with the next boundary
 
 
-def test_stream_sends_each_frame_once_then_a_heartbeat() -> None:
-    broadcaster = Broadcaster()
-    publish(broadcaster, b"first")
-    body = stream(broadcaster, heartbeat=0.05)
-    parts = read_parts(ChunkReader(body))
-    # The first frame is old: it is not sent at once, but after one heartbeat interval.
-    assert next(parts).body == b"first"
-    publish(broadcaster, b"second")
-    assert next(parts).body == b"second"
-    assert next(parts).body == b"second"  # heartbeat: nothing new for an interval
-    body.close()
-
-
-def test_stream_sends_a_fresh_frame_at_once() -> None:
-    broadcaster = Broadcaster()
-    publish(broadcaster, b"now", time.time())
-    body = stream(broadcaster, heartbeat=30)
-    assert next(body) == b"--frame\r\n"
-    assert next(body).endswith(b"now\r\n--frame\r\n")
-    body.close()
-
-
-def test_stream_ends_when_camera_stops_and_viewer_count_returns() -> None:
-    broadcaster = Broadcaster()
-    body = stream(broadcaster, heartbeat=30)
-    assert next(body) == b"--frame\r\n"
-    assert broadcaster.viewers == 1
-    chunks: list[bytes] = []
-    reader = threading.Thread(target=lambda: chunks.extend(body))
-    reader.start()
-    broadcaster.close()
-    reader.join(5)
-    assert not reader.is_alive()
-    assert chunks == []
-    assert broadcaster.viewers == 0
-
-
-def test_closing_the_generator_frees_the_viewer() -> None:
-    broadcaster = Broadcaster()
-    body = stream(broadcaster)
-    next(body)
-    assert broadcaster.viewers == 1
-    body.close()  # what the server does when a write to the client fails
-    assert broadcaster.viewers == 0
+def test_chunk_framing() -> None:
+    assert chunk(b"hello world, this is 31 bytes..") == b"1F\r\nhello world, this is 31 bytes..\r\n"

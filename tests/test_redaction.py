@@ -11,6 +11,7 @@ import pytest
 from flask import Flask
 
 from helpers import ROOT, wait_for
+from livecam.appstate import get_registry
 from livecam.config import ConfigError, load_settings
 from livecam.redaction import redact, url_port
 
@@ -80,7 +81,7 @@ def test_no_output_shows_a_camera_secret(exposed: Flask, caplog: pytest.LogCaptu
     with caplog.at_level(logging.DEBUG):
         for cam_id in (1, 2):
             client.post(f"/cameras/{cam_id}/start")
-        registry = exposed.extensions["livecam"]
+        registry = get_registry(exposed)
         # The reason each camera failed is what its record, the log and the "no signal"
         # picture show; every one of them passes through the same redaction.
         assert wait_for(lambda: all(camera.error for camera in registry))

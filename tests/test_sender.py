@@ -12,7 +12,7 @@ import pytest
 
 from helpers import read_parts, wait_for
 from livecam.broadcast import Broadcaster
-from livecam.mjpeg import make_part
+from livecam.cursor import Cursor
 from livecam.sender import Sender, Viewer
 
 OPENING = b"--frame\r\n"
@@ -20,7 +20,7 @@ OPENING = b"--frame\r\n"
 
 @pytest.fixture
 def sender() -> Iterator[Sender]:
-    sender = Sender(send_timeout=1.0, heartbeat=0.3)
+    sender = Sender(send_timeout=1.0)
     sender.sockets = []  # both ends of every pair, closed at teardown as the server would
     yield sender
     sender.stop()
@@ -31,7 +31,7 @@ def sender() -> Iterator[Sender]:
 
 def publish(broadcaster: Broadcaster, payload: bytes) -> None:
     now = time.time()
-    broadcaster.publish(payload, now, make_part(payload, now))
+    broadcaster.publish(payload, now)
 
 
 def connect(
@@ -43,7 +43,7 @@ def connect(
     for name, value in options.items():
         client.setsockopt(socket.SOL_SOCKET, getattr(socket, name), value)
     server.sendall(OPENING if not chunked else b"9\r\n" + OPENING + b"\r\n")  # as gunicorn would
-    viewer = Viewer(server, broadcaster, chunked, lambda size, latency, count: None)
+    viewer = Viewer(server, Cursor(broadcaster, heartbeat=0.3), chunked, lambda size, latency, count: None)
     sender.add(viewer)
     client.settimeout(10)
     return client, viewer

@@ -50,7 +50,7 @@ def test_switches_survive_a_restart(tmp_path: Path) -> None:
     first = registry(tmp_path)
     try:
         first.restore()
-        first.control(first.get(1), "toggle")
+        first.switch(first.get(1).toggle)
         assert json.loads((tmp_path / "cameras.json").read_text())["on"] == {"0": False, "1": True}
     finally:
         first.shutdown()  # stopping for shutdown is not a switch: the state stays "on"

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from helpers import ChunkReader, decode, read_parts
+from livecam.appstate import get_registry
 
 
 def test_status_record(client) -> None:
@@ -66,7 +67,7 @@ def test_stream_is_mjpeg_of_new_frames(client, app) -> None:
         assert decode(part.body).shape == (120, 160, 3)
     stamps = [float(part.headers["x-timestamp"]) for part in received]
     assert stamps == sorted(stamps) and len(set(stamps)) == 5  # new frames, never the same twice
-    assert app.extensions["livecam"].get(0).broadcaster.viewers == 0
+    assert get_registry(app).get(0).broadcaster.viewers == 0
 
 
 def test_stream_of_a_camera_that_is_off_is_503(client) -> None:
@@ -137,8 +138,8 @@ def test_head_of_a_stream_holds_nothing(client, app) -> None:
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
     assert response.data == b""
-    assert app.extensions["livecam"].viewer_slots.taken == 0
-    assert app.extensions["livecam"].get(0).broadcaster.viewers == 0
+    assert get_registry(app).viewer_slots.taken == 0
+    assert get_registry(app).get(0).broadcaster.viewers == 0
 
 
 def test_a_stream_whose_response_fails_after_the_view_holds_no_slot(make_app) -> None:
@@ -154,11 +155,11 @@ def test_a_stream_whose_response_fails_after_the_view_holds_no_slot(make_app) ->
         response = client.get("/cameras/0/stream.mjpg")
         assert response.status_code == 500
         response.close()
-    assert app.extensions["livecam"].viewer_slots.taken == 0
+    assert get_registry(app).viewer_slots.taken == 0
 
 
 def test_a_stream_holds_its_slot_while_it_plays(app, client) -> None:
-    slots = app.extensions["livecam"].viewer_slots
+    slots = get_registry(app).viewer_slots
     response = client.get("/cameras/0/stream.mjpg")
     parts = read_parts(ChunkReader(response.response))
     next(parts)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request, url_for
+from flask import Blueprint, Response, jsonify, redirect, request, url_for
 from werkzeug.exceptions import NotFound
 
+from .. import streams
+from ..appstate import get_registry
 from ..capture import Camera, CameraBusy
 from ..errors import json_error
-from ..mjpeg import CONTENT_TYPE, STREAM_HEADERS, handed_over, stream
+from ..mjpeg import CONTENT_TYPE, STREAM_HEADERS
 from ..registry import Slots
 from ..security import requires
 
@@ -25,7 +26,7 @@ def get_camera(camera_id: int) -> Camera:
 
     :raise 404: no such camera (only reachable if the registry changed under the app).
     """
-    camera = current_app.extensions["livecam"].get(camera_id)
+    camera = get_registry().get(camera_id)
     if camera is None:
         raise NotFound(f"no camera {camera_id}")
     return camera
@@ -43,14 +44,16 @@ def _wants_html() -> bool:
     return any(mime == "text/html" and q > 0 for mime, q in request.accept_mimetypes)
 
 
-def _control(camera_id: int, action: str) -> Response:
-    """Apply start, stop or toggle; answer a browser with a redirect, anyone else with JSON."""
-    camera = get_camera(camera_id)
+def _switch(camera: Camera, change: Callable[[], None], form: bool = False) -> Response:
+    """Apply ``change`` (a camera's start, stop or toggle) and remember the outcome.
+
+    :param form: the dashboard's form button: a browser gets sent back to the dashboard.
+    """
     try:
-        current_app.extensions["livecam"].control(camera, action)
+        get_registry().switch(change)
     except CameraBusy as exc:
         return json_error(503, str(exc), **{"Retry-After": "1"})
-    if action == "toggle" and _wants_html():
+    if form and _wants_html():
         return redirect(url_for("dashboard.index", _anchor=f"camera-{camera.id}"), code=303)
     return jsonify(record(camera))
 
@@ -66,21 +69,24 @@ def status(camera_id: int) -> Response:
 @requires("control")
 def toggle(camera_id: int) -> Response:
     """Flip the camera on or off."""
-    return _control(camera_id, "toggle")
+    camera = get_camera(camera_id)
+    return _switch(camera, camera.toggle, form=True)
 
 
 @bp.post("/start")
 @requires("control")
 def start(camera_id: int) -> Response:
     """Switch the camera on (idempotent)."""
-    return _control(camera_id, "start")
+    camera = get_camera(camera_id)
+    return _switch(camera, camera.start)
 
 
 @bp.post("/stop")
 @requires("control")
 def stop(camera_id: int) -> Response:
     """Switch the camera off (idempotent); its streams end."""
-    return _control(camera_id, "stop")
+    camera = get_camera(camera_id)
+    return _switch(camera, camera.stop)
 
 
 def holding(slots: Slots, frames: Iterator[bytes]) -> Iterator[bytes]:
@@ -111,36 +117,18 @@ def stream_mjpg(camera_id: int) -> Response:
     if request.method == "HEAD":
         # Headers only: no body to stream, so no viewer, thread or slot to hold.
         return Response(content_type=CONTENT_TYPE, headers=STREAM_HEADERS)
-    registry = current_app.extensions["livecam"]
+    registry = get_registry()
     slots = registry.viewer_slots
     if slots.taken >= slots.capacity:
         message = f"too many viewers: livecam serves at most {slots.capacity} streams at once"
         return json_error(503, message, **{"Retry-After": "5"})
-    sock = request.environ.get("gunicorn.socket")
-    protocol = request.environ.get("SERVER_PROTOCOL")
-    if (
-        type(sock) is socket.socket  # plain TCP: not TLS, which gunicorn would have to encrypt
-        and sock.gettimeout() is None
-        and protocol in ("HTTP/1.0", "HTTP/1.1")
-        and registry.sender.alive
-    ):
-        # gunicorn frames an HTTP/1.1 body of unknown length in chunks; the sender must too.
-        chunked = protocol == "HTTP/1.1"
-        frames = handed_over(camera.broadcaster, registry.sender, sock, chunked, camera.sends.sent)
-    else:
-        if sock is not None:
-            # A viewer that stops reading fills its socket buffer; without a timeout the
-            # write would block its thread forever. gunicorn resets the socket mode after.
-            sock.settimeout(registry.settings.send_timeout)
-        frames = stream(camera.broadcaster, sent=camera.sends.sent)
-    headers = dict(STREAM_HEADERS)
-    if protocol in ("HTTP/1.0", "HTTP/1.1"):
-        # The connection is the stream's: a request sent behind it is never answered, so end
-        # the connection with the stream rather than leave a client waiting on it.
-        headers["Connection"] = "close"
-    return Response(
-        holding(slots, frames), content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True
+    sends = camera.sends.sent
+    frames = streams.body(
+        camera.broadcaster, request.environ, registry.sender, registry.settings.send_timeout, sends
     )
+    body = holding(slots, frames)
+    headers = streams.headers(request.environ)
+    return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
 
 
 @bp.get("/snapshot.jpg")

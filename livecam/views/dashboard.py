@@ -6,6 +6,7 @@ import json
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
 
+from ..appstate import get_registry
 from ..security import public, requires
 from .camera import record
 
@@ -20,7 +21,7 @@ def index() -> str:
     Only one camera streams: each stream holds one of the six connections an HTTP/1.1
     browser opens to a site, and the page needs some for its buttons (see dashboard.js).
     """
-    registry = current_app.extensions["livecam"]
+    registry = get_registry()
     records = [record(camera) for camera in registry]
     focus = next((r["id"] for r in records if r["state"] != "off"), None)
     # Where to log in, when there is something to log in for (to watch, or only to switch).
@@ -34,14 +35,14 @@ def index() -> str:
 @requires("view")
 def cameras() -> Response:
     """Every camera's JSON record."""
-    return jsonify([record(camera) for camera in current_app.extensions["livecam"]])
+    return jsonify([record(camera) for camera in get_registry()])
 
 
 @bp.get("/healthz")
 @public
 def healthz() -> Response:
     """Answer 200 while the app is up, with a count of cameras by state."""
-    registry = current_app.extensions["livecam"]
+    registry = get_registry()
     states: dict[str, int] = {}
     for camera in registry:
         states[camera.state] = states.get(camera.state, 0) + 1

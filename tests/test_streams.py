@@ -1,0 +1,80 @@
+"""The thread-per-viewer delivery path, and the choice of path."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from helpers import ChunkReader, read_parts
+from livecam.broadcast import Broadcaster
+from livecam.sender import Sender
+from livecam.streams import body, headers, written_by_thread
+
+
+def publish(broadcaster: Broadcaster, jpeg: bytes, timestamp: float = 1700000000.25) -> None:
+    broadcaster.publish(jpeg, timestamp)
+
+
+def stream(broadcaster: Broadcaster, heartbeat: float = 1.0):
+    return written_by_thread(broadcaster, heartbeat)
+
+
+def test_stream_sends_each_frame_once_then_a_heartbeat() -> None:
+    broadcaster = Broadcaster()
+    publish(broadcaster, b"first")
+    body = stream(broadcaster, heartbeat=0.05)
+    parts = read_parts(ChunkReader(body))
+    # The first frame is old: it is not sent at once, but after one heartbeat interval.
+    assert next(parts).body == b"first"
+    publish(broadcaster, b"second")
+    assert next(parts).body == b"second"
+    assert next(parts).body == b"second"  # heartbeat: nothing new for an interval
+    body.close()
+
+
+def test_stream_sends_a_fresh_frame_at_once() -> None:
+    broadcaster = Broadcaster()
+    publish(broadcaster, b"now", time.time())
+    body = stream(broadcaster, heartbeat=30)
+    assert next(body) == b"--frame\r\n"
+    assert next(body).endswith(b"now\r\n--frame\r\n")
+    body.close()
+
+
+def test_stream_ends_when_camera_stops_and_viewer_count_returns() -> None:
+    broadcaster = Broadcaster()
+    body = stream(broadcaster, heartbeat=30)
+    assert next(body) == b"--frame\r\n"
+    assert broadcaster.viewers == 1
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: chunks.extend(body))
+    reader.start()
+    broadcaster.close()
+    reader.join(5)
+    assert not reader.is_alive()
+    assert chunks == []
+    assert broadcaster.viewers == 0
+
+
+def test_closing_the_generator_frees_the_viewer() -> None:
+    broadcaster = Broadcaster()
+    body = stream(broadcaster)
+    next(body)
+    assert broadcaster.viewers == 1
+    body.close()  # what the server does when a write to the client fails
+    assert broadcaster.viewers == 0
+
+
+def test_the_development_server_and_test_client_get_the_thread_path() -> None:
+    sender = Sender(send_timeout=5)
+    broadcaster = Broadcaster()
+    frames = body(broadcaster, {"SERVER_PROTOCOL": "HTTP/1.1"}, sender, 5, lambda *args: None)
+    assert frames.__name__ == "written_by_thread"
+    frames.close()
+    sender.stop()
+
+
+def test_a_stream_closes_its_http1_connection() -> None:
+    assert headers({"SERVER_PROTOCOL": "HTTP/1.1"})["Connection"] == "close"
+    assert "Connection" not in headers({"SERVER_PROTOCOL": "HTTP/2"})  # no such header in HTTP/2
+    assert headers({})["X-Accel-Buffering"] == "no"

@@ -6,18 +6,17 @@ whose message is one line naming the key and the problem.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .redaction import redact, url_port
-from .state import write_atomically
+from .state import load_device_ids, save_device_ids
 from .v4l2 import Device, assign_ids, device_path, list_devices
 
 log = logging.getLogger(__name__)
@@ -29,29 +28,11 @@ ROTATIONS = (0, 90, 180, 270)
 TESTSRC_RE = re.compile(r"^testsrc(?::(\d{1,5})x(\d{1,5})(?:@(\d{1,3}(?:\.\d+)?))?)?$")
 DEVICE_PATH_RE = re.compile(r"^/dev/(video\d+|v4l/.+)$")
 
-# Top-level settings that can also come from the environment (LIVECAM_<NAME upper>).
-TOP_KEYS = (
-    "cameras",
-    "bind",
-    "threads",
-    "proxy_hops",
-    "send_timeout",
-    "control_token",
-    "view_token",
-    "secret_key",
-    "allow_origins",
-    "trusted_hosts",
-    "state_dir",
-    "max_frame_mb",
-)
 ENV_ONLY = ("config",)
-CAMERA_KEYS = ("name", "source", "size", "width", "fps", "quality", "rotate", "autostart", "loop")
 SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 DEFAULT_MAX_FRAME_MB = 16
 # livecam's only request bodies are small forms: larger ones are refused (413) unread.
 MAX_REQUEST_BODY = 64 * 1024
-# Discovered devices' camera ids by stable path, in the state directory.
-DEVICE_IDS_FILE = "devices.json"
 
 
 class ConfigError(ValueError):
@@ -148,12 +129,94 @@ def parse_source(value: Any, key: str) -> SourceSpec:
     return SourceSpec("file", text)
 
 
+Check = Callable[[str, Any], Any]  # (label, value) -> the validated value, or ConfigError
+
+
 def _integer(value: Any, key: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key}: must be an integer, got {value!r}")
     if not low <= value <= high:
         raise ConfigError(f"{key}: must be from {low} to {high}, got {value}")
     return value
+
+
+def _between(low: int, high: int) -> Check:
+    """An integer from ``low`` to ``high`` (a TOML integer)."""
+    return lambda label, value: _integer(value, label, low, high)
+
+
+def _count(low: int, high: int) -> Check:
+    """An integer from ``low`` to ``high``, from TOML or from the environment's text."""
+
+    def check(label: str, value: Any) -> int:
+        if isinstance(value, str):
+            if not value.strip().isdigit():
+                raise ConfigError(f"{label}: must be an integer, got {value!r}")
+            value = int(value)
+        return _integer(value, label, low, high)
+
+    return check
+
+
+def _text(label: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{label}: must be a non-empty string")
+    return value.strip()
+
+
+def _secret(label: str, value: Any) -> str:
+    text = _text(label, value)
+    if len(text) < 8:
+        raise ConfigError(f"{label}: must be at least 8 characters")
+    return text
+
+
+def _flag(label: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{label}: must be true or false, got {value!r}")
+    return value
+
+
+def _rate(label: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{label}: must be a number, got {value!r}")
+    if not 0 < value <= 120:
+        raise ConfigError(f"{label}: must be above 0 and at most 120, got {value}")
+    return float(value)
+
+
+def _rotation(label: str, value: Any) -> int:
+    if isinstance(value, bool) or value not in ROTATIONS:
+        raise ConfigError(f"{label}: must be one of 0, 90, 180, 270, got {value!r}")
+    return value
+
+
+def _size(label: str, value: Any) -> tuple[int, int]:
+    match = SIZE_RE.match(value) if isinstance(value, str) else None
+    if not match or not (16 <= int(match[1]) <= 7680 and 16 <= int(match[2]) <= 4320):
+        raise ConfigError(f"{label}: expected WIDTHxHEIGHT from 16x16 to 7680x4320, got {value!r}")
+    return int(match[1]), int(match[2])
+
+
+def _name(label: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
+        raise ConfigError(f"{label}: must be a non-empty string of at most 64 characters")
+    return value.strip()
+
+
+# A camera table's keys besides ``source``: a new camera setting is one line here (and a
+# CameraConfig field with its default).
+CAMERA_CHECKS: dict[str, Check] = {
+    "name": _name,
+    "size": _size,
+    "width": _between(16, 7680),
+    "fps": _rate,
+    "quality": _between(1, 100),
+    "rotate": _rotation,
+    "autostart": _flag,
+    "loop": _flag,
+}
+CAMERA_KEYS = ("source", *CAMERA_CHECKS)
 
 
 def _camera(cam_id: int, table: Mapping[str, Any], key: str) -> CameraConfig:
@@ -164,48 +227,11 @@ def _camera(cam_id: int, table: Mapping[str, Any], key: str) -> CameraConfig:
         if name not in CAMERA_KEYS:
             raise ConfigError(f"{key}.{name}: unknown key")
     source = parse_source(table.get("source", cam_id), f"{key}.source")
-    name = table.get("name", "Test pattern" if source.kind == "testsrc" else f"Camera {cam_id}")
-    if not isinstance(name, str) or not name.strip() or len(name) > 64:
-        raise ConfigError(f"{key}.name: must be a non-empty string of at most 64 characters")
-    size = table.get("size")
-    if size is not None:
-        match = SIZE_RE.match(size) if isinstance(size, str) else None
-        if not match or not (16 <= int(match[1]) <= 7680 and 16 <= int(match[2]) <= 4320):
-            raise ConfigError(f"{key}.size: expected WIDTHxHEIGHT from 16x16 to 7680x4320, got {size!r}")
-        size = (int(match[1]), int(match[2]))
-    width = table.get("width")
-    if width is not None:
-        width = _integer(width, f"{key}.width", 16, 7680)
-    fps = table.get("fps")
-    if fps is not None:
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)):
-            raise ConfigError(f"{key}.fps: must be a number, got {fps!r}")
-        if not 0 < fps <= 120:
-            raise ConfigError(f"{key}.fps: must be above 0 and at most 120, got {fps}")
-        fps = float(fps)
-    quality = table.get("quality")
-    if quality is not None:
-        quality = _integer(quality, f"{key}.quality", 1, 100)
-    rotate = table.get("rotate", 0)
-    if isinstance(rotate, bool) or rotate not in ROTATIONS:
-        raise ConfigError(f"{key}.rotate: must be one of 0, 90, 180, 270, got {rotate!r}")
-    flags = {}
-    for flag, default in (("autostart", False), ("loop", True)):
-        flags[flag] = table.get(flag, default)
-        if not isinstance(flags[flag], bool):
-            raise ConfigError(f"{key}.{flag}: must be true or false, got {flags[flag]!r}")
-    return CameraConfig(
-        cam_id,
-        source,
-        name.strip(),
-        width=width,
-        fps=fps,
-        quality=quality,
-        rotate=rotate,
-        autostart=flags["autostart"],
-        loop=flags["loop"],
-        size=size,
-    )
+    options = {
+        name: CAMERA_CHECKS[name](f"{key}.{name}", value) for name, value in table.items() if name != "source"
+    }
+    options.setdefault("name", "Test pattern" if source.kind == "testsrc" else f"Camera {cam_id}")
+    return CameraConfig(id=cam_id, source=source, **options)
 
 
 def _camera_id(raw: Any, key: str) -> int:
@@ -304,33 +330,7 @@ def load_settings(
 
 
 def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: Any) -> Settings:
-    values: dict[str, Any] = {}
-    for key in ("bind", "control_token", "view_token", "secret_key", "state_dir"):
-        if key in merged:
-            label, value = merged[key]
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{label}: must be a non-empty string")
-            values[key] = value.strip()
-    for key in ("control_token", "view_token", "secret_key"):
-        if key in values and len(values[key]) < 8:
-            raise ConfigError(f"{merged[key][0]}: must be at least 8 characters")
-    if "allow_origins" in merged:
-        values["allow_origins"] = _origins(*merged["allow_origins"])
-    if "trusted_hosts" in merged:
-        values["trusted_hosts"] = _hosts(*merged["trusted_hosts"])
-    for key, low, high in (
-        ("threads", 4, 4096),
-        ("proxy_hops", 0, 10),
-        ("send_timeout", 1, 3600),
-        ("max_frame_mb", 1, 1024),
-    ):
-        if key in merged:
-            label, value = merged[key]
-            if isinstance(value, str):
-                if not value.strip().isdigit():
-                    raise ConfigError(f"{label}: must be an integer, got {value!r}")
-                value = int(value)
-            values[key] = _integer(value, label, low, high)
+    values = {key: SETTING_CHECKS[key](label, value) for key, (label, value) in merged.items()}
     discovered = cameras is None
     if cameras is None:
         cameras = _discovered_cameras(discover, state_directory(Settings({}, **values)))
@@ -382,6 +382,24 @@ def _hosts(label: str, value: Any) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+# Every top-level setting (LIVECAM_<NAME> in the environment) but ``cameras``: a new setting
+# is one line here (and a Settings field with its default).
+SETTING_CHECKS: dict[str, Check] = {
+    "bind": _text,
+    "threads": _count(4, 4096),
+    "proxy_hops": _count(0, 10),
+    "send_timeout": _count(1, 3600),
+    "control_token": _secret,
+    "view_token": _secret,
+    "secret_key": _secret,
+    "allow_origins": _origins,
+    "trusted_hosts": _hosts,
+    "state_dir": _text,
+    "max_frame_mb": _count(1, 1024),
+}
+TOP_KEYS = ("cameras", *SETTING_CHECKS)
+
+
 def _discovered_cameras(discover: Any, state_dir: Path) -> dict[str, Any]:
     """Zero configuration: every V4L2 capture device, else one test pattern, all autostarted.
 
@@ -393,30 +411,12 @@ def _discovered_cameras(discover: Any, state_dir: Path) -> dict[str, Any]:
     if not found:
         return {"0": {"source": "testsrc", "autostart": True}}
     devices = [d if isinstance(d, Device) else Device(d, f"/dev/video{d}", "", None) for d in found]
-    path = state_dir / DEVICE_IDS_FILE
-    remembered = _read_device_ids(path)
+    remembered = load_device_ids(state_dir)
     ids = assign_ids(devices, remembered)
     learned = {**remembered, **{device.stable: cam_id for cam_id, device in ids.items() if device.stable}}
     if learned != remembered:
-        payload = {"version": 1, "ids": dict(sorted(learned.items()))}
-        write_atomically(path, json.dumps(payload, indent=1) + "\n")
+        save_device_ids(state_dir, learned)
     return {str(cam_id): {"source": d.stable or d.index, "autostart": True} for cam_id, d in ids.items()}
-
-
-def _read_device_ids(path: Path) -> dict[str, int]:
-    """The remembered stable path -> camera id map; a missing or corrupt file is an empty one."""
-    try:
-        ids = json.loads(path.read_text(encoding="utf-8"))["ids"]
-        if not all(isinstance(k, str) and type(v) is int and 0 <= v <= 999999 for k, v in ids.items()):
-            raise ValueError("ids must map paths to camera ids")
-        if len(set(ids.values())) != len(ids):
-            raise ValueError("a camera id is given twice")
-        return ids
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.error("ignoring device id file %s: %s", path, exc)
-        return {}
 
 
 def beyond_loopback(binds: list[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Which cameras are on, kept across restarts in a small JSON file written atomically."""
+"""What livecam keeps across restarts, in small JSON files written atomically: which cameras
+are on, and which camera id each discovered device has."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 FILENAME = "cameras.json"
+DEVICE_IDS_FILE = "devices.json"  # discovered devices' camera ids by stable path
 # A temporary file left by a write that a crash or power cut interrupted: after a minute no
 # write can still be under way, so it is removed when livecam starts.
 LEFTOVER_AGE = 60.0
@@ -94,3 +96,26 @@ def save(directory: Path, switches: dict[int, bool]) -> bool:
     """Save which cameras are on, atomically; a failure is logged, never raised."""
     payload = json.dumps({"version": 1, "on": {str(k): v for k, v in sorted(switches.items())}})
     return write_atomically(directory / FILENAME, payload + "\n")
+
+
+def load_device_ids(directory: Path) -> dict[str, int]:
+    """The remembered stable device path -> camera id map; a missing or corrupt file is empty."""
+    path = directory / DEVICE_IDS_FILE
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))["ids"]
+        if not all(isinstance(k, str) and type(v) is int and 0 <= v <= 999999 for k, v in ids.items()):
+            raise ValueError("ids must map paths to camera ids")
+        if len(set(ids.values())) != len(ids):
+            raise ValueError("a camera id is given twice")
+        return ids
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.error("ignoring device id file %s: %s", path, exc)
+        return {}
+
+
+def save_device_ids(directory: Path, ids: dict[str, int]) -> bool:
+    """Remember the camera id of each device by its stable path; a failure is logged, never raised."""
+    payload = {"version": 1, "ids": dict(sorted(ids.items()))}
+    return write_atomically(directory / DEVICE_IDS_FILE, json.dumps(payload, indent=1) + "\n")

@@ -1,4 +1,4 @@
-"""Small thread-safe measurements for the capture and stream paths: rates and latencies."""
+"""Small thread-safe measurements for the capture and stream paths: counts, rates, latencies."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import deque
+from dataclasses import dataclass, field
 
 # Capture-to-send latency buckets in seconds, fine where MJPEG over a LAN lives.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -54,3 +55,19 @@ class SendStats:
         """Bytes sent, latency counts per bucket, and their sum, read consistently."""
         with self._lock:
             return self.bytes, list(self.counts), self.latency_sum
+
+
+@dataclass
+class CaptureStats:
+    """What a camera's capture thread counts and learns; it alone writes, the record reads."""
+
+    frames: int = 0  # frames captured from the source
+    encoded: int = 0  # frames encoded to JPEG
+    dropped: int = 0  # frames dropped by the fps cap
+    errors: int = 0  # source failures
+    rejected: int = 0  # frames the source dropped: not whole JPEGs, or beyond the size cap
+    last_rejection: str | None = None  # why the last one was dropped
+    source_size: tuple[int, int] | None = None  # the source's frame size, once known
+    passthrough: bool = False  # forwarding the camera's own JPEGs, no decode or encode
+    idle: bool = False  # its costly source is closed until someone watches
+    rate: RateMeter = field(default_factory=RateMeter)  # frames per second after the fps cap

@@ -16,8 +16,9 @@ from camera_server import MjpegCamera
 from helpers import capture_threads, decode, wait_for
 from hostile_camera import HostileCamera
 from livecam.broadcast import BroadcastClosed, Broadcaster, Frame
-from livecam.capture import BACKOFF_MIN, IDLE_CLOSE, Camera
+from livecam.capture import Camera
 from livecam.config import CameraConfig, parse_source
+from livecam.session import BACKOFF_MIN, IDLE_CLOSE
 from livecam.sources import Source, open_source
 
 

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 
 from camera_server import MjpegCamera
-from helpers import ROOT, Server, capture_threads
+from helpers import capture_threads
 from livecam import create_app
 from livecam.appstate import get_registry
 
@@ -80,25 +80,6 @@ def video_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         writer.write(image)
     writer.release()
     return path
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start gunicorn servers sharing one state directory; each is stopped at teardown."""
-    (ROOT / "test-artifacts").mkdir(exist_ok=True)
-    servers: list[Server] = []
-
-    def start(env: dict[str, str], *args: str, ready: bool = True) -> Server:
-        server = Server(env, tmp_path / "state", *args)
-        servers.append(server)
-        if ready:
-            server.wait_ready()
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-        server.log.close()
 
 
 @pytest.fixture

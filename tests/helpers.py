@@ -125,6 +125,18 @@ def proc_status(pid: int) -> dict[str, int]:
     return {"threads": int(fields["Threads"]), "rss_kb": int(fields["VmRSS"].split()[0])}
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``livecam`` command as a user would, without the developer's LIVECAM_* settings."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
+    return subprocess.run(
+        [sys.executable, "-m", "livecam.cli", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as sock:

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fake_v4l2 import HD_WEBCAM, VGA_WEBCAM, FakeCamera, FakeDev, capability
-from helpers import decode, free_port
+from helpers import free_port, run_cli
 from livecam.cli import devices
 
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
-    return subprocess.run(
-        [sys.executable, "-m", "livecam.cli", *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+run = run_cli
 
 
 def test_check_config_lists_cameras_with_redacted_sources() -> None:
@@ -73,20 +61,6 @@ def test_usage_errors(args: list[str]) -> None:
     result = run(*args)
     assert result.returncode == 2
     assert "usage: livecam" in result.stderr
-
-
-def test_snapshot_from_a_running_livecam(serve, tmp_path: Path) -> None:
-    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:64x48@10", "LIVECAM_VIEW_TOKEN": "viewers-only-1"})
-    url = f"http://127.0.0.1:{livecam.port}"
-    livecam.request("POST", "/cameras/0/start", {"Authorization": "Bearer viewers-only-1"})
-    target = tmp_path / "frame.jpg"
-    refused = run("snapshot", "0", str(target), "--url", url)
-    assert refused.returncode == 1 and "needs a token" in refused.stderr
-    saved = run("snapshot", "0", str(target), "--url", url, env={"LIVECAM_VIEW_TOKEN": "viewers-only-1"})
-    assert saved.returncode == 0, saved.stderr
-    assert decode(target.read_bytes()).shape == (48, 64, 3)
-    missing = run("snapshot", "5", str(target), "--url", url, "--token", "viewers-only-1")
-    assert missing.returncode == 1 and "no camera 5" in missing.stderr
 
 
 def test_snapshot_without_a_server(tmp_path: Path) -> None:

@@ -328,25 +328,6 @@ def test_secrets_never_reach_the_logs(secured: Flask, caplog: pytest.LogCaptureF
         assert secret not in caplog.text
 
 
-def test_gunicorn_logs_carry_no_secrets(serve) -> None:
-    env = {
-        "LIVECAM_CAMERAS": "0=testsrc:32x24@10",
-        "LIVECAM_VIEW_TOKEN": VIEW,
-        "LIVECAM_CONTROL_TOKEN": CONTROL,
-    }
-    livecam = serve(env, "--access-logfile", "-", "--log-level", "debug")
-    livecam.request("POST", "/cameras/0/start", {"Authorization": f"Bearer {CONTROL}"})
-    livecam.request("GET", "/cameras/0", {"Authorization": f"Bearer {VIEW}"})
-    livecam.request("GET", "/cameras", {"Authorization": "Bearer wrong-guess-77"})
-    status, _ = livecam.request("GET", "/cameras/0/snapshot.jpg", {"Authorization": f"Bearer {VIEW}"})
-    assert status == 200
-    livecam.stop()
-    log = livecam.output()
-    assert "GET /cameras/0" in log  # the access log did record the requests
-    for secret in (VIEW, CONTROL, "wrong-guess-77"):
-        assert secret not in log
-
-
 def test_a_form_switch_without_the_right_login_goes_to_the_login_page(make_app: Callable[..., Flask]) -> None:
     client = make_app({"control_token": CONTROL, "cameras": CAMERAS}).test_client()
     response = client.post("/cameras/0/toggle", headers={"Accept": "text/html"})

@@ -1,16 +1,11 @@
-"""livecam's gunicorn worker against real clients: slow, pipelined, half-closed, oversized."""
+"""livecam's gunicorn worker: when a request has arrived whole (see e2e/test_slow_clients.py)."""
 
 from __future__ import annotations
 
-import socket
-import time
-from collections.abc import Callable, Iterator
-
 import pytest
 
-from helpers import Server, proc_status, read_parts, wait_for
 from livecam.config import MAX_REQUEST_BODY
-from livecam.worker import MAX_REQUEST_HEAD, REQUEST_TIMEOUT, request_arrived
+from livecam.worker import MAX_REQUEST_HEAD, request_arrived
 
 
 @pytest.mark.parametrize(
@@ -27,130 +22,3 @@ from livecam.worker import MAX_REQUEST_HEAD, REQUEST_TIMEOUT, request_arrived
 )
 def test_a_request_has_arrived_when_its_head_and_small_body_have(data: bytes, whole: bool) -> None:
     assert request_arrived(data) is whole
-
-
-@pytest.fixture
-def livecam(serve: Callable[..., Server]) -> Server:
-    """A small pool: 16 threads, 12 of them for viewers."""
-    server = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@30", "LIVECAM_THREADS": "16"})
-    server.request("POST", "/cameras/0/start")
-    return server
-
-
-def connect(server: Server) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
-    return sock
-
-
-def response_head(sock: socket.socket) -> bytes:
-    """Read up to the end of a response's head (bounded by the socket's timeout)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-@pytest.fixture
-def slow_clients(livecam: Server) -> Iterator[list[socket.socket]]:
-    clients: list[socket.socket] = []
-    yield clients
-    for sock in clients:
-        sock.close()
-
-
-def test_slow_clients_take_no_thread_from_viewers_or_buttons(livecam: Server, slow_clients) -> None:
-    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    for _ in range(300):  # against a pool of 16 threads
-        sock = connect(livecam)
-        sock.sendall(request[:1])
-        slow_clients.append(sock)
-    started = time.monotonic()
-    for sent in range(1, 4):  # one more header byte each, every second or so
-        for sock in slow_clients:
-            sock.sendall(request[sent : sent + 1])
-        # Meanwhile the page, a switch and a viewer are answered at once.
-        assert livecam.request("GET", "/", {"Accept": "text/html"})[0] == 200
-        assert livecam.request("POST", "/cameras/0/start")[0] == 200
-        conn, response = livecam.open_stream("/cameras/0/stream.mjpg")
-        assert next(read_parts(response)).body
-        conn.close()
-        time.sleep(max(0.0, started + sent - time.monotonic()))
-    # A request still not whole after REQUEST_TIMEOUT is closed, having held no thread.
-    deadline = time.monotonic() + REQUEST_TIMEOUT + 5
-    for sock in slow_clients:
-        sock.settimeout(max(0.1, deadline - time.monotonic()))
-        assert sock.recv(100) == b""
-    assert wait_for(lambda: livecam.request("GET", "/healthz")[1]["streams"] == 0)
-
-
-def test_a_request_behind_a_stream_gets_a_closed_connection_not_silence(livecam: Server) -> None:
-    sock = connect(livecam)
-    sock.sendall(
-        b"GET /cameras/0/stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-    )
-    head = response_head(sock)
-    assert head.startswith(b"HTTP/1.1 200") and b"\r\nConnection: close\r\n" in head
-    assert wait_for(lambda: livecam.record(0)["viewers"] == 1)
-    livecam.request("POST", "/cameras/0/stop")  # the stream ends...
-    rest = b""
-    while chunk := sock.recv(65536):  # ...and the connection with it (bounded by the timeout)
-        rest += chunk
-    assert rest.endswith(b"0\r\n\r\n")  # the last chunk: the stream ended cleanly
-    assert b"/healthz" not in rest and b'"status"' not in rest
-    sock.close()
-
-
-def test_a_half_closed_client_keeps_streaming(livecam: Server) -> None:
-    sock = connect(livecam)
-    sock.sendall(b"GET /cameras/0/stream.mjpg HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-    sock.shutdown(socket.SHUT_WR)  # as some clients do once their request is sent
-    reader = sock.makefile("rb")
-    assert reader.readline().startswith(b"HTTP/1.0 200")
-    while reader.readline() != b"\r\n":
-        pass
-    stamps = [part.headers["x-timestamp"] for _, part in zip(range(10), read_parts(reader), strict=False)]
-    assert len(set(stamps)) == 10  # ten frames, not one and an end
-    reader.close()
-    sock.close()
-
-
-def test_a_huge_body_is_refused_unread(livecam: Server) -> None:
-    memory_before = proc_status(livecam.worker_pid())["rss_kb"]
-    sock = connect(livecam)
-    sock.sendall(
-        b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-        b"Content-Length: 100000000\r\n\r\ntoken=" + b"x" * 1_000_000
-    )
-    head = response_head(sock)
-    assert head.startswith(b"HTTP/1.1 413") and b"Connection: close" in head
-    sock.close()
-    assert proc_status(livecam.worker_pid())["rss_kb"] - memory_before < 16 * 1024
-
-
-def test_a_chunked_body_is_refused(livecam: Server) -> None:
-    sock = connect(livecam)
-    sock.sendall(
-        b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
-    )
-    head = response_head(sock)
-    assert head.startswith(b"HTTP/1.1 411"), head
-    sock.close()
-
-
-def test_hostile_origins_leave_no_stream_slot_taken(livecam: Server) -> None:
-    for number in range(300):
-        header = ("Origin", "Referer")[number % 2]
-        path, method = (("/cameras/0/stream.mjpg", "GET"), ("/cameras/0/toggle", "POST"))[number % 3 == 0]
-        sock = connect(livecam)
-        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}: http://[\r\n\r\n".encode())
-        head = response_head(sock)
-        # 403 for a switch from a mangled origin, 200 or "too many viewers" for a stream.
-        assert head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 403", b"HTTP/1.1 503")), head
-        sock.close()
-    assert wait_for(lambda: livecam.request("GET", "/healthz")[1]["streams"] == 0)
-    conn, response = livecam.open_stream("/cameras/0/stream.mjpg")  # every slot is free again
-    conn.close()

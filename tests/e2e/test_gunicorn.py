@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import Server, decode, read_for, read_parts
+from helpers import Server, decode, read_for, read_parts, run_cli
 
 
 @pytest.fixture
@@ -156,3 +156,40 @@ def test_more_than_one_worker_is_refused(serve: Callable[..., Server]) -> None:
     server = serve({"LIVECAM_CAMERAS": "0=testsrc"}, "--workers", "2", ready=False)
     assert server.process.wait(20) != 0
     assert "refusing to start with 2 workers" in server.output()
+
+
+VIEW, CONTROL = "view-secret-123", "control-secret-456"
+
+
+def test_gunicorn_logs_carry_no_secrets(serve) -> None:
+    env = {
+        "LIVECAM_CAMERAS": "0=testsrc:32x24@10",
+        "LIVECAM_VIEW_TOKEN": VIEW,
+        "LIVECAM_CONTROL_TOKEN": CONTROL,
+    }
+    livecam = serve(env, "--access-logfile", "-", "--log-level", "debug")
+    livecam.request("POST", "/cameras/0/start", {"Authorization": f"Bearer {CONTROL}"})
+    livecam.request("GET", "/cameras/0", {"Authorization": f"Bearer {VIEW}"})
+    livecam.request("GET", "/cameras", {"Authorization": "Bearer wrong-guess-77"})
+    status, _ = livecam.request("GET", "/cameras/0/snapshot.jpg", {"Authorization": f"Bearer {VIEW}"})
+    assert status == 200
+    livecam.stop()
+    log = livecam.output()
+    assert "GET /cameras/0" in log  # the access log did record the requests
+    for secret in (VIEW, CONTROL, "wrong-guess-77"):
+        assert secret not in log
+
+
+def test_livecam_snapshot_from_a_running_livecam(serve, tmp_path: Path) -> None:
+    run = run_cli
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:64x48@10", "LIVECAM_VIEW_TOKEN": "viewers-only-1"})
+    url = f"http://127.0.0.1:{livecam.port}"
+    livecam.request("POST", "/cameras/0/start", {"Authorization": "Bearer viewers-only-1"})
+    target = tmp_path / "frame.jpg"
+    refused = run("snapshot", "0", str(target), "--url", url)
+    assert refused.returncode == 1 and "needs a token" in refused.stderr
+    saved = run("snapshot", "0", str(target), "--url", url, env={"LIVECAM_VIEW_TOKEN": "viewers-only-1"})
+    assert saved.returncode == 0, saved.stderr
+    assert decode(target.read_bytes()).shape == (48, 64, 3)
+    missing = run("snapshot", "5", str(target), "--url", url, "--token", "viewers-only-1")
+    assert missing.returncode == 1 and "no camera 5" in missing.stderr

@@ -47,7 +47,7 @@ def test_schemathesis_finds_no_server_error_and_every_answer_conforms(
         str(st),
         "--no-color",
         "--config-file",
-        str(ROOT / "tests" / "schemathesis.toml"),
+        str(ROOT / "tests" / "e2e" / "schemathesis.toml"),
         "run",
         f"http://127.0.0.1:{livecam.port}/openapi.yaml",
         "--checks",

@@ -18,8 +18,21 @@ import numpy as np
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import ROOT, Part, Server, decode, free_port, proc_status, read_for, read_parts, wait_for
+from helpers import (
+    ROOT,
+    Part,
+    Server,
+    capture_threads,
+    decode,
+    free_port,
+    proc_status,
+    read_for,
+    read_parts,
+    wait_for,
+)
 from hostile_camera import HostileCamera
+from livecam.config import load_settings
+from livecam.registry import SHUTDOWN_BUDGET, Registry
 
 
 def is_placeholder(part: Part) -> bool:
@@ -302,3 +315,24 @@ def test_a_hostile_camera_never_reaches_viewers_or_breaks_the_api(
         assert livecam.request("GET", "/metrics")[0] == 200
     finally:
         camera.stop()
+
+
+def test_shutdown_stops_hung_cameras_in_parallel_within_its_budget(tmp_path: Path) -> None:
+    # A network camera that accepts the connection and never answers: each capture thread
+    # sits in its open timeout, which nothing can interrupt (and OpenCV runs FFmpeg's opens
+    # one at a time: the second camera waits for the first's).
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:
+        port = silent.getsockname()[1]
+        cameras = {str(i): {"source": f"rtsp://127.0.0.1:{port}/s{i}", "autostart": True} for i in range(2)}
+        registry = Registry(
+            load_settings(environ={}, overrides={"state_dir": str(tmp_path), "cameras": cameras})
+        )
+        registry.restore()
+        assert wait_for(lambda: len(capture_threads()) == 2)
+        started = time.monotonic()
+        registry.shutdown()
+        elapsed = time.monotonic() - started
+        # One budget for every camera, not a stop timeout for each in turn (2 x 5 s).
+        assert elapsed < SHUTDOWN_BUDGET + 1.0, elapsed
+        assert all(camera.state == "off" for camera in registry)
+        assert wait_for(lambda: capture_threads() == [], timeout=20)  # they let go as opens time out

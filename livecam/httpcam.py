@@ -33,13 +33,15 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
-from .jpeg import jpeg_problem, with_huffman_tables
+from .jpeg import jpeg_end, jpeg_problem, with_huffman_tables
 from .redaction import redact
 from .source_base import MAX_FRAME, OPEN_TIMEOUT_MS, READ_TIMEOUT_MS, Screening, SourceError, human_size
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024  # what is read at once, and all a skipped part ever occupies
+# A frame not whole this long after it was begun is a failure, however the bytes trickle.
+FRAME_TIMEOUT = 10.0
 MAX_HEADER = 16 * 1024  # a part's header block larger than this is not a camera's
 SNAPSHOT_FPS = 2.0  # polling rate of a snapshot camera whose config sets no fps
 SNAPSHOT_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg")
@@ -155,7 +157,7 @@ def open_http(
     media = content_type(response.headers)
     if media is not None and media.startswith("multipart/"):
         boundary = response.headers.get_boundary()
-        return MjpegSource(response, boundary.encode("latin-1") if boundary else None, max_frame)
+        return MjpegSource(response, boundary.encode("latin-1") if boundary else None, max_frame, stop)
     if media in SNAPSHOT_TYPES:
         return SnapshotSource(response, fetch, stop, fps or SNAPSHOT_FPS, max_frame)
     response.close()
@@ -171,10 +173,12 @@ class _HttpSource(Screening):
     compressed = True
     width = height = 0
 
-    def __init__(self, max_frame: int) -> None:
+    def __init__(self, max_frame: int, stop: threading.Event) -> None:
         self._max_frame = max_frame
+        self._stop = stop
         self._frame: bytes | bytearray | None = None
         self._fresh = False
+        self._deadline = time.monotonic() + FRAME_TIMEOUT
 
     def _start(self) -> None:
         """Read the first good frame and learn the size from it; it is the first handed out."""
@@ -202,6 +206,7 @@ class _HttpSource(Screening):
 
     def _read_frame(self) -> bool:
         """Read until a good frame is held, turning network failures into SourceError."""
+        self._deadline = time.monotonic() + FRAME_TIMEOUT
         try:
             return self._next_frame()
         except _StreamEnded:
@@ -214,15 +219,27 @@ class _HttpSource(Screening):
     def _next_frame(self) -> bool:
         raise NotImplementedError
 
+    def _pace(self) -> None:
+        """Between two reads: stop when told to, and give up on a camera that trickles.
+
+        Each read waits at most the read timeout, but a camera sending a byte a second never
+        lets one time out: a frame that is not whole within FRAME_TIMEOUT is a failure.
+        """
+        if self._stop.is_set():
+            raise _StreamEnded
+        if time.monotonic() > self._deadline:
+            raise SourceError(f"camera sent no whole frame for {FRAME_TIMEOUT:g} s")
+
     def _too_big(self, size: int, more: str = "") -> str:
         return f"frame of {more}{human_size(size)} exceeds the {human_size(self._max_frame)} limit"
 
-    def _keep(self, data: bytes | bytearray) -> bool:
+    def _keep(self, data: bytearray) -> bool:
         """Hold ``data`` as the current frame if it is a whole JPEG; count it if not."""
         problem = jpeg_problem(data)
         if problem is not None:
             self._reject(problem)
             return False
+        del data[jpeg_end(data) :]  # a camera's trailer after the picture is not for viewers
         self._frame = data
         self._accept()
         return True
@@ -249,11 +266,16 @@ class MjpegSource(_HttpSource):
     parts without a Content-Length (found by scanning for the next boundary).
     """
 
-    def __init__(self, response: http.client.HTTPResponse, boundary: bytes | None, max_frame: int) -> None:
-        super().__init__(max_frame)
+    def __init__(
+        self,
+        response: http.client.HTTPResponse,
+        boundary: bytes | None,
+        max_frame: int,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(max_frame, stop)
         self._response = response
         self._buffer = bytearray()
-        self._scratch = bytearray(CHUNK)  # where skipped bytes land, reused
         self._boundary: bytes | None = None
         self._delimiter: re.Pattern[bytes] | None = None
         if boundary:
@@ -273,6 +295,7 @@ class MjpegSource(_HttpSource):
 
     def _fill(self) -> None:
         """Append what the camera sent next (at most CHUNK bytes) to the buffer."""
+        self._pace()
         data = self._response.read1(CHUNK)
         if not data:
             raise _StreamEnded
@@ -337,18 +360,20 @@ class MjpegSource(_HttpSource):
     def _content_length(headers: dict[str, str]) -> int | None:
         """The part's declared size, None when absent or unreadable (then: scan)."""
         value = headers.get("content-length", "")
-        return int(value) if value.isdigit() else None
+        # isdigit() alone takes "²" and 5,000 digits, which int() refuses.
+        return int(value) if value.isascii() and value.isdigit() and len(value) <= 15 else None
 
     def _skip(self, length: int) -> None:
         """Read past ``length`` bytes in small chunks, keeping none of them."""
         taken = min(len(self._buffer), length)
         del self._buffer[:taken]
         remaining = length - taken
-        view = memoryview(self._scratch)
         while remaining > 0:
             # A part claiming gigabytes and then trickling must not hold the source for ever.
             self._check_patience()
-            count = self._response.readinto(view[: min(CHUNK, remaining)])
+            self._pace()
+            # read1: what has arrived, at most a chunk; read() would wait for all of it.
+            count = len(self._response.read1(min(CHUNK, remaining)))
             if not count:
                 raise _StreamEnded
             remaining -= count
@@ -359,12 +384,13 @@ class MjpegSource(_HttpSource):
         taken = min(len(self._buffer), length)
         frame[:taken] = self._buffer[:taken]
         del self._buffer[:taken]
-        view = memoryview(frame)
         while taken < length:
-            count = self._response.readinto(view[taken:])
-            if not count:
+            self._pace()
+            data = self._response.read1(min(CHUNK, length - taken))  # what has arrived
+            if not data:
                 raise _StreamEnded
-            taken += count
+            frame[taken : taken + len(data)] = data
+            taken += len(data)
         return frame
 
     def _read_to_boundary(self) -> bytearray | None:
@@ -411,10 +437,9 @@ class SnapshotSource(_HttpSource):
         fps: float,
         max_frame: int,
     ) -> None:
-        super().__init__(max_frame)
+        super().__init__(max_frame, stop)
         self._response: http.client.HTTPResponse | None = response
         self._fetch = fetch
-        self._stop = stop
         self._interval = 1.0 / fps
         self._next = time.monotonic()
         self._start()
@@ -434,6 +459,7 @@ class SnapshotSource(_HttpSource):
                 if delay > 0 and self._stop.wait(delay):
                     return False
                 self._response = self._fetch()
+                self._deadline = time.monotonic() + FRAME_TIMEOUT  # for this snapshot alone
             try:
                 data = self._body(self._response)
             finally:
@@ -444,11 +470,14 @@ class SnapshotSource(_HttpSource):
     def _body(self, response: http.client.HTTPResponse) -> bytearray | None:
         """The snapshot's bytes, or None (counted) when it is larger than the cap."""
         length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > self._max_frame:
+        if length.isascii() and length.isdigit() and len(length) <= 15 and int(length) > self._max_frame:
             self._reject(self._too_big(int(length)))
             return None  # closed unread
         data = bytearray()
-        while chunk := response.read1(CHUNK):
+        while True:
+            self._pace()
+            if not (chunk := response.read1(CHUNK)):
+                break
             data += chunk
             if len(data) > self._max_frame:
                 self._reject(self._too_big(self._max_frame, "more than "))

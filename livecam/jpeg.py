@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 
 SOI, EOI, DHT, SOS = 0xD8, 0xD9, 0xC4, 0xDA
-# Cameras pad frames after the end marker (CRLF before the next boundary, zeros to a block).
-PADDING = b"\r\n\t \x00"
-# How far from the end to look for the end marker; a camera that pads more sends a bad frame.
-TAIL = 4096
+# Markers that stand alone, without a length: TEM and the restart markers.
+STANDALONE = {0x01, *range(0xD0, 0xD8)}
+# Start-of-frame markers (baseline, progressive, lossless...): not DHT (C4), JPG (C8), DAC (CC).
+SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 Bytes = bytes | bytearray | memoryview | np.ndarray
 
@@ -28,15 +28,61 @@ def is_jpeg(data: np.ndarray | None) -> bool:
     )
 
 
+def _scan(data: bytes | bytearray) -> tuple[int, str | None]:
+    """Where a JPEG's data ends (after its last EOI), and why it is not a whole JPEG (or None).
+
+    Walks the header segments from SOI to SOS (a frame header must come first), then looks
+    for the end marker after them. Nothing is decoded: a few lengths are read per frame.
+    """
+    size = len(data)
+    if size < 4 or data[0] != 0xFF or data[1] != SOI:
+        return size, "not a JPEG"
+    offset, framed = 2, False
+    while True:
+        if offset + 4 > size:
+            return size, "truncated JPEG"
+        if data[offset] != 0xFF:
+            return size, "not a JPEG"  # what follows a segment must be another marker
+        marker = data[offset + 1]
+        if marker == 0xFF:  # a fill byte before a marker
+            offset += 1
+            continue
+        if marker in STANDALONE:
+            offset += 2
+            continue
+        if marker == SOS:
+            break
+        if marker in (SOI, EOI):
+            return size, "not a JPEG"
+        framed = framed or marker in SOF
+        length = struct.unpack_from(">H", data, offset + 2)[0]
+        if length < 2:
+            return size, "not a JPEG"
+        offset += 2 + length
+    if not framed:
+        return size, "not a JPEG"  # no frame header: nothing a decoder could draw
+    # FF D9 cannot occur inside entropy-coded data (an FF there is followed by 00), so the
+    # last one is the end; bytes after it (padding, a camera's trailer) are not the picture's.
+    end = data.rfind(b"\xff\xd9", offset)
+    if end < 0:
+        return size, "truncated JPEG"
+    return end + 2, None
+
+
 def jpeg_problem(data: Bytes) -> str | None:
-    """Why ``data`` is not a whole JPEG (start and end markers only, no decode); None if it is."""
-    view = memoryview(data).cast("B") if isinstance(data, np.ndarray) else memoryview(data)
-    if len(view) < 4 or view[0] != 0xFF or view[1] != SOI:
-        return "not a JPEG"
-    tail = bytes(view[-TAIL:]).rstrip(PADDING)
-    if len(tail) < 2 or tail[-2] != 0xFF or tail[-1] != EOI:
-        return "truncated JPEG"
-    return None
+    """Why ``data`` is not a whole JPEG (its markers only, no decode); None if it is."""
+    return _scan(_bytes(data))[1]
+
+
+def jpeg_end(data: Bytes) -> int:
+    """How many bytes of a whole JPEG are the picture: bytes after its end marker are not."""
+    return _scan(_bytes(data))[0]
+
+
+def _bytes(data: Bytes) -> bytes | bytearray:
+    if isinstance(data, np.ndarray):
+        return data.tobytes()
+    return data if isinstance(data, bytes | bytearray) else bytes(data)
 
 
 def _standard_tables() -> bytes:
@@ -70,10 +116,6 @@ def with_huffman_tables(jpeg: bytes) -> bytes:
             return jpeg[:offset] + STANDARD_TABLES + jpeg[offset:]
         offset += 2 + struct.unpack_from(">H", jpeg, offset + 2)[0]
     return jpeg
-
-
-# Start-of-frame markers (baseline, progressive, lossless...): not DHT (C4), JPG (C8), DAC (CC).
-SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
 def jpeg_size(jpeg: bytes) -> tuple[int, int] | None:

@@ -34,6 +34,7 @@ BACKOFF_MIN, BACKOFF_MAX = 0.5, 10.0
 # must be live again within two seconds, whatever the backoff has grown to.
 WATCHED_RETRY = 1.5
 PLACEHOLDER_INTERVAL = 1.0
+SIZE_CHECK = 1.0  # how often an unwatched JPEG camera's frame size is looked at
 
 Report = Callable[[str, "str | None"], None]  # (state, reason): a state change, unless stopping
 
@@ -150,7 +151,7 @@ class CaptureSession:
         interval = 1.0 / config.fps if config.fps else 0.0
         next_due = 0.0
         delivered = False
-        last_wanted = time.monotonic()
+        last_wanted = size_seen = time.monotonic()
         counted = 0  # the source's rejections already added to the camera's
         try:
             while not stop.is_set():
@@ -178,6 +179,11 @@ class CaptureSession:
                 if not broadcaster.wanted:
                     if costly and now - last_wanted > self._idle_close:
                         return "idle"
+                    if source.compressed and now - size_seen > SIZE_CHECK:
+                        # Unwatched, the record still follows a change of resolution: reading
+                        # a JPEG's frame header costs no decode.
+                        size_seen = now
+                        self._follow_size(jpeg_size(source.jpeg() or b""))
                     continue
                 last_wanted = now
                 jpeg = source.jpeg() if stats.passthrough else self._process(source.retrieve())

@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import SourceSpec
 from .httpcam import open_http
-from .jpeg import jpeg_problem, with_huffman_tables
+from .jpeg import jpeg_end, jpeg_problem, with_huffman_tables
 from .pattern import TestPattern
 from .redaction import redact
 from .source_base import (
@@ -139,7 +139,7 @@ class CaptureSource(Screening):
             ok, data = self._cap.retrieve()
             problem = self._problem(data if ok else None)
             if problem is None:
-                self._held = data
+                self._held = data[:, : jpeg_end(data)]  # without a trailer after the picture
                 self._accept()
                 return True
             self._reject(problem)

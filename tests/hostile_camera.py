@@ -8,6 +8,11 @@ Streams (``multipart/x-mixed-replace``, 160x120 numbered frames):
 - ``/garbage-payloads.mjpg``, ``/truncated.mjpg``: every other part is garbage, or a JPEG cut
   in half, in valid framing.
 - ``/only-garbage.mjpg``: nothing but garbage parts.
+- ``/fake-jpeg.mjpg``: every other part has a JPEG's start and end markers around HTML.
+- ``/trailer.mjpg``: every part is a good JPEG followed by bytes of garbage.
+- ``/odd-length.mjpg``: good parts whose Content-Length is ``²``.
+- ``/resize.mjpg``: 160x120 for a second, then 320x240.
+- ``/trickle.mjpg``: one good part, then a part that arrives a byte every 0.2 s.
 - ``/huge.mjpg``, ``/huge-no-length.mjpg``: every other part is 30 MB (with and without a
   Content-Length).
 - ``/claims-2gb.mjpg``: a part claiming 2 GiB, then data trickling at 100 MB/s.
@@ -44,6 +49,8 @@ NONCE = "dcd98b7102dd2f0e8b11d0f600bfb0c093"
 HUGE = 30 * 2**20
 CLAIMED = 2 * 2**30
 GARBAGE = b"<html><body>Camera busy</body></html>" * 4
+FAKE_JPEG = b"\xff\xd8<html><body>not a jpeg</body></html>\xff\xd9"  # a JPEG's markers, no JPEG
+TRAILER = b"GARBAGE<html>" * 20  # some cameras append bytes after the picture
 
 
 def jpeg_sized(size: int) -> bytes:
@@ -65,6 +72,7 @@ class HostileCamera:
         self._clients: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._large = numbered_frames(320, 240, 1)[0]
         self._huge = jpeg_sized(HUGE)  # built once, so the test's memory baseline includes it
 
     def url(self, path: str, user: str | None = None, password: str | None = None) -> str:
@@ -143,12 +151,19 @@ class HostileCamera:
             "/only-garbage.mjpg": lambda n: GARBAGE,
             "/huge.mjpg": lambda n: self._huge if n % 2 else good[n % 10],
             "/octet.mjpg": lambda n: good[n % 10],
+            "/fake-jpeg.mjpg": lambda n: FAKE_JPEG if n % 2 else good[n % 10],
+            "/trailer.mjpg": lambda n: good[n % 10] + TRAILER,
+            "/resize.mjpg": lambda n: good[n % 10] if n < self.fps else self._large,
         }
         if path in streams:
             kind = "application/octet-stream" if path == "/octet.mjpg" else None
             self._stream(handler, streams[path], content_type=kind)
         elif path == "/huge-no-length.mjpg":
             self._stream(handler, lambda n: self._huge if n % 2 else good[n % 10], length=False)
+        elif path == "/odd-length.mjpg":
+            self._stream(handler, lambda n: good[n % 10], length=False, extra=b"Content-Length: \xb2\r\n")
+        elif path == "/trickle.mjpg":
+            self._trickle(handler)
         elif path == "/no-length.mjpg":
             self._stream(handler, lambda n: good[n % 10], length=False, declared='"--camframe"')
         elif path == "/big-header.mjpg":
@@ -247,6 +262,22 @@ class HostileCamera:
                 time.sleep(delay)  # pacing a frame clock, not synchronisation
             else:
                 next_at = time.monotonic()
+
+    def _trickle(self, handler: BaseHTTPRequestHandler) -> None:
+        """One good part, then a part of 50,000 bytes sent a byte every 0.2 s: never silent."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
+        handler.end_headers()
+        first = self.frames[0]
+        handler.wfile.write(b"--%s\r\nContent-Length: %d\r\n\r\n%s\r\n" % (BOUNDARY, len(first), first))
+        handler.wfile.write(b"--%s\r\nContent-Length: 50000\r\n\r\n" % BOUNDARY)
+        handler.wfile.flush()
+        for _ in range(300):  # at most a minute
+            if self._server is None:
+                return
+            handler.wfile.write(b"\0")
+            handler.wfile.flush()
+            time.sleep(0.2)  # the trickle's pace, not synchronisation
 
     def _claim_2gb(self, handler: BaseHTTPRequestHandler) -> None:
         """Announce a 2 GiB part, then send zeros at about 100 MB/s until the client leaves."""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from hostile_camera import CLAIMED, PASSWORD, USER, HostileCamera
+from livecam import httpcam
 from livecam.config import parse_source
 from livecam.httpcam import MjpegSource, SnapshotSource, split_credentials
 from livecam.sources import READ_TIMEOUT_MS, CaptureSource, Source, SourceError, open_source
@@ -317,3 +318,45 @@ def test_frames_decode_to_what_the_camera_drew(camera: HostileCamera, opened) ->
     source = opened(camera.url("/garbage-first.mjpg"))
     image = source.retrieve()
     assert image is not None and image.dtype == np.uint8 and image.shape == (120, 160, 3)
+
+
+def test_a_fake_jpeg_with_the_right_markers_is_dropped(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/fake-jpeg.mjpg"))
+    assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 4))
+    assert source.rejected >= 3 and source.last_rejection == "not a JPEG"
+
+
+def test_bytes_after_the_picture_are_cut_not_the_frame(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/trailer.mjpg"))
+    assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 4))  # the picture alone
+    assert source.rejected == 0
+
+
+def test_an_unreadable_content_length_means_scanning(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/odd-length.mjpg"))
+    assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 4))
+
+
+def test_a_trickling_camera_fails_and_stops_when_told(
+    camera: HostileCamera, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(httpcam, "FRAME_TIMEOUT", 1.0)  # ten seconds in production
+    stop = threading.Event()
+    source = open_source(parse_source(camera.url("/trickle.mjpg"), "s"), "Net", stop)
+    try:
+        assert source.grab()  # the one good frame
+        started = time.monotonic()
+        with pytest.raises(SourceError, match="no whole frame for 1 s"):
+            source.grab()  # a byte every 0.2 s: no read ever times out
+        assert time.monotonic() - started < 3
+    finally:
+        source.release()
+    stopped = open_source(parse_source(camera.url("/trickle.mjpg"), "s"), "Net", stop)
+    try:
+        assert stopped.grab()
+        threading.Timer(0.3, stop.set).start()
+        started = time.monotonic()
+        assert not stopped.grab()  # switched off mid-frame: it lets go at once
+        assert time.monotonic() - started < 2
+    finally:
+        stopped.release()

@@ -23,6 +23,9 @@ bind = [_settings.bind]
 # livecam's gthread worker commits a thread only to a request that has fully arrived, so slow
 # clients cannot take the threads viewers and buttons need (see livecam/worker.py).
 worker_class = "livecam.worker.ThreadWorker"
+# Connections at once, those still sending their request included (gunicorn's default is
+# 1000); near the limit the worker closes the ones that have waited longest for a request.
+worker_connections = 4096
 workers = 1
 threads = _settings.threads
 # Streams never finish on their own; the worker's SIGTERM hook below ends them, so a short

@@ -69,6 +69,7 @@ class CameraConfig:
     autostart: bool = False
     loop: bool = True
     size: tuple[int, int] | None = None  # the capture mode asked of a device; None: its largest
+    tls_verify: bool = False  # an https camera must show a certificate the system trusts
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def parse_source(value: Any, key: str) -> SourceSpec:
     if "://" in text:
         port = url_port(text)
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-            raise ConfigError(f"{key}: {redact(text)} names port {port!r}, not one from 1 to 65535")
+            # The port's text is not shown: where a URL is mangled it may be part of a password.
+            raise ConfigError(f"{key}: {redact(text)} names a port that is not one from 1 to 65535")
         return SourceSpec("url", text)
     if DEVICE_PATH_RE.match(text):
         return SourceSpec("device", text)
@@ -215,6 +217,7 @@ CAMERA_CHECKS: dict[str, Check] = {
     "rotate": _rotation,
     "autostart": _flag,
     "loop": _flag,
+    "tls_verify": _flag,
 }
 CAMERA_KEYS = ("source", *CAMERA_CHECKS)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 
 MASK = "***"
-# scheme://userinfo@ — up to the last "@" before the path, so an "@" in a password is covered.
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/?#\s]*)@")
+# scheme://userinfo@ — up to the last "@" of the URL: a password may hold "@", "/", "?" or
+# "#" unescaped, and cameras accept it; an "@" later in a path masks a little too much.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)(\S*)@")
 # A query or fragment value whose key looks like a credential (user, pwd, loginpas, token...).
 _QUERY = re.compile(
     r"(?i)([?&;#])((?:[a-z0-9_.\-]*)(?:user|usr|login|account|pw|pass|psw|secret|token|auth|key|sig|cred)"
@@ -34,8 +35,8 @@ def redact(text: str) -> str:
 
 def url_port(url: str) -> str | None:
     """The port a URL names, as written (None if it names none), found without a URL parser."""
-    authority = url.partition("://")[2]
-    authority = re.split(r"[/?#]", authority, maxsplit=1)[0].rpartition("@")[2]
+    authority = url.partition("://")[2].rpartition("@")[2]  # after any userinfo, as above
+    authority = re.split(r"[/?#]", authority, maxsplit=1)[0]
     if authority.startswith("["):
         rest = authority.partition("]")[2]
         return rest[1:] if rest.startswith(":") else None

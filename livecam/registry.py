@@ -58,6 +58,7 @@ class Registry:
         }
         self._save_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
+        self._shutdown_deadline: float | None = None  # one budget, however many callers
         # Each viewer holds a gunicorn thread; past this many, new viewers get a 503 rather
         # than waiting in gunicorn's queue with every button of the dashboard behind them.
         self.viewer_slots = Slots(viewer_capacity(settings.threads))
@@ -91,9 +92,14 @@ class Registry:
 
     def shutdown(self, budget: float = SHUTDOWN_BUDGET) -> None:
         """Stop every camera at once, then wait for their sources' release, all within ``budget``."""
-        # A second caller (gunicorn's exit hook after the SIGTERM one) waits for the first.
-        with self._shutdown_lock:
-            deadline = time.monotonic() + budget
+        # A second caller (gunicorn's exit hook after the SIGTERM one) waits for the first,
+        # within what is left of the first one's budget, not a budget of its own.
+        if self._shutdown_deadline is None:
+            self._shutdown_deadline = time.monotonic() + budget
+        deadline = self._shutdown_deadline
+        if not self._shutdown_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return
+        try:
             running = [camera for camera in self if camera.is_on]
             for camera in running:
                 camera.stop(wait=False)  # every thread is told at once, so they stop in parallel
@@ -104,3 +110,5 @@ class Registry:
                 log.warning("camera(s) %s still releasing their source after %.0f s", busy, budget)
             if running:
                 log.info("stopped %d camera(s)", len(running))
+        finally:
+            self._shutdown_lock.release()

@@ -200,6 +200,13 @@ def _cross_site() -> bool:
     return request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
 
 
+def _absolute_target_host(target: str) -> str | None:
+    """The host of an absolute-form request target (``GET http://host/path``), which wins over Host."""
+    if not target.lower().startswith(("http://", "https://")):
+        return None
+    return target.partition("://")[2].split("/", 1)[0].rpartition("@")[2]
+
+
 class TrustedHosts:
     """The host names livecam answers to: a page cannot reach it through a name it rebinds here.
 
@@ -253,19 +260,22 @@ def _unauthorised(status: int) -> Response:
 
 
 def check_request() -> Response | None:
-    """Refuse a request to an untrusted host, with a body too large, or lacking what its route needs."""
-    host = request.host
-    if not current_app.extensions[HOSTS].allows(host):
-        log.warning(
-            "refused a request for host %r: add it to LIVECAM_TRUSTED_HOSTS if it is yours", host[:100]
-        )
-        return json_error(400, f"host {host[:100]!r} is not trusted: add it to LIVECAM_TRUSTED_HOSTS")
+    """Refuse a request with a body too large, to an untrusted host, or lacking what its route needs."""
     if request.content_length is not None and request.content_length > MAX_REQUEST_BODY:
         # Refused unread, and the connection closed rather than drained.
         limit = MAX_REQUEST_BODY // 1024
         return json_error(413, f"request body too large (at most {limit} KB)", Connection="close")
     if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         return json_error(411, "a request body needs a Content-Length", Connection="close")
+    hosts: TrustedHosts = current_app.extensions[HOSTS]
+    target = _absolute_target_host(request.environ.get("RAW_URI", ""))
+    # The Host header as sent (or as the trusted proxy gave it): werkzeug's own reading of an
+    # odd one is "", which would name the wrong host in the answer.
+    for host in (request.headers.get("Host") or request.host, target):
+        if host is not None and not hosts.allows(host):
+            shown = host[:100]
+            log.warning("refused host %r: add it to LIVECAM_TRUSTED_HOSTS if it is yours", shown)
+            return json_error(400, f"host {shown!r} is not trusted: add it to LIVECAM_TRUSTED_HOSTS")
     endpoint = request.endpoint
     if endpoint is None:  # 404 and 405: let the routing error answer
         return None

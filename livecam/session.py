@@ -84,6 +84,7 @@ class CaptureSession:
                     size=self.config.size,
                     fps=self.config.fps,
                     max_frame=self._max_frame,
+                    tls_verify=self.config.tls_verify,
                 )
                 try:
                     outcome = self._pump(source)

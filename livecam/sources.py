@@ -332,6 +332,7 @@ def open_source(
     fps: float | None = None,
     *,
     max_frame: int = MAX_FRAME,
+    tls_verify: bool = False,
 ) -> Source:
     """Open ``spec`` for the calling capture thread, or raise SourceError saying why.
 
@@ -361,7 +362,7 @@ def open_source(
     if target.lower().startswith(("http://", "https://")):
         # FFmpeg's mpjpeg demuxer buffers a part of any size the camera claims, so livecam
         # reads HTTP cameras itself and falls back to FFmpeg only for other kinds of video.
-        source = open_http(target, stop, max_frame=max_frame, fps=fps)
+        source = open_http(target, stop, max_frame=max_frame, fps=fps, tls_verify=tls_verify)
         if source is not None:
             return source
     cap = _open_ffmpeg(target)

@@ -20,7 +20,9 @@ before the handshake, which gthread does in the pool thread. Put nginx in front 
 from __future__ import annotations
 
 import errno
+import logging
 import re
+import resource
 import selectors
 import socket
 import time
@@ -32,12 +34,29 @@ from gunicorn.workers import gthread
 
 from .config import MAX_REQUEST_BODY
 
+log = logging.getLogger(__name__)
+
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send a whole request
-MAX_REQUEST_HEAD = 64 * 1024  # past this, gunicorn's own limits answer the request
+MAX_REQUEST_HEAD = 64 * 1024  # a request head larger than this is refused (431)
 LINGER = 2.0  # seconds a closing connection may keep sending before it is cut
 MAX_LINGER_BYTES = 64 * 1024
 _CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\r?(?:\n|$)", re.IGNORECASE)
+_EXPECT_CONTINUE = re.compile(rb"\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECASE)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def _refusal(status: str, message: str) -> bytes:
+    """A whole HTTP response that refuses a request and closes the connection."""
+    body = b'{"error": "%s"}\n' % message.encode()
+    return (
+        b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\n\r\n%s" % (status.encode(), len(body), body)
+    )
+
+
+TOO_LARGE = _refusal("431 Request Header Fields Too Large", "request head too large")
+TOO_SLOW = _refusal("408 Request Timeout", "request not sent in time")
 
 
 def request_arrived(data: bytes | bytearray) -> bool:
@@ -46,14 +65,25 @@ def request_arrived(data: bytes | bytearray) -> bool:
     A body larger than MAX_REQUEST_BODY is not waited for: the application refuses it with 413
     without reading it. So is a chunked body: livecam takes none (411).
     """
-    end = _HEAD_END.search(data)
+    end = _HEAD_END.search(data, 0, MAX_REQUEST_HEAD + 4)
     if end is None:
-        return len(data) > MAX_REQUEST_HEAD
+        return False
     match = _CONTENT_LENGTH.search(data, 0, end.start() + 1)
     if match is None:
         return True
     length = int(match[1])
     return length > MAX_REQUEST_BODY or len(data) - end.end() >= length
+
+
+def head_too_large(data: bytes | bytearray) -> bool:
+    """Whether ``data`` has run past MAX_REQUEST_HEAD without the end of a request head."""
+    return len(data) > MAX_REQUEST_HEAD and _HEAD_END.search(data, 0, MAX_REQUEST_HEAD + 4) is None
+
+
+def expects_continue(data: bytes | bytearray) -> bool:
+    """Whether a whole request head asks for ``100 Continue`` before its body."""
+    end = _HEAD_END.search(data, 0, MAX_REQUEST_HEAD + 4)
+    return end is not None and _EXPECT_CONTINUE.search(data, 0, end.start() + 1) is not None
 
 
 class Connection(gthread.TConn):
@@ -64,6 +94,7 @@ class Connection(gthread.TConn):
         self.arrived = bytearray()
         self.deadline = 0.0  # when the request must have arrived
         self.drained = 0  # bytes read and dropped while lingering
+        self.continued = False  # "100 Continue" was sent for the request arriving
         self.linger: Callable[[Connection], None] | None = None
 
     def init(self) -> None:
@@ -104,8 +135,10 @@ class ThreadWorker(gthread.ThreadWorker):
         """Set up the bookkeeping for arriving and lingering connections, then run."""
         self.arriving: dict[Connection, None] = {}  # in deadline order: all get the same timeout
         self.lingering: dict[Connection, float] = {}
+        self.stopping_since: float | None = None
         # Reading early is possible only where gthread would read plain HTTP/1 bytes itself.
         self.reads_early = not self.cfg.is_ssl and self.cfg.http2_cleartext not in ("prior-knowledge", "both")
+        _allow_descriptors(self.worker_connections + self.cfg.threads + 256)
         super().init_process()
 
     def load_wsgi(self) -> None:
@@ -123,6 +156,10 @@ class ThreadWorker(gthread.ThreadWorker):
         try:
             sock, client = listener.accept()
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                log.warning("out of file descriptors: dropping the slowest waiting connection")
+                self._evict(1)
+                return
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
@@ -140,10 +177,34 @@ class ThreadWorker(gthread.ThreadWorker):
         self.keepalived_conns.remove(conn)
         self._await_request(conn)
 
+    def finish_request(self, conn: gthread.TConn, fs: Any) -> None:
+        """After a request: bytes read ahead that are not yet a whole request wait in the loop.
+
+        gthread hands a connection with read-ahead straight back to a thread, which would
+        then block on the rest of a request that a client sends a byte at a time.
+        """
+        if isinstance(conn, Connection) and not fs.cancelled() and fs.exception() is None:
+            result = fs.result()
+            if result and result is not gthread._DEFER and self.alive and conn.parser is not None:
+                ahead = conn.parser.unreader.buf.getvalue()
+                if ahead and not request_arrived(ahead):
+                    conn.arrived = bytearray(conn.parser.unreader.take_buffered())
+                    conn.sock.setblocking(False)
+                    self._await_request(conn)
+                    return
+        super().finish_request(conn, fs)
+
     def _await_request(self, conn: Connection) -> None:
         conn.deadline = time.monotonic() + REQUEST_TIMEOUT
+        conn.continued = False
+        try:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
+        except (OSError, ValueError, KeyError):
+            # The kernel cannot watch one more socket: this connection is the one to go.
+            self.nr_conns -= 1
+            conn.close()
+            return
         self.arriving[conn] = None
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
 
     def _on_request_bytes(self, conn: Connection, sock: socket.socket) -> None:
         """Take what the client sent; hand the connection to a thread once the request is whole."""
@@ -163,6 +224,12 @@ class ThreadWorker(gthread.ThreadWorker):
             self._forget(conn)
             conn.data_ready = True
             self.enqueue_req(conn)
+        elif head_too_large(conn.arrived):
+            self._refuse(conn, TOO_LARGE)
+        elif not conn.continued and expects_continue(conn.arrived):
+            # The client waits for leave to send its body, which this loop waits for.
+            conn.continued = True
+            _send_now(sock, CONTINUE)
 
     def _forget(self, conn: Connection) -> None:
         self.arriving.pop(conn, None)
@@ -175,21 +242,48 @@ class ThreadWorker(gthread.ThreadWorker):
         """Also close connections whose request did not arrive in time, and finished lingerers."""
         super().murder_pending()
         now = time.monotonic()
+        if not self.alive and self.stopping_since is None:
+            # Stopping: a request already on its way is still served (with Connection: close,
+            # as gthread does), for a moment only.
+            self.stopping_since = now
+            for conn in self.arriving:
+                conn.deadline = min(conn.deadline, now + gthread.STOP_KEEPALIVE_LINGER)
         while self.arriving:
             conn = next(iter(self.arriving))
-            if self.alive and conn.deadline > now:
+            if conn.deadline > now:
                 break
+            if conn.arrived:
+                self._refuse(conn, TOO_SLOW)
+            else:
+                self._forget(conn)
+                self.nr_conns -= 1
+                conn.close()
+        # Near the limit, the connections still waiting for a request make room for new ones:
+        # otherwise slow clients could hold every connection and new ones would not be accepted.
+        self._evict(self.nr_conns - (self.worker_connections - 16))
+        for conn, until in list(self.lingering.items()):
+            if until <= now or self.stopping_since is not None and now - self.stopping_since > LINGER:
+                self._end_linger(conn)
+
+    def _evict(self, count: int) -> None:
+        """Close the ``count`` connections that have waited longest for their request."""
+        for conn in list(self.arriving)[: max(0, count)]:
             self._forget(conn)
             self.nr_conns -= 1
             conn.close()
-        for conn, until in list(self.lingering.items()):
-            if until <= now or not self.alive:
-                self._end_linger(conn)
+
+    def _refuse(self, conn: Connection, response: bytes) -> None:
+        """Answer a request that will never be served, and close without blocking the loop."""
+        self._forget(conn)
+        self.nr_conns -= 1
+        _send_now(conn.sock, response)
+        self._linger(conn)
 
     # -- graceful close, without blocking the event loop ------------------------------
 
     def _linger(self, conn: Connection) -> None:
         """Send FIN, then drain the client's last bytes from the event loop (RFC 9112 9.6)."""
+        conn.drained = 0
         try:
             conn.sock.setblocking(False)
             conn.sock.shutdown(socket.SHUT_WR)
@@ -217,3 +311,19 @@ class ThreadWorker(gthread.ThreadWorker):
         except (KeyError, ValueError, OSError):
             pass
         gthread.TConn.close(conn)
+
+
+def _send_now(sock: socket.socket, data: bytes) -> None:
+    """Send a small answer without waiting: what the socket does not take at once is lost."""
+    try:
+        sock.send(data, socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+
+
+def _allow_descriptors(wanted: int) -> None:
+    """Raise the soft limit on open files towards ``wanted`` (never above the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

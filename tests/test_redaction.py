@@ -25,6 +25,8 @@ SECRET = "hunter2"
         ("rtsp://admin:hun[ter]2@10.0.0.5/s", "rtsp://admin:***@10.0.0.5/s"),  # brackets
         ("rtsp://admin:hun@ter2@cam/s", "rtsp://admin:***@cam/s"),  # an @ in the password
         ("https://hunter2token@cam/s", "https://***@cam/s"),
+        ("rtsp://admin:hun/ter2@cam/s", "rtsp://admin:***@cam/s"),  # a slash in the password
+        ("rtsp://admin:hun?ter#2@cam:554/s", "rtsp://admin:***@cam:554/s"),
         ("http://cam/video.cgi?user=admin&pwd=hunter2", "http://cam/video.cgi?user=***&pwd=***"),
         (
             "http://cam/v.cgi?loginuse=admin&loginpas=hunter2&res=1",
@@ -53,17 +55,26 @@ def test_redact_hides_credentials_whatever_the_shape(text: str, shown: str) -> N
         ("http://[::1]:8080/x", "8080"),
         ("http://[::1]/x", None),
         ("http://cam:99999/x?a=b:c", "99999"),
+        ("rtsp://admin:pa/ss@cam/x", None),  # the password's "pa" is no port
     ],
 )
 def test_url_port_is_found_without_a_parser(url: str, port: str | None) -> None:
     assert url_port(url) == port
 
 
+def test_a_password_with_a_slash_is_neither_a_port_nor_shown() -> None:
+    settings = load_settings(environ={"LIVECAM_CAMERAS": f"5=rtsp://admin:{SECRET}/x@cam/s"})
+    assert settings.cameras[5].source.kind == "url"
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ={"LIVECAM_CAMERAS": f"5=rtsp://admin:{SECRET}/x@cam:99999/s"})
+    assert SECRET not in str(error.value)
+
+
 @pytest.mark.parametrize("port", ["99999", "0", "http", "-1"])
 def test_a_bad_port_stops_startup_without_showing_the_password(port: str) -> None:
     with pytest.raises(ConfigError) as error:
         load_settings(environ={"LIVECAM_CAMERAS": f"5=rtsp://admin:{SECRET}@cam:{port}/s"})
-    assert f"port {port!r}" in str(error.value) and SECRET not in str(error.value)
+    assert "names a port that is not one" in str(error.value) and SECRET not in str(error.value)
 
 
 @pytest.fixture

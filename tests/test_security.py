@@ -340,3 +340,21 @@ def test_a_locked_out_address_learns_nothing_from_bearer_tokens(secured: Flask) 
     statuses = [call(client, "GET", "/cameras", f"guess-{i:04d}").status_code for i in range(6)]
     assert statuses == [403] * 5 + [429]
     assert call(client, "GET", "/cameras", VIEW).status_code == 429  # the right token waits too
+
+
+def test_an_absolute_form_target_names_the_host_that_counts(client) -> None:
+    response = client.get("/cameras", environ_overrides={"RAW_URI": "http://evil.example/cameras"})
+    assert response.status_code == 400 and "evil.example" in response.json["error"]
+    assert (
+        client.get("/cameras", environ_overrides={"RAW_URI": "http://localhost/cameras"}).status_code == 200
+    )
+
+
+def test_the_refusal_names_the_host_that_was_sent(client) -> None:
+    response = client.get("/cameras", headers={"Host": "evil@127.0.0.1"})
+    assert response.status_code == 400 and "'evil@127.0.0.1'" in response.json["error"]
+
+
+def test_a_body_too_large_is_refused_before_the_host_is_looked_at(client) -> None:
+    response = client.post("/login", data={"token": "x" * 100_000}, headers={"Host": "evil.example"})
+    assert response.status_code == 413 and response.headers["Connection"] == "close"

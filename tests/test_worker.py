@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from livecam.config import MAX_REQUEST_BODY
-from livecam.worker import MAX_REQUEST_HEAD, request_arrived
+from livecam.worker import MAX_REQUEST_HEAD, expects_continue, head_too_large, request_arrived
 
 
 @pytest.mark.parametrize(
@@ -17,8 +17,20 @@ from livecam.worker import MAX_REQUEST_HEAD, request_arrived
         (b"POST /login HTTP/1.1\r\nContent-Length: 10\r\n\r\ntoken=", False),
         (b"POST /login HTTP/1.1\r\ncontent-length:10\r\n\r\ntoken=abcd", True),
         (b"POST /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (MAX_REQUEST_BODY + 1), True),  # refused unread
-        (b"G" * (MAX_REQUEST_HEAD + 1), True),  # gunicorn answers an oversized head itself
+        (b"G" * (MAX_REQUEST_HEAD + 1), False),  # never whole: refused from the event loop
     ],
 )
 def test_a_request_has_arrived_when_its_head_and_small_body_have(data: bytes, whole: bool) -> None:
     assert request_arrived(data) is whole
+
+
+def test_a_head_too_large_is_one_without_its_end_in_the_limit() -> None:
+    assert head_too_large(b"G" * (MAX_REQUEST_HEAD + 1))
+    assert not head_too_large(b"G" * MAX_REQUEST_HEAD)
+    assert not head_too_large(b"GET / HTTP/1.1\r\n\r\n" + b"x" * MAX_REQUEST_HEAD)  # a body
+
+
+def test_expect_100_continue_is_read_from_the_head_only() -> None:
+    assert expects_continue(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    assert not expects_continue(b"POST / HTTP/1.1\r\nExpect: 100-continue\r\n")  # head not whole
+    assert not expects_continue(b"POST / HTTP/1.1\r\nContent-Length: 22\r\n\r\n\nexpect: 100-continue")

@@ -12,7 +12,7 @@ from .. import streams
 from ..appstate import get_registry
 from ..capture import Camera, CameraBusy
 from ..errors import json_error
-from ..mjpeg import CONTENT_TYPE, STREAM_HEADERS
+from ..mjpeg import CONTENT_TYPE
 from ..registry import Slots
 from ..security import requires
 
@@ -115,8 +115,9 @@ def stream_mjpg(camera_id: int) -> Response:
     if not camera.is_on:
         return json_error(503, f"camera {camera_id} is off")
     if request.method == "HEAD":
-        # Headers only: no body to stream, so no viewer, thread or slot to hold.
-        return Response(content_type=CONTENT_TYPE, headers=STREAM_HEADERS)
+        # Headers only: no body to stream, so no viewer, thread or slot to hold; and no
+        # Content-Length, which a GET of an endless stream would not have either.
+        return Response(iter(()), content_type=CONTENT_TYPE, headers=streams.headers(request.environ))
     registry = get_registry()
     slots = registry.viewer_slots
     if slots.taken >= slots.capacity:

@@ -336,3 +336,22 @@ def test_shutdown_stops_hung_cameras_in_parallel_within_its_budget(tmp_path: Pat
         assert elapsed < SHUTDOWN_BUDGET + 1.0, elapsed
         assert all(camera.state == "off" for camera in registry)
         assert wait_for(lambda: capture_threads() == [], timeout=20)  # they let go as opens time out
+
+
+def test_a_second_shutdown_shares_the_first_ones_budget(tmp_path: Path) -> None:
+    # gunicorn's SIGTERM hook and its exit hook each ask for a shutdown: one budget for both.
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as silent:
+        port = silent.getsockname()[1]
+        cameras = {"0": {"source": f"rtsp://127.0.0.1:{port}/s", "autostart": True}}
+        registry = Registry(
+            load_settings(environ={}, overrides={"state_dir": str(tmp_path), "cameras": cameras})
+        )
+        registry.restore()
+        assert wait_for(lambda: len(capture_threads()) == 1)
+        started = time.monotonic()
+        first = threading.Thread(target=registry.shutdown)
+        first.start()
+        registry.shutdown()
+        first.join(10)
+        assert time.monotonic() - started < SHUTDOWN_BUDGET + 1.0
+        assert wait_for(lambda: capture_threads() == [], timeout=15)

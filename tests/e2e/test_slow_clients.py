@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +25,14 @@ def livecam(serve: Callable[..., Server]) -> Server:
 def connect(server: Server) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection (bounded by the socket's timeout)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
 
 
 def response_head(sock: socket.socket) -> bytes:
@@ -65,7 +75,7 @@ def test_slow_clients_take_no_thread_from_viewers_or_buttons(livecam: Server, sl
     deadline = time.monotonic() + REQUEST_TIMEOUT + 5
     for sock in slow_clients:
         sock.settimeout(max(0.1, deadline - time.monotonic()))
-        assert sock.recv(100) == b""
+        assert read_all(sock).startswith(b"HTTP/1.1 408 ")
     assert wait_for(lambda: livecam.request("GET", "/healthz")[1]["streams"] == 0)
 
 
@@ -137,3 +147,52 @@ def test_hostile_origins_leave_no_stream_slot_taken(livecam: Server) -> None:
     assert wait_for(lambda: livecam.request("GET", "/healthz")[1]["streams"] == 0)
     conn, response = livecam.open_stream("/cameras/0/stream.mjpg")  # every slot is free again
     conn.close()
+
+
+def test_a_slow_request_behind_a_whole_one_waits_in_the_event_loop(livecam: Server, slow_clients) -> None:
+    request = b"GET /cameras/0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for _ in range(40):  # against a pool of 16 threads
+        sock = connect(livecam)
+        sock.sendall(request + request[:10])  # one whole request, and the start of the next
+        slow_clients.append(sock)
+    for sock in slow_clients:
+        assert response_head(sock).startswith(b"HTTP/1.1 200")
+    for _ in range(3):  # the rest of the second request trickles
+        for sock in slow_clients:
+            sock.sendall(request[10:11])
+        assert livecam.request("GET", "/", {"Accept": "text/html"})[0] == 200
+        assert livecam.request("POST", "/cameras/0/start")[0] == 200
+
+
+def test_a_huge_request_head_is_refused_from_the_event_loop(livecam: Server) -> None:
+    sock = connect(livecam)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Pad: " + b"a" * 70_000)
+    assert read_all(sock).startswith(b"HTTP/1.1 431 ")
+    sock.close()
+
+
+def test_expect_100_continue_is_answered(livecam: Server) -> None:
+    sock = connect(livecam)
+    sock.sendall(
+        b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 16\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")  # the client may go on
+    sock.sendall(b"token=wrong-gues")
+    answer = b""
+    while b"HTTP/1.1 403 " not in answer:  # after one more interim 100, the answer (timeout-bounded)
+        answer += sock.recv(65536)
+    sock.close()
+
+
+def test_a_request_on_a_kept_alive_connection_is_served_while_stopping(livecam: Server) -> None:
+    sock = connect(livecam)
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    sock.sendall(request)
+    assert response_head(sock).startswith(b"HTTP/1.1 200")
+    os.kill(livecam.worker_pid(), signal.SIGTERM)
+    time.sleep(0.3)  # the worker is stopping: a request on its way is still answered
+    sock.sendall(request)
+    answer = read_all(sock)  # the rest of the first answer's body, then the second answer
+    assert b"HTTP/1.1 200 OK" in answer and b"Connection: close" in answer, answer[:300]
+    sock.close()

@@ -363,7 +363,10 @@ def start_seed(bench: Bench, logs: Path, threads: int) -> System:
     argv += ["--threads", str(threads), "--graceful-timeout", "2", "--chdir", str(BENCH / "baselines")]
     argv += ["--bind", f"127.0.0.1:{port}", "seed_pattern:app"]
     env = _clean_env(SEED_CAMERA_URL=f"http://127.0.0.1:{bench.camera_port}/cam.mjpg")
-    server = Server("seed", argv, f"http://127.0.0.1:{port}/", logs / "seed.log", env=env)
+    # Run from the baselines: gunicorn would otherwise load livecam's ./gunicorn.conf.py.
+    server = Server(
+        "seed", argv, f"http://127.0.0.1:{port}/", logs / "seed.log", cwd=BENCH / "baselines", env=env
+    )
     server.wait_ready()
     return System("seed", server, "/video_feed", port)
 

@@ -13,8 +13,9 @@ Two more changes keep the event loop from waiting on clients: closing a connecti
 an application's ``Connection: close`` header makes gunicorn really close the connection after
 the response (gunicorn drops that header otherwise).
 
-TLS connections straight to gunicorn keep gthread's own behaviour: their bytes cannot be read
-before the handshake, which gthread does in the pool thread. Put nginx in front for TLS.
+TLS connections straight to gunicorn keep gthread's way of reading requests (their bytes
+cannot be read before the handshake, which gthread does in a pool thread), so slow clients
+can hold threads there: put nginx in front for TLS.
 """
 
 from __future__ import annotations
@@ -150,9 +151,6 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def accept(self, listener: socket.socket) -> None:
         """Accept a connection and wait for its request in the event loop."""
-        if not self.reads_early:
-            super().accept(listener)
-            return
         try:
             sock, client = listener.accept()
         except OSError as exc:
@@ -166,11 +164,14 @@ class ThreadWorker(gthread.ThreadWorker):
         self.nr_conns += 1
         conn = Connection(self.cfg, sock, client, listener.getsockname())  # non-blocking
         conn.linger = self._linger
-        self._await_request(conn)
+        if self.reads_early:
+            self._await_request(conn)
+        else:
+            self.enqueue_req(conn)  # TLS: the handshake and the request are read in a thread
 
     def on_client_socket_readable(self, conn: gthread.TConn, client: socket.socket) -> None:
         """A kept-alive connection has bytes again: wait for its whole request too."""
-        if not isinstance(conn, Connection):
+        if not self.reads_early or not isinstance(conn, Connection):
             super().on_client_socket_readable(conn, client)
             return
         self.poller.unregister(client)
@@ -183,7 +184,7 @@ class ThreadWorker(gthread.ThreadWorker):
         gthread hands a connection with read-ahead straight back to a thread, which would
         then block on the rest of a request that a client sends a byte at a time.
         """
-        if isinstance(conn, Connection) and not fs.cancelled() and fs.exception() is None:
+        if self.reads_early and not fs.cancelled() and fs.exception() is None:
             result = fs.result()
             if result and result is not gthread._DEFER and self.alive and conn.parser is not None:
                 ahead = conn.parser.unreader.buf.getvalue()

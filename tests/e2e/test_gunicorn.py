@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import Server, decode, read_for, read_parts, run_cli
+from helpers import Server, decode, read_for, read_parts, run_cli, wait_for
 
 
 @pytest.fixture
@@ -193,3 +194,38 @@ def test_livecam_snapshot_from_a_running_livecam(serve, tmp_path: Path) -> None:
     assert decode(target.read_bytes()).shape == (48, 64, 3)
     missing = run("snapshot", "5", str(target), "--url", url, "--token", "viewers-only-1")
     assert missing.returncode == 1 and "no camera 5" in missing.stderr
+
+
+def test_tls_straight_to_gunicorn_streams_and_answers(serve, certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    livecam = serve(
+        {"LIVECAM_CAMERAS": "0=testsrc:64x48@10"}, "--certfile", str(cert), "--keyfile", str(key), ready=False
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+
+    def request(method: str, path: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPSConnection("127.0.0.1", livecam.port, timeout=10, context=context)
+        try:
+            conn.request(method, path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
+    def ready() -> bool:
+        try:
+            return request("GET", "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    assert wait_for(ready, timeout=20), livecam.output()
+    assert request("POST", "/cameras/0/start")[0] == 200
+    conn = http.client.HTTPSConnection("127.0.0.1", livecam.port, timeout=10, context=context)
+    conn.request("GET", "/cameras/0/stream.mjpg")
+    response = conn.getresponse()
+    assert response.status == 200
+    assert len(read_for(read_parts(response), 0.5)) >= 2  # written by the request's own thread
+    response.close()
+    conn.close()
+    for _ in range(3):  # the closed stream's connection lingers in the event loop, never blocks it
+        assert request("GET", "/cameras/0")[0] == 200

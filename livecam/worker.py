@@ -209,12 +209,9 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def _on_request_bytes(self, conn: Connection, sock: socket.socket) -> None:
         """Take what the client sent; hand the connection to a thread once the request is whole."""
-        try:
-            data = sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:
             self._forget(conn)
             self.nr_conns -= 1
@@ -295,12 +292,9 @@ class ThreadWorker(gthread.ThreadWorker):
         self.lingering[conn] = time.monotonic() + LINGER
 
     def _on_linger_bytes(self, conn: Connection, sock: socket.socket) -> None:
-        try:
-            data = sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         conn.drained += len(data)
         if not data or conn.drained > MAX_LINGER_BYTES:
             self._end_linger(conn)
@@ -312,6 +306,16 @@ class ThreadWorker(gthread.ThreadWorker):
         except (KeyError, ValueError, OSError):
             pass
         gthread.TConn.close(conn)
+
+
+def _receive(sock: socket.socket) -> bytes | None:
+    """What a readable socket holds: None if nothing after all, b"" at its end or on an error."""
+    try:
+        return sock.recv(65536)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
 
 
 def _send_now(sock: socket.socket, data: bytes) -> None:

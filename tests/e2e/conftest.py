@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, Server
+from nats_server import NatsServer
 
 
 @pytest.fixture
@@ -27,3 +28,10 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     for server in servers:
         server.stop()
         server.log.close()
+
+
+@pytest.fixture
+def nats_server() -> Iterator[NatsServer]:
+    server = NatsServer().start()
+    yield server
+    server.stop()

@@ -1,0 +1,244 @@
+"""The frame bus: NATS core between the processes of bus mode (capture, and web workers).
+
+nats-py is asyncio; livecam's capture and request threads are not. A FrameBus runs one event
+loop in a thread of its own, and its methods may be called from any thread: publishing never
+blocks its caller (a frame that cannot go now is dropped, as a slow viewer's would be), and
+every wait has a timeout. It connects in the background and keeps reconnecting for as long as
+it lives, so a web worker starts whether or not NATS is up, and resumes by itself after a
+restart of nats-server; nats-py restores the subscriptions on every reconnect.
+
+Subjects live under a prefix (``LIVECAM_BUS_PREFIX``, default ``livecam``), so that several
+sites can share one NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from .redaction import redact
+
+log = logging.getLogger(__name__)
+
+RECONNECT_WAIT = 0.5  # seconds between attempts to reach NATS, at start and after a loss
+# What one subscription may hold for a slow consumer before NATS drops its messages: a few
+# seconds of one camera at full rate; the newest frame is all a viewer ever wants.
+PENDING_BYTES = 8 * 2**20
+
+Handler = Callable[[bytes, dict[str, str]], None]  # (payload, headers), run in the bus thread
+Responder = Callable[[bytes], bytes]  # request payload -> reply, run in a worker thread
+
+
+class FrameBus:
+    """One connection to NATS for one process, usable from any thread."""
+
+    def __init__(self, url: str, prefix: str = "livecam", name: str = "livecam") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._name = name
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="livecam-bus", daemon=True)
+        self._client: Client | None = None
+        self._connected = threading.Event()
+        self._wanted: list[tuple[str, Any, int]] = []  # (subject, callback, pending) to keep
+        self._closing = False
+        self._connecting: Future[None] | None = None
+
+    # -- life -----------------------------------------------------------------------
+
+    def start(self) -> FrameBus:
+        """Start the loop and begin connecting (in the background, for as long as it takes)."""
+        self._thread.start()
+        self._connecting = asyncio.run_coroutine_threadsafe(self._connect(), self._loop)
+        return self
+
+    @property
+    def connected(self) -> bool:
+        """Whether the bus is connected to NATS now."""
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a connection; return whether there is one."""
+        return self._connected.wait(timeout)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Flush what is pending (briefly), close the connection and stop the loop."""
+        self._closing = True
+        if self._thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+            try:
+                future.result(timeout)
+            except (FutureTimeout, Exception):  # noqa: BLE001 - closing must not fail
+                log.debug("frame bus: closing did not finish cleanly", exc_info=True)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    def subject(self, *parts: object) -> str:
+        """A subject under this bus's prefix: ``subject("camera", 3, "frame")``."""
+        return ".".join([self.prefix, *(str(part) for part in parts)])
+
+    # -- publishing and subscribing ---------------------------------------------------
+
+    def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> bool:
+        """Send a message without waiting; False (and nothing sent) while NATS is out of reach."""
+        if not self.connected or self._closing:
+            return False
+        self._loop.call_soon_threadsafe(self._publish, subject, payload, headers)
+        return True
+
+    def subscribe(
+        self, subject: str, handler: Handler, pending_bytes: int = PENDING_BYTES
+    ) -> Callable[[], None]:
+        """Call ``handler(payload, headers)`` (in the bus thread: quick, never blocking) for each
+        message; return a function that ends the subscription."""
+        return self._keep(subject, handler, pending_bytes)
+
+    def serve(self, subject: str, responder: Responder) -> Callable[[], None]:
+        """Answer requests on ``subject`` with ``responder(payload)``, run off the bus thread."""
+        return self._keep(subject, responder, 0)
+
+    def request(self, subject: str, payload: bytes, timeout: float) -> bytes | None:
+        """Ask and wait up to ``timeout`` for the answer; None when none came (or no NATS)."""
+        if not self.connected:
+            return None
+        future = asyncio.run_coroutine_threadsafe(self._request(subject, payload, timeout), self._loop)
+        try:
+            return future.result(timeout + 1.0)
+        except FutureTimeout:
+            future.cancel()
+            return None
+
+    # -- in the bus thread ------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        async def disconnected() -> None:
+            self._connected.clear()
+            if not self._closing:
+                log.warning("frame bus: lost %s, reconnecting", redact(self.url))
+
+        async def reconnected() -> None:
+            self._connected.set()
+            log.info("frame bus: connected again to %s", redact(self.url))
+
+        async def error(exc: Exception) -> None:
+            log.debug("frame bus: %s", exc)
+
+        client = nats.NATS()
+        self._client = client
+        # Connects however long it takes: max_reconnect_attempts=-1 retries the first
+        # connection too, every RECONNECT_WAIT.
+        await client.connect(
+            servers=[self.url],
+            name=self._name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=RECONNECT_WAIT,
+            connect_timeout=2,
+            ping_interval=5,
+            max_outstanding_pings=2,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+        )
+        if self._closing:
+            await client.close()
+            return
+        for subject, callback, pending in list(self._wanted):
+            await self._subscribe(subject, callback, pending)
+        self._connected.set()
+        log.info("frame bus: connected to %s", redact(self.url))
+
+    def _publish(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
+        client = self._client
+        if client is not None and client.is_connected:
+            self._loop.create_task(self._send(client, subject, payload, headers))
+
+    @staticmethod
+    async def _send(client: Client, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
+        try:
+            await client.publish(subject, payload, headers=headers)
+        except Exception:  # noqa: BLE001 - a frame lost to a dropped connection is just lost
+            log.debug("frame bus: publish on %s failed", subject, exc_info=True)
+
+    def _keep(self, subject: str, callback: Any, pending: int) -> Callable[[], None]:
+        """Remember a subscription (restored at every connect) and make it now if connected."""
+        entry = (subject, callback, pending)
+        self._wanted.append(entry)
+        made: Future[Subscription | None] = asyncio.run_coroutine_threadsafe(
+            self._subscribe(*entry) if self.connected else _none(), self._loop
+        )
+
+        def cancel() -> None:
+            if entry in self._wanted:
+                self._wanted.remove(entry)
+            asyncio.run_coroutine_threadsafe(self._unsubscribe(made), self._loop)
+
+        return cancel
+
+    async def _subscribe(self, subject: str, callback: Any, pending: int) -> Subscription | None:
+        client = self._client
+        if client is None or not client.is_connected:
+            return None
+        if pending:  # a stream of messages for a quick handler
+
+            async def deliver(msg: Msg) -> None:
+                try:
+                    callback(msg.data, dict(msg.headers or {}))
+                except Exception:  # noqa: BLE001 - one bad message must not end a subscription
+                    log.exception("frame bus: handler for %s failed", subject)
+
+            return await client.subscribe(subject, cb=deliver, pending_bytes_limit=pending)
+
+        async def answer(msg: Msg) -> None:
+            try:
+                reply = await self._loop.run_in_executor(None, callback, msg.data)
+                await msg.respond(reply)
+            except Exception:  # noqa: BLE001 - the asker times out; the server goes on
+                log.exception("frame bus: answering %s failed", subject)
+
+        return await client.subscribe(subject, cb=answer)
+
+    async def _unsubscribe(self, made: Future[Subscription | None]) -> None:
+        try:
+            subscription = made.result(0) if made.done() else None
+            if subscription is not None:
+                await subscription.unsubscribe()
+        except Exception:  # noqa: BLE001 - a subscription on a lost connection is gone anyway
+            log.debug("frame bus: unsubscribe failed", exc_info=True)
+
+    async def _request(self, subject: str, payload: bytes, timeout: float) -> bytes | None:
+        client = self._client
+        if client is None or not client.is_connected:
+            return None
+        try:
+            return (await client.request(subject, payload, timeout=timeout)).data
+        except Exception:  # noqa: BLE001 - no answerer, a timeout, a lost connection: no answer
+            return None
+
+    async def _close(self) -> None:
+        client = self._client
+        self._connected.clear()
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()  # still trying to reach NATS: stop trying
+        if client is not None and not client.is_closed:
+            try:
+                await asyncio.wait_for(client.drain(), 1.0)
+            except Exception:  # noqa: BLE001 - drained or not, it is closed below
+                pass
+            await client.close()
+
+
+async def _none() -> None:
+    return None

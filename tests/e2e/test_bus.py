@@ -1,0 +1,107 @@
+"""The frame bus against a real nats-server: frames, requests, and NATS coming and going."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from helpers import free_port, wait_for
+from livecam.bus import FrameBus
+from nats_server import NatsServer
+
+
+@pytest.fixture
+def make_bus() -> Iterator[Callable[[str], FrameBus]]:
+    """Buses that are closed, and their threads joined, at teardown."""
+    buses: list[FrameBus] = []
+
+    def factory(url: str) -> FrameBus:
+        buses.append(FrameBus(url, prefix="site1").start())
+        return buses[-1]
+
+    yield factory
+    for bus in buses:
+        bus.close()
+    assert not [t for t in threading.enumerate() if t.name == "livecam-bus"]
+
+
+class Inbox:
+    """What a subscription received, with an event to await the next message."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes, dict[str, str]]] = []
+        self.arrived = threading.Condition()
+
+    def __call__(self, payload: bytes, headers: dict[str, str]) -> None:
+        with self.arrived:
+            self.messages.append((payload, headers))
+            self.arrived.notify_all()
+
+    def wait(self, count: int, timeout: float = 5.0) -> bool:
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
+
+
+def test_frames_cross_the_bus_with_their_headers(nats_server: NatsServer, make_bus) -> None:
+    capture, web = make_bus(nats_server.url), make_bus(nats_server.url)
+    assert capture.wait_connected(5) and web.wait_connected(5)
+    inbox = Inbox()
+    web.subscribe(web.subject("camera", 3, "frame"), inbox)
+    subject = capture.subject("camera", 3, "frame")
+    assert subject == "site1.camera.3.frame"
+    # A subscription takes effect with the server's next round trip: publish until one lands.
+    assert wait_for(lambda: capture.publish(subject, b"\xff\xd8jpeg", {"seq": "1"}) and inbox.wait(1, 0.1))
+    payload, headers = inbox.messages[0]
+    assert payload == b"\xff\xd8jpeg" and headers["seq"] == "1"
+
+
+def test_requests_are_answered_off_the_bus_thread(nats_server: NatsServer, make_bus) -> None:
+    capture, web = make_bus(nats_server.url), make_bus(nats_server.url)
+    assert capture.wait_connected(5) and web.wait_connected(5)
+    threads: list[str] = []
+
+    def status(payload: bytes) -> bytes:
+        threads.append(threading.current_thread().name)
+        return b"status of " + payload
+
+    capture.serve(capture.subject("camera", 3, "status"), status)
+    ask = lambda: web.request(web.subject("camera", 3, "status"), b"3", timeout=0.5)  # noqa: E731
+    assert wait_for(lambda: ask() == b"status of 3")
+    assert "livecam-bus" not in threads
+    assert web.request(web.subject("camera", 9, "status"), b"9", timeout=0.2) is None  # nobody answers
+
+
+def test_a_bus_without_nats_starts_and_connects_when_nats_comes(make_bus) -> None:
+    server = NatsServer(free_port())  # not started yet
+    bus = make_bus(server.url)
+    try:
+        assert not bus.wait_connected(0.5)
+        assert not bus.publish(bus.subject("x"), b"lost")  # dropped, never blocking
+        assert bus.request(bus.subject("x"), b"?", timeout=0.2) is None
+        inbox = Inbox()
+        bus.subscribe(bus.subject("x"), inbox)  # kept until the connection exists
+        server.start()
+        assert bus.wait_connected(10)
+        assert wait_for(lambda: bus.publish(bus.subject("x"), b"now") and inbox.wait(1, 0.1))
+    finally:
+        server.stop()
+
+
+def test_a_restarted_nats_server_is_rejoined_with_the_subscriptions(
+    nats_server: NatsServer, make_bus
+) -> None:
+    capture, web = make_bus(nats_server.url), make_bus(nats_server.url)
+    assert capture.wait_connected(5) and web.wait_connected(5)
+    inbox = Inbox()
+    subject = web.subject("camera", 1, "frame")
+    web.subscribe(subject, inbox)
+    assert wait_for(lambda: capture.publish(subject, b"before") and inbox.wait(1, 0.1))
+    nats_server.stop()
+    assert wait_for(lambda: not capture.connected and not web.connected)
+    nats_server.start()
+    assert capture.wait_connected(10) and web.wait_connected(10)
+    count = len(inbox.messages)
+    assert wait_for(lambda: capture.publish(subject, b"after") and inbox.wait(count + 1, 0.1))
+    assert inbox.messages[-1][0] == b"after"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import logging
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -84,6 +86,34 @@ def snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def capture(args: argparse.Namespace) -> int:
+    """Run the capture role of bus mode until SIGTERM or SIGINT."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"livecam: configuration error: {exc}", file=sys.stderr)
+        return 1
+    if not settings.bus:
+        print("livecam capture: set LIVECAM_BUS (nats://HOST:4222) to the frame bus", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Imported here: the other commands need neither NATS nor the capture threads.
+    from .bus import FrameBus
+    from .publisher import CaptureRole
+    from .registry import Registry
+
+    registry = Registry(settings)
+    bus = FrameBus(settings.bus, settings.bus_prefix, name="livecam-capture").start()
+    role = CaptureRole(registry, bus)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: role.stop())
+    try:
+        return role.run()
+    finally:
+        role.close()
+        bus.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``livecam`` subcommand and return its exit code."""
     parser = argparse.ArgumentParser(prog="livecam", description="livecam tools (serve with gunicorn)")
@@ -99,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     saving.add_argument("--url", help="livecam's address (default: http:// + LIVECAM_BIND)")
     saving.add_argument("--token", help="view token (default: LIVECAM_VIEW_TOKEN)")
     saving.set_defaults(run=snapshot)
+    capturing = commands.add_parser(
+        "capture", help="bus mode: capture the cameras and publish them on LIVECAM_BUS"
+    )
+    capturing.set_defaults(run=capture)
     args = parser.parse_args(argv)
     return args.run(args)
 

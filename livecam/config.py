@@ -88,6 +88,8 @@ class Settings:
     trusted_hosts: tuple[str, ...] = ()  # host names answered besides IP literals, localhost, this host
     state_dir: str | None = None
     max_frame_mb: int = DEFAULT_MAX_FRAME_MB  # a camera's frame larger than this is dropped
+    bus: str | None = None  # nats://HOST:4222 (or tls://): bus mode; None: one process
+    bus_prefix: str = "livecam"  # the subjects' prefix, so that several sites share one NATS
     discovered: bool = False  # cameras came from device discovery, not configuration
 
 
@@ -385,6 +387,23 @@ def _hosts(label: str, value: Any) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def _bus_url(label: str, value: Any) -> str:
+    text = _text(label, value)
+    if not re.fullmatch(r"(nats|tls)://\S+", text):
+        raise ConfigError(f"{label}: expected nats://HOST:PORT or tls://HOST:PORT, got {redact(text)!r}")
+    port = url_port(text)
+    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(f"{label}: {redact(text)} names a port that is not one from 1 to 65535")
+    return text
+
+
+def _subject_token(label: str, value: Any) -> str:
+    text = _text(label, value)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise ConfigError(f"{label}: must be letters, digits, - and _ (a NATS subject token), got {text!r}")
+    return text
+
+
 # Every top-level setting (LIVECAM_<NAME> in the environment) but ``cameras``: a new setting
 # is one line here (and a Settings field with its default).
 SETTING_CHECKS: dict[str, Check] = {
@@ -399,6 +418,8 @@ SETTING_CHECKS: dict[str, Check] = {
     "trusted_hosts": _hosts,
     "state_dir": _text,
     "max_frame_mb": _count(1, 1024),
+    "bus": _bus_url,
+    "bus_prefix": _subject_token,
 }
 TOP_KEYS = ("cameras", *SETTING_CHECKS)
 

@@ -276,3 +276,16 @@ def test_a_corrupt_device_id_file_is_ignored(tmp_path: Path, caplog: pytest.LogC
     assert list(settings.cameras) == [0]
     assert "ignoring device id file" in caplog.text
     assert json.loads((tmp_path / "devices.json").read_text())["ids"] == {"/dev/v4l/by-id/b": 0}
+
+
+def test_bus_settings() -> None:
+    environ = {"LIVECAM_BUS": "nats://user:secret-pw@10.0.0.2:4222", "LIVECAM_BUS_PREFIX": "shop"}
+    settings = load_settings(environ=environ, overrides={"cameras": "0"})
+    assert (settings.bus, settings.bus_prefix) == ("nats://user:secret-pw@10.0.0.2:4222", "shop")
+    assert load_settings(environ={}, overrides={"cameras": "0"}).bus is None
+    for bad, message in (("http://host:4222", "expected nats://"), ("nats://u:secret-pw@h:99999", "port")):
+        with pytest.raises(ConfigError, match=message) as error:
+            load_settings(environ={"LIVECAM_BUS": bad}, overrides={"cameras": "0"})
+        assert "secret-pw" not in str(error.value)
+    with pytest.raises(ConfigError, match="NATS subject token"):
+        load_settings(environ={"LIVECAM_BUS_PREFIX": "a.b"}, overrides={"cameras": "0"})

@@ -1,10 +1,12 @@
-"""A real nats-server on loopback for the bus tests: started, killed and restarted by PID."""
+"""For the bus tests: a real nats-server on loopback (started, killed and restarted by PID),
+and an inbox that collects what a subscription receives."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from helpers import free_port, wait_for
@@ -42,3 +44,20 @@ class NatsServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+
+
+class Inbox:
+    """What a subscription received, with an event to await the next message."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes, dict[str, str]]] = []
+        self.arrived = threading.Condition()
+
+    def __call__(self, payload: bytes, headers: dict[str, str]) -> None:
+        with self.arrived:
+            self.messages.append((payload, headers))
+            self.arrived.notify_all()
+
+    def wait(self, count: int, timeout: float = 5.0) -> bool:
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)

@@ -9,7 +9,7 @@ import pytest
 
 from helpers import free_port, wait_for
 from livecam.bus import FrameBus
-from nats_server import NatsServer
+from nats_server import Inbox, NatsServer
 
 
 @pytest.fixture
@@ -25,23 +25,6 @@ def make_bus() -> Iterator[Callable[[str], FrameBus]]:
     for bus in buses:
         bus.close()
     assert not [t for t in threading.enumerate() if t.name == "livecam-bus"]
-
-
-class Inbox:
-    """What a subscription received, with an event to await the next message."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[bytes, dict[str, str]]] = []
-        self.arrived = threading.Condition()
-
-    def __call__(self, payload: bytes, headers: dict[str, str]) -> None:
-        with self.arrived:
-            self.messages.append((payload, headers))
-            self.arrived.notify_all()
-
-    def wait(self, count: int, timeout: float = 5.0) -> bool:
-        with self.arrived:
-            return self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
 
 
 def test_frames_cross_the_bus_with_their_headers(nats_server: NatsServer, make_bus) -> None:

@@ -1,0 +1,146 @@
+"""``livecam capture`` against a real nats-server: frames while wanted, state, control, claims."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT, decode, wait_for
+from livecam.bus import FrameBus
+from nats_server import Inbox, NatsServer
+
+CAMERAS = "0=testsrc:160x120@20,1=testsrc:64x48@10"
+
+
+@pytest.fixture
+def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start capture processes on the bus; each is stopped (SIGTERM, then SIGKILL) at teardown."""
+    processes: list[subprocess.Popen] = []
+
+    def start(cameras: str = CAMERAS) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
+        env |= {"LIVECAM_BUS": nats_server.url, "LIVECAM_CAMERAS": cameras}
+        env["LIVECAM_STATE_DIR"] = str(tmp_path / f"state{len(processes)}")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "livecam.cli", "capture"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        process.stdout.close()
+
+
+@pytest.fixture
+def bus(nats_server: NatsServer) -> Iterator[FrameBus]:
+    """A web worker's view of the bus."""
+    bus = FrameBus(nats_server.url).start()
+    assert bus.wait_connected(5)
+    yield bus
+    bus.close()
+
+
+class Interest:
+    """A web worker saying it wants a camera's frames, every half second while it does."""
+
+    def __init__(self, bus: FrameBus, cam_id: int, viewers: int) -> None:
+        self._payload = json.dumps({"worker": "test-worker", "viewers": viewers}).encode()
+        self._subject = bus.subject("camera", cam_id, "interest")
+        self._bus = bus
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._bus.publish(self._subject, self._payload)
+            self._stop.wait(0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def state_of(states: Inbox) -> dict:
+    return json.loads(states.messages[-1][0])
+
+
+def test_the_capture_role_publishes_frames_only_while_wanted(start_capture, bus: FrameBus) -> None:
+    capture = start_capture()
+    states, frames = Inbox(), Inbox()
+    bus.subscribe(bus.subject("camera", 0, "state"), states)
+    bus.subscribe(bus.subject("camera", 0, "frame"), frames)
+    assert states.wait(1, 15), capture.stdout.peek(4000) if capture.poll() is None else capture.stdout.read()
+    assert state_of(states)["state"] == "off" and state_of(states)["owner"].endswith(f":{capture.pid}")
+
+    started = json.loads(bus.request(bus.subject("camera", 0, "control"), b"start", timeout=5))
+    assert started["state"] in ("starting", "on")
+    assert wait_for(lambda: state_of(states)["state"] == "on")
+    assert frames.messages == [] and state_of(states)["encoded"] == 0  # nobody wants frames yet
+
+    interest = Interest(bus, 0, viewers=3)
+    try:
+        assert frames.wait(21, 10)  # a second's worth at 20 fps
+        seqs = [int(headers["seq"]) for _, headers in frames.messages]
+        assert seqs == sorted(set(seqs))  # each frame once, in order
+        assert decode(frames.messages[-1][0]).shape == (120, 160, 3)
+        assert wait_for(lambda: state_of(states)["viewers"] == 3)
+        latest = bus.request(bus.subject("camera", 0, "latest"), b"", timeout=2)
+        head, _, jpeg = latest.partition(b"\n")
+        assert json.loads(head)["ph"] == "0" and decode(jpeg).shape == (120, 160, 3)
+    finally:
+        interest.stop()
+    # The interest expires: frames stop, and so does encoding.
+    assert wait_for(lambda: state_of(states)["viewers"] == 0, timeout=10)
+    count = len(frames.messages)
+    assert not frames.wait(count + 5, 1.5)
+    encoded = state_of(states)["encoded"]
+    assert states.wait(len(states.messages) + 2, 5) and state_of(states)["encoded"] == encoded
+
+    stopped = json.loads(bus.request(bus.subject("camera", 0, "control"), b"stop", timeout=5))
+    assert stopped["state"] == "off"
+    assert json.loads(bus.request(bus.subject("camera", 0, "control"), b"jump", timeout=5))["error"]
+
+
+def test_a_camera_captured_twice_is_refused(start_capture, bus: FrameBus) -> None:
+    first = start_capture()
+    owner = bus.subject("camera", 1, "owner")
+    assert wait_for(lambda: bus.request(owner, b"", timeout=0.3) is not None, timeout=15)
+    second = start_capture("1=testsrc:64x48@10")
+    assert second.wait(20) == 2
+    assert b"camera 1 is already captured by" in second.stdout.read()
+    assert first.poll() is None
+
+
+def test_sigterm_stops_the_capture_role_cleanly(start_capture, bus: FrameBus) -> None:
+    capture = start_capture()
+    states = Inbox()
+    bus.subscribe(bus.subject("camera", 1, "state"), states)
+    assert states.wait(1, 15)
+    bus.request(bus.subject("camera", 1, "control"), b"start", timeout=5)
+    started = time.monotonic()
+    capture.send_signal(signal.SIGTERM)
+    assert capture.wait(10) == 0
+    assert time.monotonic() - started < 6
+    assert b"stopped 1 camera(s)" in capture.stdout.read()

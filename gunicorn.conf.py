@@ -26,7 +26,9 @@ worker_class = "livecam.worker.ThreadWorker"
 # Connections at once, those still sending their request included (gunicorn's default is
 # 1000); near the limit the worker closes the ones that have waited longest for a request.
 worker_connections = 4096
-workers = 1
+# One worker captures every camera itself; in bus mode (LIVECAM_BUS) the workers capture
+# nothing and any number of them serve viewers from the frame bus.
+workers = _settings.workers
 threads = _settings.threads
 # Streams never finish on their own; the worker's SIGTERM hook below ends them, so a short
 # grace period is enough for every camera to release its source.
@@ -42,10 +44,11 @@ preload_app = False
 
 def on_starting(server):
     """Refuse setups livecam cannot serve correctly, with one clear line."""
-    if server.cfg.workers != 1:
+    if server.cfg.workers != 1 and not _settings.bus:
         sys.exit(
             f"livecam: refusing to start with {server.cfg.workers} workers: a camera can be "
-            "opened by one process only, so livecam runs exactly one worker (raise threads instead)"
+            "opened by one process only, so livecam runs exactly one worker (raise threads instead, "
+            "or serve from a frame bus: LIVECAM_BUS)"
         )
     if server.cfg.worker_class_str != worker_class:
         sys.exit(

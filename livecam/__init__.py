@@ -35,7 +35,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # keep records in their documented order
     app.config.update(flask_config)
 
-    registry = Registry(load_settings(overrides=overrides))
+    settings = load_settings(overrides=overrides)
+    # With a frame bus, this is a web worker: its cameras are captured by `livecam capture`.
+    registry = Registry(settings, remote=settings.bus is not None)
     if registry.settings.discovered and all(c.config.source.kind == "testsrc" for c in registry):
         logger.warning("no camera configured and no V4L2 capture device found: serving a test pattern")
     appstate.init_app(app, registry)

@@ -63,6 +63,11 @@ class FrameBus:
         return self
 
     @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+        return self._closing
+
+    @property
     def connected(self) -> bool:
         """Whether the bus is connected to NATS now."""
         return self._connected.is_set()
@@ -183,7 +188,8 @@ class FrameBus:
         def cancel() -> None:
             if entry in self._wanted:
                 self._wanted.remove(entry)
-            asyncio.run_coroutine_threadsafe(self._unsubscribe(made), self._loop)
+            if not self._closing:  # a closed bus has no subscription left to end
+                asyncio.run_coroutine_threadsafe(self._unsubscribe(made), self._loop)
 
         return cancel
 

@@ -249,19 +249,24 @@ class Camera:
 
     def snapshot(self, timeout: float = SNAPSHOT_TIMEOUT) -> Frame | None:
         """A fresh live frame, waiting up to ``timeout`` for one; None if none comes."""
-        broadcaster = self._broadcaster
-        latest = broadcaster.latest
-        if latest is not None and not latest.placeholder and latest.age <= SNAPSHOT_FRESH:
-            return latest
-        deadline = time.monotonic() + timeout
-        seq = latest.seq if latest is not None else 0
-        with broadcaster.watching(snapshot=True):
-            while (remaining := deadline - time.monotonic()) > 0:
-                try:
-                    frame = broadcaster.wait_next(seq, remaining)
-                except BroadcastClosed:
-                    return None
-                if frame is None or frame.placeholder:
-                    return None
-                return frame
-        return None
+        return fresh_frame(self._broadcaster, timeout)
+
+
+def fresh_frame(broadcaster: Broadcaster, timeout: float = SNAPSHOT_TIMEOUT) -> Frame | None:
+    """A fresh live frame of ``broadcaster``, waiting up to ``timeout`` for one (as a snapshot
+    waiter, which makes its source encode one); None if none comes or only a placeholder."""
+    latest = broadcaster.latest
+    if latest is not None and not latest.placeholder and latest.age <= SNAPSHOT_FRESH:
+        return latest
+    deadline = time.monotonic() + timeout
+    seq = latest.seq if latest is not None else 0
+    with broadcaster.watching(snapshot=True):
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                frame = broadcaster.wait_next(seq, remaining)
+            except BroadcastClosed:
+                return None
+            if frame is None or frame.placeholder:
+                return None
+            return frame
+    return None

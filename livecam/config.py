@@ -90,6 +90,7 @@ class Settings:
     max_frame_mb: int = DEFAULT_MAX_FRAME_MB  # a camera's frame larger than this is dropped
     bus: str | None = None  # nats://HOST:4222 (or tls://): bus mode; None: one process
     bus_prefix: str = "livecam"  # the subjects' prefix, so that several sites share one NATS
+    workers: int = 1  # gunicorn workers: more than one only in bus mode
     discovered: bool = False  # cameras came from device discovery, not configuration
 
 
@@ -420,6 +421,7 @@ SETTING_CHECKS: dict[str, Check] = {
     "max_frame_mb": _count(1, 1024),
     "bus": _bus_url,
     "bus_prefix": _subject_token,
+    "workers": _count(1, 64),
 }
 TOP_KEYS = ("cameras", *SETTING_CHECKS)
 

@@ -227,10 +227,11 @@ class CaptureRole:
         for publisher in self.publishers:
             publisher.start()
         log.info("capturing %d camera(s) for the frame bus as %s", len(self.publishers), self.owner)
-        while not self._stop.wait(STATE_EVERY):
+        while True:  # at once, then every second: web workers know the process is back
             for publisher in self.publishers:
                 publisher.publish_state()
-        return 0
+            if self._stop.wait(STATE_EVERY):
+                return 0
 
     def stop(self) -> None:
         """Make run() return (safe from a signal handler)."""

@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable, Iterator
 
 from . import state
+from .bus import FrameBus
 from .capture import Camera
 from .config import Settings, state_directory
+from .remote import RemoteCamera
 from .sender import Sender
 
 log = logging.getLogger(__name__)
@@ -49,13 +51,23 @@ def viewer_capacity(threads: int) -> int:
 class Registry:
     """Every configured camera by id, with the settings they came from."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, remote: bool = False) -> None:
+        """:param remote: bus mode's web role: the cameras are captured by another process."""
         self.settings = settings
         self.state_dir = state_directory(settings)
-        max_frame = settings.max_frame_mb * 2**20
-        self._cameras = {
-            cam_id: Camera(config, max_frame=max_frame) for cam_id, config in settings.cameras.items()
-        }
+        self.bus: FrameBus | None = None
+        self._cameras: dict[int, Camera | RemoteCamera]
+        if remote:
+            assert settings.bus, "remote cameras need a frame bus"
+            self.bus = FrameBus(settings.bus, settings.bus_prefix, name="livecam-web").start()
+            self._cameras = {
+                cam_id: RemoteCamera(config, self.bus) for cam_id, config in settings.cameras.items()
+            }
+        else:
+            max_frame = settings.max_frame_mb * 2**20
+            self._cameras = {
+                cam_id: Camera(config, max_frame=max_frame) for cam_id, config in settings.cameras.items()
+            }
         self._save_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self._shutdown_deadline: float | None = None  # one budget, however many callers
@@ -77,6 +89,8 @@ class Registry:
 
     def restore(self) -> None:
         """Switch on the cameras that were on before a restart, else those set to autostart."""
+        if self.bus is not None:
+            return  # their capture process does, with its own state
         state.remove_leftovers(self.state_dir)
         saved = state.load(self.state_dir) or {}
         for camera in self:
@@ -86,6 +100,8 @@ class Registry:
     def switch(self, change: Callable[[], None]) -> None:
         """Apply ``change`` (a camera's start, stop or toggle) and remember every camera's switch."""
         change()
+        if self.bus is not None:
+            return  # the capture process remembers its cameras' switches
         with self._save_lock:
             # Read the switches under the lock: the last writer always saves the latest state.
             state.save(self.state_dir, {c.id: c.is_on for c in self})
@@ -100,6 +116,15 @@ class Registry:
         if not self._shutdown_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return
         try:
+            if self.bus is not None:
+                if self.bus.closed:
+                    return
+                # A web worker stopping leaves the cameras as they are: they are not its own.
+                for camera in self:
+                    camera.close(max(0.0, deadline - time.monotonic()))
+                self.sender.stop(max(0.1, deadline - time.monotonic()))
+                self.bus.close(max(0.1, deadline - time.monotonic()))
+                return
             running = [camera for camera in self if camera.is_on]
             for camera in running:
                 camera.stop(wait=False)  # every thread is told at once, so they stop in parallel

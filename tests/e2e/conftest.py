@@ -1,7 +1,12 @@
-"""Fixtures for the real-server tests: gunicorn processes sharing a state directory."""
+"""Fixtures for the real-server tests: gunicorn processes sharing a state directory, a real
+nats-server, and capture processes for bus mode."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,3 +40,37 @@ def nats_server() -> Iterator[NatsServer]:
     server = NatsServer().start()
     yield server
     server.stop()
+
+
+CAPTURE_CAMERAS = "0=testsrc:160x120@20,1=testsrc:64x48@10"
+
+
+@pytest.fixture
+def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Start capture processes on the bus; each is stopped (SIGTERM, then SIGKILL) at teardown."""
+    processes: list[subprocess.Popen] = []
+
+    def start(cameras: str = CAPTURE_CAMERAS, url: str | None = None, state: str = "") -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
+        env |= {"LIVECAM_BUS": url or nats_server.url, "LIVECAM_CAMERAS": cameras}
+        env["LIVECAM_STATE_DIR"] = str(tmp_path / (state or f"capture{len(processes)}"))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "livecam.cli", "capture"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        process.stdout.close()

@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-from helpers import ROOT, decode, wait_for
+from helpers import decode, wait_for
 from livecam.bus import FrameBus
 from nats_server import Inbox, NatsServer
-
-CAMERAS = "0=testsrc:160x120@20,1=testsrc:64x48@10"
-
-
-@pytest.fixture
-def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
-    """Start capture processes on the bus; each is stopped (SIGTERM, then SIGKILL) at teardown."""
-    processes: list[subprocess.Popen] = []
-
-    def start(cameras: str = CAMERAS) -> subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
-        env |= {"LIVECAM_BUS": nats_server.url, "LIVECAM_CAMERAS": cameras}
-        env["LIVECAM_STATE_DIR"] = str(tmp_path / f"state{len(processes)}")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "livecam.cli", "capture"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        process.stdout.close()
 
 
 @pytest.fixture

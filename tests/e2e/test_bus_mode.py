@@ -1,0 +1,86 @@
+"""Bus mode end to end: one capture process, nats-server, two gunicorn "hosts" of two workers."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+
+import numpy as np
+
+from helpers import Part, Server, decode, read_for, read_parts, wait_for
+from nats_server import NatsServer
+
+CAMERAS = "0=testsrc:160x120@20,1=testsrc:64x48@10"
+
+
+def web(serve: Callable[..., Server], url: str) -> Server:
+    """A gunicorn of two workers serving the cameras from the frame bus."""
+    return serve({"LIVECAM_BUS": url, "LIVECAM_CAMERAS": CAMERAS}, "--workers", "2")
+
+
+def is_placeholder(part: Part) -> bool:
+    """The "no signal" image is mostly a flat dark grey; the test pattern is colourful."""
+    return float(np.median(decode(part.body)[..., 2])) < 60
+
+
+def test_viewers_on_two_hosts_get_every_frame_once(
+    serve: Callable[..., Server], start_capture: Callable[..., subprocess.Popen], nats_server: NatsServer
+) -> None:
+    start_capture()
+    first, second = web(serve, nats_server.url), web(serve, nats_server.url)
+    assert wait_for(lambda: first.record(0)["state"] == "off", timeout=15)
+    status, body = first.request("POST", "/cameras/0/start")
+    assert status == 200, body
+    assert wait_for(lambda: second.record(0)["state"] == "on")  # a switch on one, seen on the other
+    before = first.record(0)
+    streams = [server.open_stream("/cameras/0/stream.mjpg") for server in (first, second) for _ in range(3)]
+    try:
+        readings = [read_for(read_parts(response), 2.0) for _, response in streams]
+        assert wait_for(lambda: first.record(0)["viewers"] == 6)  # summed over every worker
+    finally:
+        for conn, _ in streams:
+            conn.close()
+    after = first.record(0)
+    for parts in readings:
+        stamps = [part.headers["x-timestamp"] for part in parts]
+        assert len(stamps) >= 25 and len(set(stamps)) == len(stamps)  # ~20 fps, no duplicate
+        assert decode(parts[-1].body).shape == (120, 160, 3)
+    # One encode per frame in all, whatever the number of viewers, workers and hosts.
+    assert after["encoded"] - before["encoded"] <= after["frames"] - before["frames"] + 5
+
+
+def test_the_capture_process_killed_then_back(
+    serve: Callable[..., Server], start_capture: Callable[..., subprocess.Popen], nats_server: NatsServer
+) -> None:
+    capture = start_capture(state="capture")
+    livecam = web(serve, nats_server.url)
+    assert wait_for(lambda: livecam.record(1)["state"] == "off", timeout=15)
+    livecam.request("POST", "/cameras/1/start")
+    conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+    try:
+        parts = read_parts(response)
+        assert not is_placeholder(next(parts))
+        capture.kill()  # kill -9
+        capture.wait(10)
+        assert next(part for part in parts if is_placeholder(part))  # on the same connection
+        assert livecam.record(1)["error"] == "capture offline"
+        start_capture(state="capture")  # back, with the switches it remembered
+        assert next(part for part in parts if not is_placeholder(part))
+        assert wait_for(lambda: livecam.record(1)["state"] == "on")  # on every worker
+    finally:
+        conn.close()
+
+
+def test_a_web_worker_starts_without_nats_and_recovers(
+    serve: Callable[..., Server], start_capture: Callable[..., subprocess.Popen]
+) -> None:
+    nats = NatsServer()  # not running yet
+    livecam = web(serve, nats.url)
+    try:
+        record = livecam.record(0)
+        assert (record["state"], record["error"]) == ("error", "frame bus unreachable")
+        nats.start()
+        start_capture(url=nats.url)
+        assert wait_for(lambda: livecam.record(0)["state"] == "off", timeout=20)
+    finally:
+        nats.stop()

@@ -201,11 +201,19 @@ def test_tls_http2_carries_dashboard_and_streams_over_one_connection(
         assert len(list(itertools.islice(read_parts(io.BytesIO(body.read_bytes())), 2))) == 2
 
 
-def test_systemd_unit_verifies(tmp_path: Path) -> None:
-    # verify checks that ExecStart's program exists: point it at this venv's gunicorn.
-    unit = tmp_path / "livecam.service"
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    install("systemd/livecam.service", unit, {"/opt/livecam/.venv/bin/gunicorn": str(gunicorn)})
+@pytest.mark.parametrize(
+    ("name", "program"),
+    [
+        ("livecam.service", "gunicorn"),
+        ("livecam-web.service", "gunicorn"),
+        ("livecam-capture.service", "livecam"),
+    ],
+)
+def test_systemd_unit_verifies(tmp_path: Path, name: str, program: str) -> None:
+    # verify checks that ExecStart's program exists: point it at this venv's.
+    unit = tmp_path / name
+    path = Path(sys.executable).with_name(program)
+    install(f"systemd/{name}", unit, {f"/opt/livecam/.venv/bin/{program}": str(path)})
     result = subprocess.run(
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
     )

@@ -243,6 +243,12 @@ def _camera(cam_id: int, table: Mapping[str, Any], key: str) -> CameraConfig:
 def _camera_id(raw: Any, key: str) -> int:
     text = str(raw).strip()
     if not text.isdigit() or len(text) > 6:
+        if len(text) > 12 or any(c in text for c in "@/:?#"):
+            # Never echoed: a comma inside a camera URL splits it here, password and all.
+            raise ConfigError(
+                f"{key}: an entry is not ID=SOURCE (a comma inside a camera URL? write it as %2C, "
+                "or put the camera in the TOML file)"
+            )
         raise ConfigError(f"{key}: camera id must be an integer from 0 to 999999, got {raw!r}")
     return int(text)
 

@@ -62,8 +62,9 @@ def _scan(data: bytes | bytearray) -> tuple[int, str | None]:
     if not framed:
         return size, "not a JPEG"  # no frame header: nothing a decoder could draw
     # FF D9 cannot occur inside entropy-coded data (an FF there is followed by 00), so the
-    # last one is the end; bytes after it (padding, a camera's trailer) are not the picture's.
-    end = data.rfind(b"\xff\xd9", offset)
+    # first one after the header is the end; what follows (padding, a camera's trailer, even
+    # one holding FF D9 itself) is not the picture's.
+    end = data.find(b"\xff\xd9", offset)
     if end < 0:
         return size, "truncated JPEG"
     return end + 2, None

@@ -13,11 +13,12 @@ import re
 MASK = "***"
 # scheme://userinfo@ — up to the last "@" of the URL: a password may hold "@", "/", "?" or
 # "#" unescaped, and cameras accept it; an "@" later in a path masks a little too much.
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)(\S*)@")
+# Spaces and tabs count too: cameras accept them unescaped. A line's later "@" masks more.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\r\n]*)@")
 # A query or fragment value whose key looks like a credential (user, pwd, loginpas, token...).
 _QUERY = re.compile(
     r"(?i)([?&;#])((?:[a-z0-9_.\-]*)(?:user|usr|login|account|pw|pass|psw|secret|token|auth|key|sig|cred)"
-    r"[a-z0-9_.\-]*)=([^&;#\s]*)"
+    r"[a-z0-9_.\-]*|u|p)=([^&;#\s]*)"
 )
 
 

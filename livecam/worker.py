@@ -41,7 +41,8 @@ REQUEST_TIMEOUT = 10.0  # seconds a client may take to send a whole request
 MAX_REQUEST_HEAD = 64 * 1024  # a request head larger than this is refused (431)
 LINGER = 2.0  # seconds a closing connection may keep sending before it is cut
 MAX_LINGER_BYTES = 64 * 1024
-_CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*(\d{1,18})[ \t]*\r?(?:\n|$)", re.IGNORECASE)
+# Any number of digits (leading zeros too): gunicorn reads them all, so must the check.
+_CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*\r?(?:\n|$)", re.IGNORECASE)
 _EXPECT_CONTINUE = re.compile(rb"\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECASE)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -72,7 +73,10 @@ def request_arrived(data: bytes | bytearray) -> bool:
     match = _CONTENT_LENGTH.search(data, 0, end.start() + 1)
     if match is None:
         return True
-    length = int(match[1])
+    digits = match[1].lstrip(b"0") or b"0"
+    if len(digits) > 18:
+        return True  # absurd: refused (413, or gunicorn's 400) without waiting for a body
+    length = int(digits)
     return length > MAX_REQUEST_BODY or len(data) - end.end() >= length
 
 
@@ -192,6 +196,9 @@ class ThreadWorker(gthread.ThreadWorker):
                     conn.arrived = bytearray(conn.parser.unreader.take_buffered())
                     conn.sock.setblocking(False)
                     self._await_request(conn)
+                    if expects_continue(conn.arrived):
+                        conn.continued = True
+                        _send_now(conn.sock, CONTINUE)
                     return
         super().finish_request(conn, fs)
 

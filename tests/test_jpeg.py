@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import decode
-from livecam.jpeg import DHT, SOS, STANDARD_TABLES, is_jpeg, jpeg_problem, with_huffman_tables
+from livecam.jpeg import DHT, SOS, STANDARD_TABLES, is_jpeg, jpeg_end, jpeg_problem, with_huffman_tables
 
 
 def encoded(quality: int = 80) -> bytes:
@@ -82,3 +82,9 @@ def test_missing_tables_are_restored() -> None:
 def test_complete_jpeg_is_left_alone() -> None:
     original = encoded()
     assert with_huffman_tables(original) is original
+
+
+def test_a_trailer_holding_an_end_marker_is_not_the_picture() -> None:
+    jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    framed = jpeg + b"TRAILERJUNK\xff\xd9" + b"X" * 5000
+    assert jpeg_problem(framed) is None and jpeg_end(framed) == len(jpeg)

@@ -124,3 +124,22 @@ def test_check_config_shows_no_secret() -> None:
     assert result.returncode == 0, result.stderr
     assert "pwd=***" in result.stdout and "rtsp://a:***@cam/s" in result.stdout
     assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("rtsp://admin:pass word@cam/s", "rtsp://admin:***@cam/s"),  # a space, unescaped
+        ("http://admin:tab\tsecret@cam/x", "http://admin:***@cam/x"),
+        ("http://admin:p@ss w0rd@h/x", "http://admin:***@h/x"),
+        ("http://cam/x.jpg?u=admin&p=hunter2&res=2", "http://cam/x.jpg?u=***&p=***&res=2"),
+    ],
+)
+def test_odd_passwords_and_one_letter_keys_are_masked(text: str, shown: str) -> None:
+    assert redact(text) == shown
+
+
+def test_a_comma_inside_a_listed_url_is_reported_without_the_password() -> None:
+    with pytest.raises(ConfigError, match="a comma inside a camera URL") as error:
+        load_settings(environ={"LIVECAM_CAMERAS": "1=http://admin:se,cret@127.0.0.1:9/x.mjpg"})
+    assert "cret" not in str(error.value)

@@ -18,6 +18,8 @@ from livecam.worker import MAX_REQUEST_HEAD, expects_continue, head_too_large, r
         (b"POST /login HTTP/1.1\r\ncontent-length:10\r\n\r\ntoken=abcd", True),
         (b"POST /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (MAX_REQUEST_BODY + 1), True),  # refused unread
         (b"G" * (MAX_REQUEST_HEAD + 1), False),  # never whole: refused from the event loop
+        (b"POST /login HTTP/1.1\r\nContent-Length: 0000000000000000005\r\n\r\ntok", False),  # 19 digits
+        (b"POST /x HTTP/1.1\r\nContent-Length: " + b"9" * 30 + b"\r\n\r\n", True),  # refused unread
     ],
 )
 def test_a_request_has_arrived_when_its_head_and_small_body_have(data: bytes, whole: bool) -> None:

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .config import ConfigError, load_settings
+from .config import ConfigError, Settings, load_settings
 from .redaction import redact
 from .state import write_atomically_bytes
 from .v4l2 import Ioctl, choose_mode, describe_modes, device_modes, list_devices
@@ -39,12 +39,19 @@ def devices(args: argparse.Namespace, ioctl: Ioctl = fcntl.ioctl) -> int:
     return 0
 
 
-def check_config(args: argparse.Namespace) -> int:
-    """Validate the configuration and print the cameras it registers."""
+def _settings() -> Settings | None:
+    """The validated settings, or None after printing the one line that says what is wrong."""
     try:
-        settings = load_settings()
+        return load_settings()
     except ConfigError as exc:
         print(f"livecam: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Validate the configuration and print the cameras it registers."""
+    settings = _settings()
+    if settings is None:
         return 1
     origin = "discovered" if settings.discovered else "configured"
     print(f"configuration OK: {len(settings.cameras)} camera(s) {origin}, bind {settings.bind}")
@@ -88,10 +95,8 @@ def snapshot(args: argparse.Namespace) -> int:
 
 def capture(args: argparse.Namespace) -> int:
     """Run the capture role of bus mode until SIGTERM or SIGINT."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"livecam: configuration error: {exc}", file=sys.stderr)
+    settings = _settings()
+    if settings is None:
         return 1
     if not settings.bus:
         print("livecam capture: set LIVECAM_BUS (nats://HOST:4222) to the frame bus", file=sys.stderr)

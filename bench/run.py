@@ -356,6 +356,25 @@ def start_livecam(bench: Bench, logs: Path, threads: int) -> System:
     return System("livecam", server, "/cameras/1/stream.mjpg", port, settle)
 
 
+def start_bus(bench: Bench, logs: Path, threads: int, workers: int) -> System:
+    """Bus mode: nats-server, a capture process and gunicorn of ``workers`` workers, one tree."""
+    port, nats_port = free_port(), free_port()
+    env = _clean_env(
+        LIVECAM_CAMERAS=f"1=http://127.0.0.1:{bench.camera_port}/cam.mjpg",
+        LIVECAM_THREADS=str(threads),
+        LIVECAM_STATE_DIR=str(logs / "bus-state"),
+    )
+    argv = [PYTHON, str(BENCH / "bus_system.py"), str(nats_port), str(port), str(workers)]
+    server = Server("bus", argv, f"http://127.0.0.1:{port}/healthz", logs / "bus.log", cwd=REPO, env=env)
+    server.wait_ready()
+    status = f"http://127.0.0.1:{port}/cameras/1"
+
+    def settle() -> None:
+        _wait_for(lambda: http("GET", status)[1]["viewers"] == 0, 8.0)
+
+    return System("bus", server, "/cameras/1/stream.mjpg", port, settle)
+
+
 def start_seed(bench: Bench, logs: Path, threads: int) -> System:
     """The seed pattern under gunicorn gthread, one worker, the same thread count."""
     port = free_port()
@@ -425,6 +444,18 @@ async def measure_seed(bench: Bench, system: System, counts: list[int]) -> tuple
     return results, extras
 
 
+async def measure_bus(bench: Bench, system: System, counts: list[int]) -> tuple[list[Result], Extras]:
+    """The viewer counts against bus mode, its camera switched on through a web worker."""
+    status = f"http://127.0.0.1:{system.port}/cameras/1"
+    if not _wait_for(lambda: http("GET", status)[1]["state"] == "off", 20.0):
+        raise RuntimeError(f"bus mode's capture process did not come: {http('GET', status)[1]}")
+    http("POST", status + "/start")
+    if not _wait_for(lambda: http("GET", status)[1]["state"] == "on", 15.0):
+        raise RuntimeError(f"bus mode's camera did not come on: {http('GET', status)[1]}")
+    await asyncio.sleep(bench.warmup)
+    return await run_counts(bench, system, counts), Extras()
+
+
 async def measure(args: argparse.Namespace, logs: Path) -> dict[str, tuple[list[Result], Extras]]:
     """Start the camera, then measure each system in turn; stop every server by PID."""
     camera, camera_port = start_camera(logs, args)
@@ -440,6 +471,13 @@ async def measure(args: argparse.Namespace, logs: Path) -> dict[str, tuple[list[
             system = start(bench, logs, args.threads)
             try:
                 measured[name] = await body(bench, system, args.viewers)
+            finally:
+                system.server.stop()
+        if args.bus:
+            progress(f"bus: starting ({args.bus} web workers)")
+            system = start_bus(bench, logs, args.threads, args.bus)
+            try:
+                measured["bus"] = await measure_bus(bench, system, args.viewers)
             finally:
                 system.server.stop()
         late = bench.camera_json("/stats")
@@ -584,6 +622,23 @@ def ratio_report(measured: dict[str, tuple[list[Result], Extras]]) -> str:
     )
 
 
+def bus_report(measured: dict[str, tuple[list[Result], Extras]]) -> str:
+    """Bus mode beside one process: CPU of every process (capture, NATS, workers), the hop's latency."""
+    single = {r.viewers: r for r in measured["livecam"][0]}
+    rows = []
+    for result in measured["bus"][0]:
+        one = single.get(result.viewers)
+        if one is None:
+            continue
+        added = percentile(result.latencies, 0.95) - percentile(one.latencies, 0.95)
+        rows.append(
+            [str(result.viewers), fmt(result.cpu), fmt(one.cpu), ratio(result.cpu, one.cpu), fmt(added)]
+        )
+    headers = [("N", 4), ("bus CPU %", 10), ("one CPU %", 10), ("bus/one", 8), ("p95 +ms", 8)]
+    lines = "== bus mode / one process (targets: CPU <= 1.3x at 200 viewers, p95 <= +3 ms)\n"
+    return lines + table(headers, rows)
+
+
 def targets(measured: dict[str, tuple[list[Result], Extras]]) -> list[tuple[str, bool | None, str]]:
     """Each target: its text, met (None when not measured) and the figure."""
     results, extras = measured["livecam"]
@@ -642,9 +697,13 @@ def report(measured: dict[str, tuple[list[Result], Extras]], args: argparse.Name
     )
     parts = [head, LEGEND]
     parts += [
-        system_report(name, *measured[name]) for name in ("livecam", "seed", "floor") if name in measured
+        system_report(name, *measured[name])
+        for name in ("livecam", "bus", "seed", "floor")
+        if name in measured
     ]
     parts.append(ratio_report(measured))
+    if "bus" in measured:
+        parts.append(bus_report(measured))
     lines = ["== targets (livecam)"]
     for text, met, figure in targets(measured):
         mark = "n/a" if met is None else "met" if met else "NOT MET"
@@ -663,6 +722,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", default="640x480", help="camera picture size")
     parser.add_argument("--quality", type=int, default=80, help="camera JPEG quality")
     parser.add_argument("--quick", action="store_true", help="1 and 10 viewers, 3 s windows: under a minute")
+    parser.add_argument("--bus", type=int, default=0, metavar="W", help="also bus mode with W web workers")
     args = parser.parse_args(argv)
     viewers = args.viewers or ("1,10" if args.quick else "1,10,50,100,200")
     args.viewers = [int(count) for count in viewers.split(",")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -84,3 +85,26 @@ def test_a_web_worker_starts_without_nats_and_recovers(
         assert wait_for(lambda: livecam.record(0)["state"] == "off", timeout=20)
     finally:
         nats.stop()
+
+
+def test_a_restarted_nats_server_is_rejoined_by_everyone(
+    serve: Callable[..., Server], start_capture: Callable[..., subprocess.Popen], nats_server: NatsServer
+) -> None:
+    start_capture()
+    livecam = serve({"LIVECAM_BUS": nats_server.url, "LIVECAM_CAMERAS": CAMERAS})
+    assert wait_for(lambda: livecam.record(1)["state"] == "off", timeout=15)
+    livecam.request("POST", "/cameras/1/start")
+    conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+    try:
+        parts = read_parts(response)
+        assert not is_placeholder(next(parts))
+        nats_server.stop()
+        assert next(part for part in parts if is_placeholder(part))  # frame bus unreachable
+        assert livecam.record(1)["error"] == "frame bus unreachable"
+        nats_server.start()  # the same port: no restart of livecam, capture or web
+        back = time.monotonic()
+        assert next(part for part in parts if not is_placeholder(part))
+        assert time.monotonic() - back < 5
+        assert wait_for(lambda: livecam.record(1)["state"] == "on")
+    finally:
+        conn.close()

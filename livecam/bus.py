@@ -14,6 +14,7 @@ sites can share one NATS.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -50,7 +51,12 @@ class FrameBus:
         self._thread = threading.Thread(target=self._loop.run_forever, name="livecam-bus", daemon=True)
         self._client: Client | None = None
         self._connected = threading.Event()
-        self._wanted: list[tuple[str, Any, int]] = []  # (subject, callback, pending) to keep
+        # The subscriptions asked for, and those made on the connection, by token. Both belong
+        # to the bus thread alone, so a subscription is made once whatever the timing of the
+        # connection, and cancelling one always ends what was made.
+        self._wanted: dict[int, tuple[str, Any, int]] = {}
+        self._made: dict[int, Subscription | None] = {}  # None: being made
+        self._tokens = itertools.count()
         self._closing = False
         self._connecting: Future[None] | None = None
 
@@ -160,8 +166,8 @@ class FrameBus:
         if self._closing:
             await client.close()
             return
-        for subject, callback, pending in list(self._wanted):
-            await self._subscribe(subject, callback, pending)
+        for token in list(self._wanted):
+            await self._make(token)
         self._connected.set()
         log.info("frame bus: connected to %s", redact(self.url))
 
@@ -178,20 +184,39 @@ class FrameBus:
             log.debug("frame bus: publish on %s failed", subject, exc_info=True)
 
     def _keep(self, subject: str, callback: Any, pending: int) -> Callable[[], None]:
-        """Remember a subscription (restored at every connect) and make it now if connected."""
-        entry = (subject, callback, pending)
-        self._wanted.append(entry)
-        made: Future[Subscription | None] = asyncio.run_coroutine_threadsafe(
-            self._subscribe(*entry) if self.connected else _none(), self._loop
-        )
+        """Ask for a subscription, made now if connected, else at the connection."""
+        token = next(self._tokens)
+        asyncio.run_coroutine_threadsafe(self._add(token, (subject, callback, pending)), self._loop)
 
         def cancel() -> None:
-            if entry in self._wanted:
-                self._wanted.remove(entry)
             if not self._closing:  # a closed bus has no subscription left to end
-                asyncio.run_coroutine_threadsafe(self._unsubscribe(made), self._loop)
+                asyncio.run_coroutine_threadsafe(self._remove(token), self._loop)
 
         return cancel
+
+    async def _add(self, token: int, entry: tuple[str, Any, int]) -> None:
+        self._wanted[token] = entry
+        client = self._client
+        if client is not None and client.is_connected:
+            await self._make(token)
+
+    async def _make(self, token: int) -> None:
+        """Subscribe for ``token`` unless already done (or under way)."""
+        if token in self._made or token not in self._wanted:
+            return
+        self._made[token] = None
+        subscription = await self._subscribe(*self._wanted[token])
+        if subscription is None:  # not connected after all: the connection makes it
+            self._made.pop(token, None)
+        elif token in self._wanted:
+            self._made[token] = subscription
+        else:  # cancelled while being made
+            self._made.pop(token, None)
+            await _unsubscribe(subscription)
+
+    async def _remove(self, token: int) -> None:
+        self._wanted.pop(token, None)
+        await _unsubscribe(self._made.pop(token, None))
 
     async def _subscribe(self, subject: str, callback: Any, pending: int) -> Subscription | None:
         client = self._client
@@ -216,14 +241,6 @@ class FrameBus:
 
         return await client.subscribe(subject, cb=answer)
 
-    async def _unsubscribe(self, made: Future[Subscription | None]) -> None:
-        try:
-            subscription = made.result(0) if made.done() else None
-            if subscription is not None:
-                await subscription.unsubscribe()
-        except Exception:  # noqa: BLE001 - a subscription on a lost connection is gone anyway
-            log.debug("frame bus: unsubscribe failed", exc_info=True)
-
     async def _request(self, subject: str, payload: bytes, timeout: float) -> bytes | None:
         client = self._client
         if client is None or not client.is_connected:
@@ -246,5 +263,11 @@ class FrameBus:
             await client.close()
 
 
-async def _none() -> None:
-    return None
+async def _unsubscribe(subscription: Subscription | None) -> None:
+    """End a subscription; one on a lost connection is gone anyway."""
+    if subscription is None:
+        return
+    try:
+        await subscription.unsubscribe()
+    except Exception:  # noqa: BLE001 - nothing to end
+        log.debug("frame bus: unsubscribe failed", exc_info=True)

@@ -73,8 +73,11 @@ class CameraPublisher:
             worker, viewers = str(interest["worker"]), max(0, int(interest.get("viewers", 0)))
         except (ValueError, KeyError, TypeError):
             return  # not ours to trust: a malformed interest is no interest
+        now = time.monotonic()
         with self._lock:
-            self._interest[worker] = (viewers, time.monotonic() + INTEREST_TTL)
+            # Workers come and go (each restart is a new one): forget the expired ones.
+            self._interest = {w: entry for w, entry in self._interest.items() if entry[1] > now}
+            self._interest[worker] = (viewers, now + INTEREST_TTL)
             self._lock.notify_all()
 
     def _wanted(self) -> bool:

@@ -55,6 +55,7 @@ class RemoteCamera:
         self._lock = threading.Lock()  # guards _record, _seen and _broadcaster swaps
         self._record: dict[str, Any] | None = None
         self._seen = 0.0  # when the last state message came (monotonic)
+        self._started = time.time()
         self._broadcaster = Broadcaster(f"camera {config.id} ({config.name})")
         self._stop = threading.Event()
         self._cancel_state = bus.subscribe(self._subject("state"), self._on_state, pending_bytes=2**20)
@@ -232,7 +233,9 @@ class RemoteCamera:
         width, height = record.get("width"), record.get("height")
         if not (isinstance(width, int) and isinstance(height, int)):
             width, height = placeholder_size(self.config.width)
-        jpeg = encode(no_signal(width, height, self.config.name, reason, time.time() - OFFLINE_AFTER), 80)
+        # Since when: the last word from the capture process (or this worker's start).
+        since = time.time() - (time.monotonic() - self._seen) if self._seen else self._started
+        jpeg = encode(no_signal(width, height, self.config.name, reason, since), 80)
         if jpeg is not None:
             broadcaster.publish(jpeg, time.time(), placeholder=True)
 

@@ -105,3 +105,30 @@ def test_a_tls_nats_server(make_bus, certificate: tuple[Path, Path], monkeypatch
         assert wait_for(lambda: capture.publish(subject, b"over tls") and inbox.wait(1, 0.1))
     finally:
         server.stop()
+
+
+def test_a_subscription_asked_before_the_connection_is_made_once_and_ends_when_cancelled(make_bus) -> None:
+    server = NatsServer(free_port())
+    bus = make_bus(server.url)
+    subject = bus.subject("x")
+
+    def payloads(inbox: Inbox) -> list[bytes]:
+        return [payload for payload, _ in inbox.messages]
+
+    try:
+        early, late = Inbox(), Inbox()
+        cancel_early = bus.subscribe(subject, early)  # asked before NATS is there
+        server.start()
+        assert bus.wait_connected(10)
+        bus.subscribe(subject, late)
+        assert wait_for(lambda: bus.publish(subject, b"ready") and late.wait(1, 0.1) and early.wait(1, 0.1))
+        bus.publish(subject, b"once")
+        bus.publish(subject, b"flush")
+        assert wait_for(lambda: b"flush" in payloads(early) and b"flush" in payloads(late))
+        assert payloads(early).count(b"once") == 1  # one subscription, not two
+        cancel_early()
+        seen = len(late.messages)
+        assert wait_for(lambda: bus.publish(subject, b"after") and late.wait(seen + 2, 0.1))
+        assert b"after" in payloads(late) and b"after" not in payloads(early)
+    finally:
+        server.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -50,8 +50,9 @@ class Broadcaster:
     viewer or waiter arrives (for a capture thread waiting in ``wait_wanted``).
     """
 
-    def __init__(self, name: str = "broadcaster") -> None:
+    def __init__(self, name: str = "broadcaster", on_wanted: Callable[[], None] | None = None) -> None:
         self.name = name  # for log lines
+        self._on_wanted = on_wanted  # called (outside the lock) when the first viewer or waiter comes
         self._cond = threading.Condition()
         self._seq = 0
         self._latest: Frame | None = None
@@ -130,7 +131,8 @@ class Broadcaster:
     def watching(self, snapshot: bool = False) -> Iterator[None]:
         """Count the caller as a viewer (or a snapshot waiter) for the duration of the block."""
         with self._cond:
-            if not self.wanted:
+            first = not self.wanted
+            if first:
                 self._cond.notify_all()  # a capture thread may be waiting in wait_wanted
             if snapshot:
                 self._waiters += 1
@@ -138,6 +140,8 @@ class Broadcaster:
                 self._viewers += 1
                 if self._viewers in MILESTONES:
                     log.info("%s: %d viewer%s", self.name, self._viewers, "s" * (self._viewers > 1))
+        if first and self._on_wanted is not None:
+            self._on_wanted()
         try:
             yield
         finally:
@@ -148,3 +152,67 @@ class Broadcaster:
                     self._viewers -= 1
                     if self._viewers == 0:
                         log.info("%s: no viewers", self.name)
+
+
+class Feeds:
+    """One camera's broadcasters for one capture session, one per stream profile.
+
+    Each profile fans its own frames out on its own ``Condition``, so a viewer of one
+    profile never wakes for another's frames. The feeds' own ``Condition`` serves only the
+    capture side: it is notified when a profile gets its first viewer or waiter, and at close.
+    """
+
+    def __init__(self, profiles: Iterable[str], label: str = "camera") -> None:
+        self._demand = threading.Condition()
+        names = list(profiles)
+        self._by_name = {
+            name: Broadcaster(label if i == 0 else f"{label}, {name}", self._wake)
+            for i, name in enumerate(names)
+        }
+        self.names = tuple(names)
+
+    def __getitem__(self, profile: str) -> Broadcaster:
+        return self._by_name[profile]
+
+    def __contains__(self, profile: object) -> bool:
+        return profile in self._by_name
+
+    def items(self) -> Iterator[tuple[str, Broadcaster]]:
+        """Every profile's name and broadcaster, the first (full) first."""
+        return iter(self._by_name.items())
+
+    @property
+    def main(self) -> Broadcaster:
+        """The first profile's broadcaster (``full``)."""
+        return self._by_name[self.names[0]]
+
+    @property
+    def wanted(self) -> bool:
+        """Whether any profile has a viewer or a snapshot waiter."""
+        return any(b.wanted for b in self._by_name.values())
+
+    @property
+    def viewers(self) -> int:
+        """Stream viewers over every profile."""
+        return sum(b.viewers for b in self._by_name.values())
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session has ended."""
+        return self.main.closed
+
+    def _wake(self) -> None:
+        with self._demand:
+            self._demand.notify_all()
+
+    def wait_wanted(self, timeout: float | None = None) -> bool:
+        """Wait until some profile is wanted or the session ends; return whether one is."""
+        with self._demand:
+            self._demand.wait_for(lambda: self.wanted or self.closed, timeout)
+            return self.wanted and not self.closed
+
+    def close(self) -> None:
+        """End the session: every stream of every profile ends."""
+        for broadcaster in self._by_name.values():
+            broadcaster.close()
+        self._wake()

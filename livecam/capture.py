@@ -1,8 +1,8 @@
 """A camera: switched on and off, its state (off, starting, on, error), its record, snapshots.
 
-Each switch-on starts a capture thread running one CaptureSession (session.py), with a
-broadcaster of its own; switching off stops the thread and closes that broadcaster, which
-ends every stream.
+Each switch-on starts a capture thread running one CaptureSession (session.py), with feeds of
+its own (a broadcaster per stream profile); switching off stops the thread and closes them,
+which ends every stream.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .broadcast import BroadcastClosed, Broadcaster, Frame
-from .config import CameraConfig
-from .frames import output_size
+from .broadcast import BroadcastClosed, Broadcaster, Feeds, Frame
+from .config import FULL, CameraConfig
+from .frames import output_size, stream_size
 from .redaction import redact
 from .session import IDLE_CLOSE, CaptureSession
 from .source_base import Source
 from .sources import open_source
-from .stats import CaptureStats, SendStats
+from .stats import CaptureStats, ProfileStats, SendStats
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,15 @@ class Camera:
         self._running = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._broadcaster = Broadcaster()
-        self._broadcaster.close()
+        self._feeds = Feeds(config.profiles)
+        self._feeds.close()
         self.state = "off"
         self.since = time.time()
         self.error: str | None = None
-        self.stats = CaptureStats()  # written by the capture thread alone
-        self.sends = SendStats()  # bytes and latency of what viewers were sent
+        # Written by the capture thread alone.
+        self.stats = CaptureStats(profiles={name: ProfileStats() for name in config.profiles})
+        self.sends = SendStats()  # bytes and latency of what viewers were sent, every profile
+        self.profile_sends = {name: SendStats(total=self.sends) for name in config.profiles}
 
     @property
     def id(self) -> int:
@@ -71,8 +73,13 @@ class Camera:
 
     @property
     def broadcaster(self) -> Broadcaster:
-        """The current capture session's broadcaster (closed while off)."""
-        return self._broadcaster
+        """The current capture session's broadcaster of the full stream (closed while off)."""
+        return self._feeds[FULL]
+
+    @property
+    def feeds(self) -> Feeds:
+        """The current capture session's broadcasters, one per profile (closed while off)."""
+        return self._feeds
 
     @property
     def is_on(self) -> bool:
@@ -115,17 +122,17 @@ class Camera:
             if self._thread is not None:
                 raise CameraBusy(f"camera {self.id} is still releasing its source")
             stop = self._stop = threading.Event()
-            broadcaster = self._broadcaster = Broadcaster(f"camera {self.id} ({self.config.name})")
+            feeds = self._feeds = Feeds(self.config.profiles, f"camera {self.id} ({self.config.name})")
             self._running = True
             self._set_state("starting", None, stop)
             session = CaptureSession(
                 self.config,
                 self._opener,
                 stop,
-                broadcaster,
+                feeds,
                 self.stats,
                 report=lambda state, error: self._set_state(state, error, stop),
-                ended=lambda: self._end_of_file(stop, broadcaster),
+                ended=lambda: self._end_of_file(stop, feeds),
                 idle_close=self._idle_close,
                 max_frame=self._max_frame,
             )
@@ -142,7 +149,7 @@ class Camera:
                 with self._state_lock:
                     self._stop.set()
                     self._change("off", None)
-                self._broadcaster.close()
+                self._feeds.close()
             if wait:
                 self._reap()
 
@@ -197,7 +204,7 @@ class Camera:
         else:
             log.info("camera %s (%s): %s", self.id, self.config.name, state)
 
-    def _end_of_file(self, stop: threading.Event, broadcaster: Broadcaster) -> None:
+    def _end_of_file(self, stop: threading.Event, feeds: Feeds) -> None:
         """A file that does not loop has played to its end: the camera switches itself off."""
         with self._state_lock:
             if stop.is_set():
@@ -206,7 +213,7 @@ class Camera:
             self._running = False
             log.info("camera %s (%s): the file has played to its end", self.id, self.config.name)
             self._change("off", None)
-        broadcaster.close()
+        feeds.close()
 
     @property
     def fps(self) -> float:
@@ -234,8 +241,9 @@ class Camera:
             "fps": round(self.fps, 2),
             "width": size[0] if size else None,
             "height": size[1] if size else None,
-            "viewers": self._broadcaster.viewers,
+            "viewers": self._feeds.viewers,
             "frames": stats.frames,
+            "decoded": stats.decoded,
             "encoded": stats.encoded,
             "dropped": stats.dropped,
             "errors": stats.errors,
@@ -243,13 +251,33 @@ class Camera:
             "last_rejection": stats.last_rejection,
             "passthrough": bool(stats.passthrough and self.state == "on"),
             "idle": bool(stats.idle and self.state == "on"),
+            "profiles": self._profiles(),
         }
+
+    def _profiles(self) -> dict[str, dict[str, Any]]:
+        """Each stream profile's settings, size, viewers, fps, frames encoded and bytes sent."""
+        source_size, on = self.stats.source_size, self.state == "on"
+        result = {}
+        for name, profile in self.config.profiles.items():
+            size = stream_size(self.config, profile, source_size) if source_size else None
+            stats = self.stats.profiles[name]
+            result[name] = {
+                "width": size[0] if size else None,
+                "height": size[1] if size else None,
+                "max_fps": profile.fps,
+                "quality": profile.quality,
+                "viewers": self._feeds[name].viewers,
+                "fps": round(stats.rate.rate(), 2) if on else 0.0,
+                "encoded": stats.encoded,
+                "bytes": self.profile_sends[name].snapshot()[0],
+            }
+        return result
 
     # -- frames for viewers ---------------------------------------------------------
 
-    def snapshot(self, timeout: float = SNAPSHOT_TIMEOUT) -> Frame | None:
-        """A fresh live frame, waiting up to ``timeout`` for one; None if none comes."""
-        return fresh_frame(self._broadcaster, timeout)
+    def snapshot(self, timeout: float = SNAPSHOT_TIMEOUT, profile: str = FULL) -> Frame | None:
+        """A fresh live frame of ``profile``, waiting up to ``timeout`` for one; None if none comes."""
+        return fresh_frame(self._feeds[profile], timeout)
 
 
 def fresh_frame(broadcaster: Broadcaster, timeout: float = SNAPSHOT_TIMEOUT) -> Frame | None:

@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,22 @@ class SourceSpec:
 
 
 @dataclass(frozen=True)
+class Profile:
+    """A named stream of a camera: a width, an fps cap and a JPEG quality."""
+
+    name: str
+    width: int | None = None  # None: as wide as the camera's full stream (never wider)
+    fps: float | None = None  # None: every frame the camera keeps
+    quality: int | None = None  # None: 80 (for full: the camera's own JPEGs where it sends JPEG)
+
+
+FULL = "full"
+# Built-in profiles besides ``full`` (whose width, fps and quality are the camera's own keys).
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {"preview": {"width": 320, "fps": 5.0, "quality": 60}}
+PROFILE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+@dataclass(frozen=True)
 class CameraConfig:
     """One camera's validated settings."""
 
@@ -70,6 +86,16 @@ class CameraConfig:
     loop: bool = True
     size: tuple[int, int] | None = None  # the capture mode asked of a device; None: its largest
     tls_verify: bool = False  # an https camera must show a certificate the system trusts
+    # Its stream profiles by name: ``full`` first (made from width, fps and quality), then
+    # the built-in ``preview`` and any others, as configured globally and for the camera.
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        profiles = {FULL: Profile(FULL, self.width, self.fps, self.quality)}
+        for name, options in BUILTIN_PROFILES.items():
+            profiles[name] = Profile(name, **options)
+        profiles.update({name: p for name, p in self.profiles.items() if name != FULL})
+        object.__setattr__(self, "profiles", profiles)
 
 
 @dataclass(frozen=True)
@@ -92,6 +118,8 @@ class Settings:
     bus_prefix: str = "livecam"  # the subjects' prefix, so that several sites share one NATS
     workers: int = 1  # gunicorn workers: more than one only in bus mode
     discovered: bool = False  # cameras came from device discovery, not configuration
+    # [profiles.NAME] tables for every camera, as validated (each keeps only the keys it sets)
+    profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def parse_source(value: Any, key: str) -> SourceSpec:
@@ -209,6 +237,47 @@ def _name(label: str, value: Any) -> str:
     return value.strip()
 
 
+# A profile table's keys: ``[profiles.NAME]`` for every camera, ``[cameras.ID.profiles.NAME]``
+# for one.
+PROFILE_CHECKS: dict[str, Check] = {"width": _between(16, 7680), "fps": _rate, "quality": _between(1, 100)}
+
+
+def _profiles(label: str, value: Any) -> dict[str, dict[str, Any]]:
+    """Validate a table of profile tables; each keeps only the keys it sets."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{label}: must be a table of profiles ([profiles.NAME] in the TOML file)")
+    tables: dict[str, dict[str, Any]] = {}
+    for name, table in value.items():
+        key = f"{label}.{name}"
+        if not isinstance(name, str) or not PROFILE_NAME_RE.match(name):
+            raise ConfigError(
+                f"{key}: a profile name is a lowercase letter then up to 31 letters, digits, - or _"
+            )
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{key}: must be a table")
+        for option in table:
+            if option not in PROFILE_CHECKS:
+                raise ConfigError(f"{key}.{option}: unknown key (a profile has width, fps and quality)")
+        tables[name] = {option: PROFILE_CHECKS[option](f"{key}.{option}", v) for option, v in table.items()}
+    return tables
+
+
+def _camera_profiles(
+    shared: Mapping[str, Mapping[str, Any]], own: Mapping[str, Mapping[str, Any]], full: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Profile]]:
+    """A camera's profiles: built in, then the global tables, then its own, key by key.
+
+    The camera's own width, fps and quality keys are its ``full`` profile and win over any
+    ``[profiles.full]``. Returns the full profile's keys and every other profile.
+    """
+    merged: dict[str, dict[str, Any]] = {FULL: {}, **{n: dict(o) for n, o in BUILTIN_PROFILES.items()}}
+    for layer in (shared, own):
+        for name, options in layer.items():
+            merged.setdefault(name, {}).update(options)
+    full_keys = {**merged.pop(FULL), **full}
+    return full_keys, {name: Profile(name, **options) for name, options in merged.items()}
+
+
 # A camera table's keys besides ``source``: a new camera setting is one line here (and a
 # CameraConfig field with its default).
 CAMERA_CHECKS: dict[str, Check] = {
@@ -221,12 +290,15 @@ CAMERA_CHECKS: dict[str, Check] = {
     "autostart": _flag,
     "loop": _flag,
     "tls_verify": _flag,
+    "profiles": _profiles,
 }
 CAMERA_KEYS = ("source", *CAMERA_CHECKS)
 
 
-def _camera(cam_id: int, table: Mapping[str, Any], key: str) -> CameraConfig:
-    """Validate one ``[cameras.ID]`` table."""
+def _camera(
+    cam_id: int, table: Mapping[str, Any], key: str, shared: Mapping[str, Mapping[str, Any]]
+) -> CameraConfig:
+    """Validate one ``[cameras.ID]`` table; ``shared`` are the global profile tables."""
     if not isinstance(table, Mapping):
         raise ConfigError(f"{key}: must be a table")
     for name in table:
@@ -237,7 +309,9 @@ def _camera(cam_id: int, table: Mapping[str, Any], key: str) -> CameraConfig:
         name: CAMERA_CHECKS[name](f"{key}.{name}", value) for name, value in table.items() if name != "source"
     }
     options.setdefault("name", "Test pattern" if source.kind == "testsrc" else f"Camera {cam_id}")
-    return CameraConfig(id=cam_id, source=source, **options)
+    own = {name: options.pop(name) for name in ("width", "fps", "quality") if name in options}
+    full, profiles = _camera_profiles(shared, options.pop("profiles", {}), own)
+    return CameraConfig(id=cam_id, source=source, profiles=profiles, **options, **full)
 
 
 def _camera_id(raw: Any, key: str) -> int:
@@ -353,7 +427,7 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
         cam_id = _camera_id(raw_id, f"cameras.{raw_id}")
         if cam_id in configs:
             raise ConfigError(f"cameras.{raw_id}: duplicate camera id {cam_id}")
-        camera = _camera(cam_id, table, f"cameras.{raw_id}")
+        camera = _camera(cam_id, table, f"cameras.{raw_id}", values.get("profiles", {}))
         if camera.source.kind == "device":
             target, real = camera.source.target, device_path(camera.source.target)
             other = devices.setdefault(real, camera)
@@ -428,6 +502,7 @@ SETTING_CHECKS: dict[str, Check] = {
     "bus": _bus_url,
     "bus_prefix": _subject_token,
     "workers": _count(1, 64),
+    "profiles": _profiles,
 }
 TOP_KEYS = ("cameras", *SETTING_CHECKS)
 

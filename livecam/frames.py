@@ -9,6 +9,8 @@ import cv2
 import imutils
 import numpy as np
 
+from .config import FULL, CameraConfig, Profile
+
 DEFAULT_QUALITY = 80  # when livecam has to encode and the camera sets no quality
 # Exact right-angle rotations; imutils.rotate_bound interpolates and shifts by a pixel.
 ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
@@ -25,9 +27,51 @@ def output_size(source_size: tuple[int, int], width: int | None, rotate: int) ->
     return out_width, out_height
 
 
-def transform(image: np.ndarray, width: int | None, rotate: int) -> np.ndarray:
-    """Resize (keeping the aspect ratio) and rotate a decoded frame as configured."""
-    if width and image.shape[1] != width:
+def stream_width(config: CameraConfig, profile: Profile, source_width: int) -> int | None:
+    """The width a profile's frames are resized to (None: none): its own, never wider than
+    the full stream's; a profile with no width is as wide as the full stream."""
+    if profile.name == FULL or not profile.width:
+        return config.width
+    limit = config.width or source_width
+    return profile.width if profile.width < limit else config.width
+
+
+def stream_size(config: CameraConfig, profile: Profile, source_size: tuple[int, int]) -> tuple[int, int]:
+    """The size of a profile's frames from a source of ``source_size``."""
+    return output_size(source_size, stream_width(config, profile, source_size[0]), config.rotate)
+
+
+# JPEG decoders scale by 1/2, 1/4 and 1/8 while decoding, at a fraction of a full decode's
+# cost: a preview of a 1080p camera needs only an eighth of its pixels.
+REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def decode(jpeg: bytes, source_width: int, widest: int | None = None) -> np.ndarray | None:
+    """Decode a JPEG to pixels, at the smallest scale still at least ``widest`` wide (None:
+    full size); None if it cannot be decoded."""
+    flag = cv2.IMREAD_COLOR
+    if widest:
+        for factor, reduced in REDUCED:
+            if source_width // factor >= widest:
+                flag = reduced
+                break
+    return cv2.imdecode(np.frombuffer(jpeg, np.uint8), flag)
+
+
+def transform(
+    image: np.ndarray, width: int | None, rotate: int, source_size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Resize (keeping the aspect ratio) and rotate a decoded frame as configured.
+
+    ``source_size``: the size the frame was captured at, when it was decoded smaller (see
+    decode()); the result then has the size output_size() gives for the source, to the pixel.
+    """
+    shape = (image.shape[1], image.shape[0])
+    if source_size is not None and shape != source_size:
+        target = output_size(source_size, width or source_size[0], 0)
+        if shape != target:
+            image = cv2.resize(image, target, interpolation=cv2.INTER_AREA)
+    elif width and image.shape[1] != width:
         image = imutils.resize(image, width=width)
     if rotate:
         image = cv2.rotate(image, ROTATIONS[rotate])

@@ -46,7 +46,14 @@ class CameraCollector:
             "frames": CounterMetricFamily(
                 "livecam_frames_captured", "Frames read from the source", labels=labels
             ),
-            "encoded": CounterMetricFamily("livecam_frames_encoded", "Frames encoded to JPEG", labels=labels),
+            "decoded": CounterMetricFamily(
+                "livecam_frames_decoded",
+                "Frames decoded to pixels (once each, for every profile)",
+                labels=labels,
+            ),
+            "encoded": CounterMetricFamily(
+                "livecam_frames_encoded", "Frames encoded to JPEG, over every profile", labels=labels
+            ),
             "dropped": CounterMetricFamily(
                 "livecam_frames_dropped", "Frames dropped by the fps cap", labels=labels
             ),
@@ -56,6 +63,23 @@ class CameraCollector:
             ),
             "bytes": CounterMetricFamily(
                 "livecam_bytes_sent", "Stream bytes written to viewers", labels=labels
+            ),
+        }
+        by_profile = [*labels, "profile"]
+        profile_gauges = {
+            "viewers": GaugeMetricFamily(
+                "livecam_profile_viewers", "Stream viewers of a profile", labels=by_profile
+            ),
+            "fps": GaugeMetricFamily(
+                "livecam_profile_fps", "Frames per second published to a profile", labels=by_profile
+            ),
+        }
+        profile_counters = {
+            "encoded": CounterMetricFamily(
+                "livecam_profile_frames_encoded", "Frames encoded to JPEG for a profile", labels=by_profile
+            ),
+            "bytes": CounterMetricFamily(
+                "livecam_profile_bytes_sent", "Stream bytes written to a profile's viewers", labels=by_profile
             ),
         }
         latency = HistogramMetricFamily(
@@ -76,10 +100,15 @@ class CameraCollector:
                 cumulative += count
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             latency.add_metric(values, buckets, total)
+            for profile, figures in record["profiles"].items():
+                for key, family in (*profile_gauges.items(), *profile_counters.items()):
+                    family.add_metric([*values, profile], float(figures.get(key) or 0))
         yield state
         yield from gauges.values()
         yield from counters.values()
         yield latency
+        yield from profile_gauges.values()
+        yield from profile_counters.values()
 
 
 def init_app(app: Flask, registry: Registry) -> None:

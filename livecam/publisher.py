@@ -3,15 +3,18 @@
 ``livecam capture`` runs the cameras a process owns (its LIVECAM_CAMERAS or TOML, as the
 single-process mode does) with no HTTP server. For each camera, under the bus prefix P:
 
-- ``P.camera.N.frame``: each frame, published once, while some web worker wants frames
-  (headers: ``seq``, ``ts`` capture time, ``ph`` "1" for a "no signal" placeholder);
+- ``P.camera.N.frame.PROFILE``: each frame of a stream profile (``full``, ``preview``...),
+  published once, while some web worker wants that profile (headers: ``seq``, ``ts``
+  capture time, ``ph`` "1" for a "no signal" placeholder);
 - ``P.camera.N.state``: the camera's record as JSON, every second and after each switch
   (it also tells web workers that the capture process is alive, and who owns the camera);
-- ``P.camera.N.interest``: web workers say they want frames (JSON: worker, viewers), again
-  at least every second; a camera encodes only while an interest is younger than
-  INTEREST_TTL, and its record's ``viewers`` is the sum over the workers;
+- ``P.camera.N.interest``: web workers say which profiles they want frames of (JSON:
+  worker, viewers, profiles: {name: viewers}), again at least every second; a profile is
+  encoded only while an interest in it is younger than INTEREST_TTL, and the record's
+  ``viewers`` (and each profile's) is the sum over the workers;
 - ``P.camera.N.control`` (request: ``start``, ``stop`` or ``toggle``; answer: the record),
-  ``P.camera.N.latest`` (request; answer: a JSON line with seq, ts, ph, then the JPEG) and
+  ``P.camera.N.latest`` (request: a profile's name, none for full; answer: a JSON line with
+  seq, ts, ph, then the JPEG) and
   ``P.camera.N.owner`` (request; answer: who captures the camera).
 
 A second process claiming a camera that another one captures refuses it with a clear error.
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from .broadcast import BroadcastClosed, Frame
 from .bus import FrameBus
 from .capture import Camera
+from .config import FULL
 from .redaction import redact
 from .registry import Registry
 
@@ -59,7 +63,8 @@ class CameraPublisher:
         self.owner = owner
         self._subject = lambda *parts: bus.subject("camera", camera.id, *parts)
         self._lock = threading.Condition()  # guards _interest; notified when an interest comes
-        self._interest: dict[str, tuple[int, float]] = {}  # worker -> (viewers, expires)
+        # worker -> ({profile: viewers}, when the interest expires)
+        self._interest: dict[str, tuple[dict[str, int], float]] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._cancels: list[Callable[[], None]] = []
@@ -71,26 +76,42 @@ class CameraPublisher:
         try:
             interest = json.loads(payload)
             worker, viewers = str(interest["worker"]), max(0, int(interest.get("viewers", 0)))
-        except (ValueError, KeyError, TypeError):
+            named = interest.get("profiles", {FULL: viewers})
+            profiles = {
+                str(name): max(0, int(count))
+                for name, count in named.items()
+                if name in self.camera.config.profiles
+            }
+        except (ValueError, KeyError, TypeError, AttributeError):
             return  # not ours to trust: a malformed interest is no interest
         now = time.monotonic()
         with self._lock:
             # Workers come and go (each restart is a new one): forget the expired ones.
             self._interest = {w: entry for w, entry in self._interest.items() if entry[1] > now}
-            self._interest[worker] = (viewers, now + INTEREST_TTL)
+            self._interest[worker] = (profiles, now + INTEREST_TTL)
             self._lock.notify_all()
 
-    def _wanted(self) -> bool:
+    def _wanted(self, profile: str) -> bool:
         now = time.monotonic()
         with self._lock:
-            return any(expires > now for _, expires in self._interest.values())
+            return any(profile in wanted and expires > now for wanted, expires in self._interest.values())
+
+    def viewers_of(self, profile: str | None = None) -> int:
+        """Viewers of ``profile`` (None: of every profile) over every worker whose interest is fresh."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(
+                count
+                for wanted, expires in self._interest.values()
+                if expires > now
+                for name, count in wanted.items()
+                if profile is None or name == profile
+            )
 
     @property
     def viewers(self) -> int:
         """Viewers over every web worker whose interest is fresh."""
-        now = time.monotonic()
-        with self._lock:
-            return sum(viewers for viewers, expires in self._interest.values() if expires > now)
+        return self.viewers_of()
 
     # -- the record -----------------------------------------------------------------------
 
@@ -98,6 +119,9 @@ class CameraPublisher:
         """The camera's record as the web workers see it."""
         data = self.camera.status()
         data["viewers"] = self.viewers
+        for name, profile in data["profiles"].items():
+            profile["viewers"] = self.viewers_of(name)
+            profile["bytes"] = 0  # sent by the web workers, each of which counts its own
         data["owner"] = self.owner
         return data
 
@@ -133,8 +157,11 @@ class CameraPublisher:
         self.publish_state()
         return json.dumps(self.record()).encode()
 
-    def _latest(self, _payload: bytes) -> bytes:
-        frame = self.camera.broadcaster.latest
+    def _latest(self, payload: bytes) -> bytes:
+        profile = payload.decode(errors="replace").strip() or FULL
+        if profile not in self.camera.config.profiles:
+            return b""
+        frame = self.camera.feeds[profile].latest
         if frame is None or not self.camera.is_on:
             return b""
         return json.dumps(frame_headers(frame)).encode() + b"\n" + frame.jpeg
@@ -161,9 +188,11 @@ class CameraPublisher:
             bus.serve(self._subject("control"), self._control),
             bus.serve(self._subject("latest"), self._latest),
         ]
-        thread = threading.Thread(target=self._frames, name=f"livecam-publish-{self.camera.id}", daemon=True)
-        self._threads.append(thread)
-        thread.start()
+        for profile in self.camera.config.profiles:
+            name = f"livecam-publish-{self.camera.id}-{profile}"
+            thread = threading.Thread(target=self._frames, args=(profile,), name=name, daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop publishing and answering."""
@@ -175,22 +204,22 @@ class CameraPublisher:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _frames(self) -> None:
-        """While someone wants frames, watch the camera like a viewer and publish each frame once."""
-        subject = self._subject("frame")
+    def _frames(self, profile: str) -> None:
+        """While someone wants ``profile``, watch it like a viewer and publish each frame once."""
+        subject = self._subject("frame", profile)
         while not self._stop.is_set():
-            if not self._wanted():
+            if not self._wanted(profile):
                 with self._lock:
                     self._lock.wait(1.0)  # an interest notifies; the timeout notices a stop
                 continue
-            broadcaster = self.camera.broadcaster
+            broadcaster = self.camera.feeds[profile]
             if broadcaster.closed:
                 self._stop.wait(0.2)  # the camera is off; a switch-on makes a new broadcaster
                 continue
             # Watching is what makes the capture thread decode and encode: only while wanted.
             with broadcaster.watching():
                 seq = broadcaster.latest.seq if broadcaster.latest else 0
-                while not self._stop.is_set() and self._wanted():
+                while not self._stop.is_set() and self._wanted(profile):
                     try:
                         frame = broadcaster.wait_next(seq, 1.0)
                     except BroadcastClosed:

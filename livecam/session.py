@@ -2,8 +2,10 @@
 
 The thread owns its source from open to release. It grabs every frame (so a live source
 never queues up stale ones) but decodes, transforms and encodes only frames that a viewer or
-a snapshot will see, and publishes each frame once to the session's broadcaster. A failing
-source is retried with a capped backoff while viewers see a "no signal" placeholder.
+a snapshot will see: each frame is decoded at most once, encoded once for each stream
+profile that has viewers (and is due by its fps cap), and published once to that profile's
+broadcaster. A failing source is retried with a capped backoff while viewers see a "no
+signal" placeholder.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .broadcast import Broadcaster
-from .config import CameraConfig
-from .frames import encode, output_size, placeholder_size, transform
+from .broadcast import Broadcaster, Feeds
+from .config import FULL, CameraConfig, Profile
+from .frames import decode, encode, placeholder_size, stream_size, stream_width, transform
 from .jpeg import jpeg_size
 from .pattern import no_signal
 from .redaction import redact
@@ -39,6 +41,37 @@ SIZE_CHECK = 1.0  # how often an unwatched JPEG camera's frame size is looked at
 Report = Callable[[str, "str | None"], None]  # (state, reason): a state change, unless stopping
 
 
+class Pacer:
+    """Keeps a stream at or under an fps cap by dropping frames, never by sleeping."""
+
+    def __init__(self, fps: float | None) -> None:
+        self.interval = 1.0 / fps if fps else 0.0
+        self._next_due = 0.0
+
+    def due(self, now: float) -> bool:
+        """Whether a frame at monotonic time ``now`` is kept (and counted as the latest kept)."""
+        if not self.interval:
+            return True
+        if not self._next_due:  # the first frame
+            self._next_due = now + self.interval
+            return True
+        # A quarter interval of slack: a source at exactly the cap keeps every frame. Credit
+        # for one late frame is kept, so a 30 fps source capped at 20 keeps 20, not 15.
+        if now < self._next_due - self.interval * 0.25:
+            return False
+        self._next_due = max(self._next_due, now - self.interval) + self.interval
+        return True
+
+
+class ProfileFeed:
+    """A profile other than full as the capture thread serves it: its viewers and its pace."""
+
+    def __init__(self, profile: Profile, broadcaster: Broadcaster) -> None:
+        self.profile = profile
+        self.broadcaster = broadcaster
+        self.pacer = Pacer(profile.fps)
+
+
 class CaptureSession:
     """The capture thread of one switch-on: open, capture, retry, release, until stopped."""
 
@@ -47,7 +80,7 @@ class CaptureSession:
         config: CameraConfig,
         opener: Callable[..., Source],
         stop: threading.Event,
-        broadcaster: Broadcaster,
+        feeds: Feeds,
         stats: CaptureStats,
         report: Report,
         ended: Callable[[], None],
@@ -57,7 +90,7 @@ class CaptureSession:
         self.config = config
         self._opener = opener
         self._stop = stop
-        self._broadcaster = broadcaster
+        self._feeds = feeds
         self.stats = stats
         self._report = report
         self._ended = ended  # a file that does not loop played to its end
@@ -131,7 +164,7 @@ class CaptureSession:
             self.config.name,
         )
         try:
-            while not self._stop.is_set() and not self._broadcaster.wait_wanted(1.0):
+            while not self._stop.is_set() and not self._feeds.wait_wanted(1.0):
                 pass
         finally:
             self.stats.idle = False
@@ -143,14 +176,14 @@ class CaptureSession:
             when a file that does not loop reached its end.
         :raise SourceError: the source failed.
         """
-        config, stats, stop, broadcaster = self.config, self.stats, self._stop, self._broadcaster
+        config, stats, stop, feeds = self.config, self.stats, self._stop, self._feeds
         stats.source_size = (source.width, source.height)
         stats.passthrough = source.compressed and not (config.width or config.rotate or config.quality)
         # FFmpeg decodes in grab() whatever is not JPEG: such a source costs a decode per
         # frame even unwatched, so it is closed while nobody watches.
         costly = config.source.kind in ("url", "file") and not source.compressed
-        interval = 1.0 / config.fps if config.fps else 0.0
-        next_due = 0.0
+        pacer = Pacer(config.fps)  # the camera's cap: every profile's frames come from these
+        others = [ProfileFeed(p, feeds[name]) for name, p in config.profiles.items() if name != FULL]
         delivered = False
         last_wanted = size_seen = time.monotonic()
         counted = 0  # the source's rejections already added to the camera's
@@ -170,14 +203,11 @@ class CaptureSession:
                 if not delivered:
                     delivered = True
                     self._report("on", None)
-                if interval:
-                    # Drop frames to respect the cap; never sleep, a live source must be drained.
-                    if now < next_due - interval * 0.25:
-                        stats.dropped += 1
-                        continue
-                    next_due = max(next_due, now - interval) + interval
+                if not pacer.due(now):
+                    stats.dropped += 1
+                    continue
                 stats.rate.tick(now)
-                if not broadcaster.wanted:
+                if not feeds.wanted:
                     if costly and now - last_wanted > self._idle_close:
                         return "idle"
                     if source.compressed and now - size_seen > SIZE_CHECK:
@@ -187,15 +217,66 @@ class CaptureSession:
                         self._follow_size(jpeg_size(source.jpeg() or b""))
                     continue
                 last_wanted = now
-                jpeg = source.jpeg() if stats.passthrough else self._process(source.retrieve())
-                if jpeg is None:
-                    raise SourceError("frame could not be read")
-                if stats.passthrough:
-                    self._follow_size(jpeg_size(jpeg))
-                broadcaster.publish(jpeg, timestamp)
+                self._deliver(source, timestamp, now, others)
         finally:
             self._count_rejections(source, counted)  # those that made the source give up too
         return "stopped"
+
+    def _deliver(self, source: Source, timestamp: float, now: float, others: list[ProfileFeed]) -> None:
+        """Publish the frame just grabbed to every profile that wants it now: decoded at most
+        once, encoded once per profile, and the full stream passed through where it can be."""
+        config, stats = self.config, self.stats
+        image: np.ndarray | None = None
+        full = self._feeds[FULL]
+        if full.wanted:
+            if stats.passthrough:
+                jpeg = source.jpeg()
+                if jpeg is None:
+                    raise SourceError("frame could not be read")
+                self._follow_size(jpeg_size(jpeg))
+            else:
+                image = self._pixels(source, None)
+                jpeg = self._encode(transform(image, config.width, config.rotate), config.quality, FULL)
+            self._publish(FULL, full, jpeg, timestamp, now)
+        due = [feed for feed in others if feed.broadcaster.wanted and feed.pacer.due(now)]
+        if not due:
+            return
+        source_width = stats.source_size[0] if stats.source_size else 0
+        widths = [stream_width(config, feed.profile, source_width) for feed in due]
+        if image is None:
+            # Only smaller streams want this frame: decode no more pixels than they need.
+            image = self._pixels(source, None if None in widths else max(w or 0 for w in widths))
+        for feed, width in zip(due, widths, strict=True):
+            name = feed.profile.name
+            small = transform(image, width, config.rotate, stats.source_size)
+            jpeg = self._encode(small, feed.profile.quality, name)
+            self._publish(name, feed.broadcaster, jpeg, timestamp, now)
+
+    def _pixels(self, source: Source, widest: int | None) -> np.ndarray:
+        """The frame just grabbed as pixels, at least ``widest`` wide (None: full size).
+
+        :raise SourceError: it could not be decoded.
+        """
+        image: np.ndarray | None = None
+        if source.compressed:
+            jpeg = source.jpeg()
+            size = jpeg_size(jpeg) if jpeg else None
+            if jpeg and size:
+                self._follow_size(size)
+                image = decode(jpeg, size[0], widest)
+        else:
+            image = source.retrieve()
+            if image is not None:
+                self._follow_size((image.shape[1], image.shape[0]))
+        if image is None:
+            raise SourceError("frame could not be read")
+        self.stats.decoded += 1
+        return image
+
+    def _publish(self, profile: str, broadcaster: Broadcaster, jpeg: bytes, stamp: float, now: float) -> None:
+        """Hand one frame of ``profile`` to its viewers, counting it."""
+        broadcaster.publish(jpeg, stamp)
+        self.stats.profile(profile).rate.tick(now)
 
     def _count_rejections(self, source: Source, counted: int) -> int:
         """Add the frames the source dropped since ``counted`` to the camera's; the new count."""
@@ -209,39 +290,36 @@ class CaptureSession:
         if size is not None and size != self.stats.source_size:
             self.stats.source_size = size
 
-    def _process(self, image: np.ndarray | None) -> bytes | None:
-        """Resize, rotate and encode a decoded frame; None if it could not be decoded."""
-        if image is None:
-            return None
-        self._follow_size((image.shape[1], image.shape[0]))
-        return self._encode(transform(image, self.config.width, self.config.rotate))
-
-    def _encode(self, image: np.ndarray) -> bytes:
-        """Encode one frame to JPEG at the configured quality, counting it."""
-        jpeg = encode(image, self.config.quality)
+    def _encode(self, image: np.ndarray, quality: int | None, profile: str) -> bytes:
+        """Encode one frame of ``profile`` to JPEG at ``quality``, counting it."""
+        jpeg = encode(image, quality)
         if jpeg is None:
             raise SourceError("frame could not be encoded")
         self.stats.encoded += 1
+        self.stats.profile(profile).encoded += 1
         return jpeg
 
     def _show_no_signal(self, delay: float, watched_retry: bool = True) -> None:
         """Wait ``delay`` before the next attempt, showing viewers a placeholder each second."""
-        stop, broadcaster, config = self._stop, self._broadcaster, self.config
+        stop, feeds, config = self._stop, self._feeds, self.config
         start = time.monotonic()
         deadline = start + delay
         while not stop.is_set():
-            if broadcaster.wanted:
+            if feeds.wanted:
                 if watched_retry:
                     deadline = min(deadline, start + WATCHED_RETRY)
-                source_size = self.stats.source_size
-                width, height = (
-                    output_size(source_size, config.width, config.rotate)
-                    if source_size
-                    else placeholder_size(config.width)
-                )
                 reason = redact(self._reason)
-                image = no_signal(width, height, config.name, reason, self._failing_since)
-                broadcaster.publish(self._encode(image), time.time(), placeholder=True)
+                for name, broadcaster in feeds.items():
+                    if broadcaster.wanted:
+                        width, height = self._placeholder_size(config.profiles[name])
+                        image = no_signal(width, height, config.name, reason, self._failing_since)
+                        broadcaster.publish(self._encode(image, None, name), time.time(), placeholder=True)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or stop.wait(min(PLACEHOLDER_INTERVAL, remaining)):
                 return
+
+    def _placeholder_size(self, profile: Profile) -> tuple[int, int]:
+        """A profile's frame size, or a 4:3 guess before the source ever delivered a frame."""
+        if self.stats.source_size:
+            return stream_size(self.config, profile, self.stats.source_size)
+        return placeholder_size(stream_width(self.config, profile, 640))

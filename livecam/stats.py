@@ -35,8 +35,9 @@ class RateMeter:
 class SendStats:
     """What the viewers of one camera were sent: bytes, and each new frame's latency."""
 
-    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS, total: SendStats | None = None) -> None:
         self.buckets = buckets
+        self._total = total  # a camera's stats over every profile, told of each send too
         self._lock = threading.Lock()
         self.bytes = 0
         self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
@@ -44,6 +45,8 @@ class SendStats:
 
     def sent(self, size: int, latency: float | None, count: int = 1) -> None:
         """Record a part written to ``count`` viewers; ``latency`` is None for a heartbeat."""
+        if self._total is not None:
+            self._total.sent(size, latency, count)
         with self._lock:
             self.bytes += size * count
             if latency is None:
@@ -58,11 +61,20 @@ class SendStats:
 
 
 @dataclass
+class ProfileStats:
+    """One stream profile's share of the capture thread's work."""
+
+    encoded: int = 0  # frames encoded to JPEG for this profile
+    rate: RateMeter = field(default_factory=RateMeter)  # frames per second published to it
+
+
+@dataclass
 class CaptureStats:
     """What a camera's capture thread counts and learns; it alone writes, the record reads."""
 
     frames: int = 0  # frames captured from the source
-    encoded: int = 0  # frames encoded to JPEG
+    decoded: int = 0  # frames turned into pixels (once per frame, whatever the profiles)
+    encoded: int = 0  # frames encoded to JPEG, over every profile
     dropped: int = 0  # frames dropped by the fps cap
     errors: int = 0  # source failures
     rejected: int = 0  # frames the source dropped: not whole JPEGs, or beyond the size cap
@@ -71,3 +83,11 @@ class CaptureStats:
     passthrough: bool = False  # forwarding the camera's own JPEGs, no decode or encode
     idle: bool = False  # its costly source is closed until someone watches
     rate: RateMeter = field(default_factory=RateMeter)  # frames per second after the fps cap
+    profiles: dict[str, ProfileStats] = field(default_factory=dict)  # made by the capture thread
+
+    def profile(self, name: str) -> ProfileStats:
+        """The stats of the profile ``name``, made on first use."""
+        stats = self.profiles.get(name)
+        if stats is None:
+            stats = self.profiles[name] = ProfileStats()
+        return stats

@@ -17,6 +17,10 @@ from camera_server import MjpegCamera
 from helpers import capture_threads
 from livecam import create_app
 from livecam.appstate import get_registry
+from livecam.capture import Camera
+from livecam.config import CameraConfig, parse_source
+from livecam.session import IDLE_CLOSE
+from livecam.sources import Source, open_source
 
 
 @pytest.fixture(autouse=True)
@@ -95,3 +99,25 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
         timeout=30,
     )
     return cert, key
+
+
+@pytest.fixture
+def make_camera() -> Iterator[Callable[..., Camera]]:
+    """Cameras that are stopped and joined at teardown."""
+    cameras: list[Camera] = []
+
+    def factory(
+        source: object,
+        opener: Callable[..., Source] = open_source,
+        idle_close: float = IDLE_CLOSE,
+        **settings: object,
+    ) -> Camera:
+        settings.setdefault("name", "Test")
+        config = CameraConfig(id=len(cameras), source=parse_source(source, "source"), **settings)
+        cameras.append(Camera(config, opener, idle_close=idle_close))
+        return cameras[-1]
+
+    yield factory
+    for camera in cameras:
+        camera.stop()
+    assert capture_threads() == []

@@ -17,31 +17,8 @@ from helpers import capture_threads, decode, wait_for
 from hostile_camera import HostileCamera
 from livecam.broadcast import BroadcastClosed, Broadcaster, Frame
 from livecam.capture import Camera
-from livecam.config import CameraConfig, parse_source
-from livecam.session import BACKOFF_MIN, IDLE_CLOSE
+from livecam.session import BACKOFF_MIN
 from livecam.sources import Source, open_source
-
-
-@pytest.fixture
-def make_camera() -> Iterator[Callable[..., Camera]]:
-    """Cameras that are stopped and joined at teardown."""
-    cameras: list[Camera] = []
-
-    def factory(
-        source: object,
-        opener: Callable[..., Source] = open_source,
-        idle_close: float = IDLE_CLOSE,
-        **settings: object,
-    ) -> Camera:
-        settings.setdefault("name", "Test")
-        config = CameraConfig(id=len(cameras), source=parse_source(source, "source"), **settings)
-        cameras.append(Camera(config, opener, idle_close=idle_close))
-        return cameras[-1]
-
-    yield factory
-    for camera in cameras:
-        camera.stop()
-    assert capture_threads() == []
 
 
 def next_frames(camera: Camera, count: int) -> list[Frame]:

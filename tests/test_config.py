@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from fake_v4l2 import FakeCamera, FakeDev, capability
-from livecam.config import ConfigError, beyond_loopback, load_settings, parse_camera_list, parse_source
+from livecam.config import (
+    ConfigError,
+    Profile,
+    beyond_loopback,
+    load_settings,
+    parse_camera_list,
+    parse_source,
+)
 from livecam.v4l2 import Device, list_devices
 
 
@@ -289,3 +296,46 @@ def test_bus_settings() -> None:
         assert "secret-pw" not in str(error.value)
     with pytest.raises(ConfigError, match="NATS subject token"):
         load_settings(environ={"LIVECAM_BUS_PREFIX": "a.b"}, overrides={"cameras": "0"})
+
+
+def test_profiles_built_in_adjusted_globally_and_per_camera(tmp_path: Path) -> None:
+    path = tmp_path / "livecam.toml"
+    path.write_text(
+        "[profiles.preview]\nfps = 2\n[profiles.thumb]\nwidth = 160\n[profiles.full]\nquality = 70\n"
+        "[cameras.0]\nsource = 'testsrc'\n[cameras.0.profiles.preview]\nwidth = 200\n"
+        "[cameras.1]\nsource = 'testsrc'\nquality = 90\nfps = 12\n"
+    )
+    cameras = load_settings(environ={"LIVECAM_CONFIG": str(path)}).cameras
+    first, second = cameras[0].profiles, cameras[1].profiles
+    assert list(first) == ["full", "preview", "thumb"]
+    assert first["preview"] == Profile("preview", width=200, fps=2.0, quality=60)
+    assert second["preview"] == Profile("preview", width=320, fps=2.0, quality=60)
+    assert first["thumb"] == Profile("thumb", width=160)
+    # full is the camera's own width, fps and quality; [profiles.full] fills what it leaves out.
+    assert (cameras[0].quality, first["full"]) == (70, Profile("full", quality=70))
+    assert (cameras[1].quality, cameras[1].fps) == (90, 12.0)
+    assert second["full"] == Profile("full", fps=12.0, quality=90)
+
+
+def test_a_camera_without_profile_settings_has_full_and_preview() -> None:
+    camera = load_settings(environ={}, overrides={"cameras": "0=testsrc"}).cameras[0]
+    assert camera.profiles == {"full": Profile("full"), "preview": Profile("preview", 320, 5.0, 60)}
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[profiles.Big]\nwidth = 100\n", "profiles.Big: a profile name is a lowercase letter"),
+        ("[profiles.small]\nheight = 100\n", "profiles.small.height: unknown key"),
+        ("[profiles.small]\nwidth = 8\n", "profiles.small.width: must be from 16 to 7680"),
+        ("[profiles.small]\nquality = 0\n", "profiles.small.quality: must be from 1 to 100"),
+        ("profiles = 3\n", "profiles: must be a table of profiles"),
+        ("[cameras.0.profiles.small]\nfps = 0\n", "cameras.0.profiles.small.fps: must be above 0"),
+        ("[cameras.0]\nprofiles = 'preview'\n", "cameras.0.profiles: must be a table of profiles"),
+    ],
+)
+def test_bad_profiles_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "livecam.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={"LIVECAM_CONFIG": str(path)}, discover=lambda: [])

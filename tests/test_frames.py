@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from helpers import decode
-from livecam.frames import encode, output_size, placeholder_size, transform
+from livecam.config import CameraConfig, Profile, parse_source
+from livecam.frames import decode as decode_jpeg
+from livecam.frames import encode, output_size, placeholder_size, stream_size, stream_width, transform
 
 
 @pytest.mark.parametrize("source", [(640, 480), (1920, 1080), (333, 217), (16, 16), (1279, 721)])
@@ -35,3 +37,31 @@ def test_encode_at_a_quality() -> None:
 def test_placeholder_size_is_four_by_three() -> None:
     assert placeholder_size(None) == (640, 480)
     assert placeholder_size(320) == (320, 240)
+
+
+@pytest.mark.parametrize("source", [(640, 480), (1920, 1080), (1279, 721), (333, 217), (100, 60)])
+@pytest.mark.parametrize("profile_width", [None, 80, 320, 700])
+@pytest.mark.parametrize(("full_width", "rotate"), [(None, 0), (None, 90), (500, 0)])
+def test_a_profile_decoded_at_a_reduced_scale_has_the_size_the_record_promises(
+    source: tuple[int, int], profile_width: int | None, full_width: int | None, rotate: int
+) -> None:
+    config = CameraConfig(0, parse_source("testsrc", "source"), "Cam", width=full_width, rotate=rotate)
+    profile = Profile("small", width=profile_width)
+    rng = np.random.default_rng(2)
+    jpeg = encode(rng.integers(0, 255, (source[1], source[0], 3), dtype=np.uint8), 90)
+    width = stream_width(config, profile, source[0])
+    image = decode_jpeg(jpeg, source[0], width)
+    assert image.shape[1] >= min(width or source[0], source[0])  # never fewer pixels than needed
+    made = transform(image, width, rotate, source)
+    assert (made.shape[1], made.shape[0]) == stream_size(config, profile, source)
+
+
+def test_a_profile_is_never_wider_than_the_full_stream() -> None:
+    source = parse_source("testsrc", "source")
+    preview = Profile("preview", width=320)
+    assert stream_width(CameraConfig(0, source, "Cam"), preview, 1920) == 320
+    assert stream_width(CameraConfig(0, source, "Cam"), preview, 160) is None  # 160 wide as it is
+    assert stream_width(CameraConfig(0, source, "Cam", width=200), preview, 1920) == 200
+    assert stream_width(CameraConfig(0, source, "Cam", width=800), Profile("same"), 1920) == 800
+    full = CameraConfig(0, source, "Cam", width=1000).profiles["full"]
+    assert stream_width(CameraConfig(0, source, "Cam", width=1000), full, 640) == 1000  # full as configured

@@ -61,3 +61,23 @@ def test_two_apps_have_their_own_metrics(make_app) -> None:
     text = second.test_client().get("/metrics").get_data(as_text=True)
     assert 'camera="8"' in text and 'camera="7"' not in text
     assert 'camera="7"' in first.test_client().get("/metrics").get_data(as_text=True)
+
+
+def test_each_profile_has_its_viewers_fps_frames_and_bytes(client) -> None:
+    response = client.get("/cameras/0/stream.mjpg?profile=preview")
+    parts = read_parts(ChunkReader(response.response))
+    for _ in range(3):
+        next(parts)
+    during = scrape(client)
+    response.close()
+    after = scrape(client)
+    assert value(during, "livecam_profile_viewers", "0", profile="preview") == 1
+    assert value(during, "livecam_profile_viewers", "0", profile="full") == 0
+    assert value(during, "livecam_profile_fps", "0", profile="preview") > 0
+    assert value(after, "livecam_profile_frames_encoded_total", "0", profile="preview") >= 3
+    assert value(after, "livecam_profile_bytes_sent_total", "0", profile="preview") > 1000
+    assert value(after, "livecam_profile_bytes_sent_total", "0", profile="full") == 0
+    assert value(after, "livecam_bytes_sent_total", "0") == value(
+        after, "livecam_profile_bytes_sent_total", "0", profile="preview"
+    )
+    assert value(after, "livecam_frames_decoded_total", "0") >= 3

@@ -166,3 +166,34 @@ def test_a_stream_holds_its_slot_while_it_plays(app, client) -> None:
     assert slots.taken == 1
     response.close()
     assert slots.taken == 0
+
+
+@pytest.fixture
+def wide(make_app):
+    """One 640x480 test-pattern camera, on at boot."""
+    return make_app({"cameras": {"0": {"source": "testsrc:640x480@30", "autostart": True}}}).test_client()
+
+
+@pytest.mark.parametrize("route", ["stream.mjpg", "snapshot.jpg"])
+def test_an_unknown_profile_is_a_400_naming_the_valid_ones(wide, route: str) -> None:
+    response = wide.get(f"/cameras/0/{route}?profile=nope")
+    assert response.status_code == 400
+    assert response.json == {"error": "camera 0 has no stream profile 'nope': expected one of full, preview"}
+    assert wide.head(f"/cameras/0/{route}?profile=nope").status_code == 400
+
+
+def test_a_preview_stream_and_snapshot_have_the_preview_s_size(wide) -> None:
+    snapshot = wide.get("/cameras/0/snapshot.jpg?profile=preview")
+    assert snapshot.status_code == 200 and decode(snapshot.data).shape == (240, 320, 3)
+    assert decode(wide.get("/cameras/0/snapshot.jpg").data).shape == (480, 640, 3)
+    response = wide.get("/cameras/0/stream.mjpg?profile=preview")
+    parts = read_parts(ChunkReader(response.response))
+    received = [next(parts) for _ in range(4)]
+    record = wide.get("/cameras/0").json
+    response.close()
+    assert all(decode(part.body).shape == (240, 320, 3) for part in received)
+    stamps = [float(part.headers["x-timestamp"]) for part in received]
+    assert (len(stamps) - 1) / (stamps[-1] - stamps[0]) <= 6.5  # the preview's 5 fps, not 30
+    assert record["viewers"] == 1 and record["profiles"]["preview"]["viewers"] == 1
+    after = wide.get("/cameras/0").json["profiles"]["preview"]
+    assert after["viewers"] == 0 and after["bytes"] >= sum(len(part.body) for part in received[1:])

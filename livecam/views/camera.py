@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, request, url_for
-from werkzeug.exceptions import NotFound
+from werkzeug.exceptions import BadRequest, NotFound
 
 from .. import streams
 from ..appstate import get_registry
 from ..capture import Camera, CameraBusy
+from ..config import FULL
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
 from ..registry import Slots
@@ -37,6 +38,18 @@ def record(camera: Camera) -> dict[str, Any]:
     data = camera.status()
     data["urls"] = {action: url_for(f"camera{camera.id}.{action}") for action in ACTIONS}
     return data
+
+
+def chosen_profile(camera: Camera) -> str:
+    """The stream profile the request names (``?profile=``; none: full).
+
+    :raise BadRequest: a profile the camera does not have, named with the valid ones.
+    """
+    name = request.args.get("profile", FULL)
+    if name not in camera.config.profiles:
+        valid = ", ".join(camera.config.profiles)
+        raise BadRequest(f"camera {camera.id} has no stream profile {name[:32]!r}: expected one of {valid}")
+    return name
 
 
 def _wants_html() -> bool:
@@ -107,11 +120,13 @@ def holding(slots: Slots, frames: Iterator[bytes]) -> Iterator[bytes]:
 @bp.get("/stream.mjpg", endpoint="stream")
 @requires("view", embeddable=True)
 def stream_mjpg(camera_id: int) -> Response:
-    """The live MJPEG stream.
+    """The live MJPEG stream of a profile (``?profile=NAME``, default full).
 
+    :raise 400: no such profile.
     :raise 503: the camera is off.
     """
     camera = get_camera(camera_id)
+    profile = chosen_profile(camera)
     if not camera.is_on:
         return json_error(503, f"camera {camera_id} is off")
     if request.method == "HEAD":
@@ -123,9 +138,9 @@ def stream_mjpg(camera_id: int) -> Response:
     if slots.taken >= slots.capacity:
         message = f"too many viewers: livecam serves at most {slots.capacity} streams at once"
         return json_error(503, message, **{"Retry-After": "5"})
-    sends = camera.sends.sent
+    sends = camera.profile_sends[profile].sent
     frames = streams.body(
-        camera.broadcaster, request.environ, registry.sender, registry.settings.send_timeout, sends
+        camera.feeds[profile], request.environ, registry.sender, registry.settings.send_timeout, sends
     )
     body = holding(slots, frames)
     headers = streams.headers(request.environ)
@@ -135,14 +150,16 @@ def stream_mjpg(camera_id: int) -> Response:
 @bp.get("/snapshot.jpg")
 @requires("view", embeddable=True)
 def snapshot(camera_id: int) -> Response:
-    """One fresh frame as a JPEG.
+    """One fresh frame of a profile (``?profile=NAME``, default full) as a JPEG.
 
+    :raise 400: no such profile.
     :raise 503: the camera is off or its source is failing.
     """
     camera = get_camera(camera_id)
+    profile = chosen_profile(camera)
     if not camera.is_on:
         return json_error(503, f"camera {camera_id} is off")
-    frame = camera.snapshot()
+    frame = camera.snapshot(profile=profile)
     if frame is None:
         reason = camera.error or "no frame arrived in time"
         return json_error(503, f"camera {camera_id} has no picture: {reason}", **{"Retry-After": "1"})

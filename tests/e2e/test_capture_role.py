@@ -27,8 +27,13 @@ def bus(nats_server: NatsServer) -> Iterator[FrameBus]:
 class Interest:
     """A web worker saying it wants a camera's frames, every half second while it does."""
 
-    def __init__(self, bus: FrameBus, cam_id: int, viewers: int) -> None:
-        self._payload = json.dumps({"worker": "test-worker", "viewers": viewers}).encode()
+    def __init__(
+        self, bus: FrameBus, cam_id: int, viewers: int, profiles: dict[str, int] | None = None
+    ) -> None:
+        interest = {"worker": "test-worker", "viewers": viewers}
+        if profiles is not None:
+            interest["profiles"] = profiles
+        self._payload = json.dumps(interest).encode()
         self._subject = bus.subject("camera", cam_id, "interest")
         self._bus = bus
         self._stop = threading.Event()
@@ -53,7 +58,7 @@ def test_the_capture_role_publishes_frames_only_while_wanted(start_capture, bus:
     capture = start_capture()
     states, frames = Inbox(), Inbox()
     bus.subscribe(bus.subject("camera", 0, "state"), states)
-    bus.subscribe(bus.subject("camera", 0, "frame"), frames)
+    bus.subscribe(bus.subject("camera", 0, "frame", "full"), frames)
     assert states.wait(1, 15), capture.stdout.peek(4000) if capture.poll() is None else capture.stdout.read()
     assert state_of(states)["state"] == "off" and state_of(states)["owner"].endswith(f":{capture.pid}")
 
@@ -84,6 +89,35 @@ def test_the_capture_role_publishes_frames_only_while_wanted(start_capture, bus:
     stopped = json.loads(bus.request(bus.subject("camera", 0, "control"), b"stop", timeout=5))
     assert stopped["state"] == "off"
     assert json.loads(bus.request(bus.subject("camera", 0, "control"), b"jump", timeout=5))["error"]
+
+
+def test_each_profile_is_published_on_its_own_subject_only_while_wanted(start_capture, bus: FrameBus) -> None:
+    start_capture("0=testsrc:640x480@20")
+    states, full, preview = Inbox(), Inbox(), Inbox()
+    bus.subscribe(bus.subject("camera", 0, "state"), states)
+    bus.subscribe(bus.subject("camera", 0, "frame", "full"), full)
+    bus.subscribe(bus.subject("camera", 0, "frame", "preview"), preview)
+    assert states.wait(1, 15)
+    bus.request(bus.subject("camera", 0, "control"), b"start", timeout=5)
+    assert wait_for(lambda: state_of(states)["state"] == "on")
+
+    interest = Interest(bus, 0, viewers=2, profiles={"preview": 2})
+    try:
+        assert preview.wait(1, 10)
+        first = len(preview.messages)
+        started = time.monotonic()
+        assert preview.wait(first + 10, 5)
+        rate = (len(preview.messages) - first) / (time.monotonic() - started)
+        assert 3.5 <= rate <= 6.5  # the preview's 5 fps cap, not the camera's 20
+        assert decode(preview.messages[-1][0]).shape == (240, 320, 3)
+        assert full.messages == []  # nobody wants the full stream: none published, none encoded
+        record = state_of(states)
+        assert record["profiles"]["preview"]["viewers"] == 2 and record["profiles"]["full"]["viewers"] == 0
+        assert record["profiles"]["full"]["encoded"] == 0
+        latest = bus.request(bus.subject("camera", 0, "latest"), b"preview", timeout=2)
+        assert decode(latest.partition(b"\n")[2]).shape == (240, 320, 3)
+    finally:
+        interest.stop()
 
 
 def test_a_camera_captured_twice_is_refused(start_capture, bus: FrameBus) -> None:

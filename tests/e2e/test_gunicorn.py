@@ -137,7 +137,9 @@ def test_sigterm_stops_gunicorn_and_releases_every_camera(livecam: Server, mjpeg
     parts = read_parts(response)
     next(parts)
     livecam.process.send_signal(signal.SIGTERM)
-    assert list(parts) == []  # the open stream ends instead of holding the worker
+    # The open stream ends instead of holding the worker (a hang would hit the socket
+    # timeout); a frame or two published before the camera stopped may still come first.
+    list(parts)
     conn.close()
     assert livecam.process.wait(15) == 0
     assert mjpeg_camera.wait_connections(0)

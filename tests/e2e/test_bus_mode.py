@@ -108,3 +108,35 @@ def test_a_restarted_nats_server_is_rejoined_by_everyone(
         assert wait_for(lambda: livecam.record(1)["state"] == "on")
     finally:
         conn.close()
+
+
+def test_preview_viewers_on_two_hosts_get_the_preview_encoded_once_per_frame(
+    serve: Callable[..., Server], start_capture: Callable[..., subprocess.Popen], nats_server: NatsServer
+) -> None:
+    start_capture("0=testsrc:640x480@20")
+    env = {"LIVECAM_BUS": nats_server.url, "LIVECAM_CAMERAS": "0=testsrc:640x480@20"}
+    first, second = (serve(env, "--workers", "2") for _ in range(2))
+    assert wait_for(lambda: first.record(0)["state"] == "off", timeout=15)
+    first.request("POST", "/cameras/0/start")
+    assert wait_for(lambda: second.record(0)["state"] == "on")
+    path = "/cameras/0/stream.mjpg?profile=preview"
+    streams = [server.open_stream(path) for server in (first, second) for _ in range(2)]
+    try:
+        readings = [read_for(read_parts(response), 3.0) for _, response in streams]
+        record = first.record(0)
+    finally:
+        for conn, _ in streams:
+            conn.close()
+    assert record["viewers"] == 4 and record["profiles"]["preview"]["viewers"] == 4
+    assert record["profiles"]["full"]["viewers"] == 0
+    for parts in readings:
+        stamps = [float(part.headers["x-timestamp"]) for part in parts]
+        assert len(set(stamps)) == len(stamps) >= 8  # the 5 fps preview, each frame once
+        assert (len(stamps) - 1) / (stamps[-1] - stamps[0]) <= 6.5
+        assert decode(parts[-1].body).shape == (240, 320, 3)
+    after = first.record(0)
+    # One preview encode per frame in all, whatever the number of viewers, workers and hosts;
+    # and no full frame encoded, as nobody watched it.
+    preview_frames = max(len(parts) for parts in readings)
+    assert after["profiles"]["preview"]["encoded"] <= preview_frames * 2 + 10
+    assert after["profiles"]["full"]["encoded"] == 0

@@ -101,6 +101,11 @@ class Broadcaster:
         with self._cond:
             self._listeners = [*self._listeners, listener]
 
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener`` (added by add_listener); a no-op if it is not there."""
+        with self._cond:
+            self._listeners = [each for each in self._listeners if each != listener]
+
     def wait_next(self, after_seq: int, timeout: float) -> Frame | None:
         """Return the newest frame if newer than ``after_seq``, waiting up to ``timeout``.
 

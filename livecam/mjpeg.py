@@ -31,3 +31,8 @@ def make_part(jpeg: bytes, timestamp: float) -> bytes:
 def chunk(data: bytes) -> bytes:
     """Frame ``data`` as one HTTP/1.1 chunk, as a server does for a body of unknown length."""
     return b"%X\r\n%s\r\n" % (len(data), data)
+
+
+def label(part: bytes, camera: int, profile: str) -> bytes:
+    """A part of a multiplexed stream: ``part`` with headers naming its camera and profile."""
+    return b"X-Camera: %d\r\nX-Profile: %s\r\n%s" % (camera, profile.encode(), part)

@@ -10,13 +10,16 @@ choose.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from .broadcast import BroadcastClosed, Broadcaster
 from .cursor import HEARTBEAT, Cursor
-from .mjpeg import OPENING, STREAM_HEADERS
+from .mjpeg import OPENING, STREAM_HEADERS, label
 from .sender import Sender, Sent, Viewer
 
 PARKED_CHECK = 30.0  # how often a parked request thread looks whether the sender still runs
@@ -69,6 +72,65 @@ def written_by_sender(
         while not viewer.done.wait(PARKED_CHECK):
             if sender.ended:
                 break
+
+
+@dataclass(frozen=True)
+class Track:
+    """One camera's profile in a multiplexed stream."""
+
+    camera: int
+    profile: str
+    broadcaster: Broadcaster
+    sent: Sent = _ignore
+
+
+def multiplexed(tracks: list[Track], heartbeat: float = HEARTBEAT) -> Iterator[bytes]:
+    """Yield one body carrying several cameras' streams, each part labelled with its camera
+    and profile (``X-Camera``, ``X-Profile``), for the server's thread to write.
+
+    Each track follows the one stream policy (a Cursor each): its current frame at once if
+    fresh, then its newest frame, never a backlog, its last frame again after a heartbeat
+    without a new one. A track whose camera stops leaves the stream; the stream ends when
+    every track has. One thread serves the whole body, woken by any of its cameras.
+    """
+    woken = threading.Event()
+    with ExitStack() as stack:
+        for track in tracks:
+            stack.enter_context(track.broadcaster.watching())
+            track.broadcaster.add_listener(woken.set)
+            stack.callback(track.broadcaster.remove_listener, woken.set)
+        yield OPENING
+        cursors = {track: Cursor(track.broadcaster, heartbeat) for track in tracks}
+        resent = {track: time.monotonic() for track in tracks}  # when each last had a part
+        for track, cursor in cursors.items():
+            frame = cursor.first()
+            if frame is not None:
+                yield label(frame.part, track.camera, track.profile)
+                track.sent(len(frame.part), time.time() - frame.timestamp, 1)
+        while cursors:
+            woken.wait(heartbeat / 4)
+            woken.clear()  # before looking: a frame published from here on wakes the next wait
+            now = time.monotonic()
+            for track, cursor in list(cursors.items()):
+                if track.broadcaster.closed:
+                    del cursors[track]
+                    continue
+                frame, fresh = cursor.newer(), True
+                if frame is None:
+                    frame, fresh = cursor.heartbeat_after(now - resent[track]), False
+                if frame is None:
+                    continue
+                resent[track] = now
+                yield label(frame.part, track.camera, track.profile)
+                track.sent(len(frame.part), time.time() - frame.timestamp if fresh else None, 1)
+
+
+def multiplexed_body(tracks: list[Track], environ: dict[str, Any], send_timeout: float) -> Iterator[bytes]:
+    """A multiplexed body for this request, written by the server's thread."""
+    sock = environ.get("gunicorn.socket")
+    if sock is not None:
+        sock.settimeout(send_timeout)  # a client that stops reading cannot hold the thread
+    return multiplexed(tracks)
 
 
 def headers(environ: dict[str, Any]) -> dict[str, str]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 from helpers import ChunkReader, read_parts
 from livecam.broadcast import Broadcaster
 from livecam.sender import Sender
-from livecam.streams import body, headers, written_by_thread
+from livecam.streams import Track, body, headers, multiplexed, written_by_thread
 
 
 def publish(broadcaster: Broadcaster, jpeg: bytes, timestamp: float = 1700000000.25) -> None:
@@ -78,3 +79,53 @@ def test_a_stream_closes_its_http1_connection() -> None:
     assert headers({"SERVER_PROTOCOL": "HTTP/1.1"})["Connection"] == "close"
     assert "Connection" not in headers({"SERVER_PROTOCOL": "HTTP/2"})  # no such header in HTTP/2
     assert headers({})["X-Accel-Buffering"] == "no"
+
+
+def labelled(body) -> Iterator[tuple[str, str, bytes]]:
+    """(camera, profile, JPEG) of each part of a multiplexed body."""
+    for part in read_parts(ChunkReader(body)):
+        yield part.headers["x-camera"], part.headers["x-profile"], part.body
+
+
+def test_a_multiplexed_stream_labels_each_camera_s_frames_and_sends_each_once() -> None:
+    door, yard = Broadcaster(), Broadcaster()
+    sent: list[int] = []
+    tracks = [
+        Track(1, "preview", door, lambda size, latency, count=1: sent.append(size)),
+        Track(4, "full", yard),
+    ]
+    body = multiplexed(tracks, heartbeat=30)
+    parts = labelled(body)
+    publish(door, b"d1", time.time())  # fresh: sent at once
+    assert next(parts) == ("1", "preview", b"d1")
+    publish(yard, b"y1", time.time())
+    assert next(parts) == ("4", "full", b"y1")
+    publish(door, b"d2", time.time())
+    publish(door, b"d3", time.time())  # the newest only, never a backlog
+    publish(yard, b"y2", time.time())
+    assert sorted([next(parts), next(parts)]) == [("1", "preview", b"d3"), ("4", "full", b"y2")]
+    assert door.viewers == yard.viewers == 1 and len(sent) == 2
+    door.close()  # a camera that stops leaves the stream; the others go on
+    publish(yard, b"y3", time.time())
+    assert next(parts) == ("4", "full", b"y3")
+    yard.close()  # the last one: the stream ends
+    assert list(parts) == []
+    assert door.viewers == yard.viewers == 0
+    assert door._listeners == yard._listeners == []  # nothing left behind
+
+
+def test_a_multiplexed_stream_resends_each_camera_s_last_frame_after_a_quiet_heartbeat() -> None:
+    door, yard = Broadcaster(), Broadcaster()
+    body = multiplexed([Track(1, "preview", door), Track(2, "preview", yard)], heartbeat=0.1)
+    parts = labelled(body)
+    publish(door, b"d1", time.time())
+    assert next(parts) == ("1", "preview", b"d1")
+    for _ in range(3):  # the door stays quiet while the yard streams: the door's frame again
+        publish(yard, b"y", time.time())
+        received = [next(parts) for _ in range(2)]
+        if ("1", "preview", b"d1") in received:
+            break
+    else:
+        raise AssertionError("the quiet camera's frame was never sent again")
+    body.close()
+    assert door.viewers == yard.viewers == 0 and door._listeners == []

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from helpers import wait_for
+import pytest
+
+from helpers import ChunkReader, decode, read_parts, wait_for
 
 
 class Tags(HTMLParser):
@@ -128,3 +130,44 @@ def test_every_url_follows_the_proxy_sub_path(make_app) -> None:
 def test_forwarded_headers_are_ignored_without_a_proxy(client) -> None:
     html = client.get("/", headers={"X-Forwarded-Prefix": "/evil"}).get_data(as_text=True)
     assert "/evil" not in html
+
+
+def test_the_multiplexed_stream_carries_each_camera_named_and_counts_its_viewers(make_app) -> None:
+    cameras = {str(i): {"source": "testsrc:320x240@20", "autostart": i < 2} for i in range(3)}
+    client = make_app({"cameras": cameras}).test_client()
+    assert wait_for(lambda: all(client.get(f"/cameras/{i}").json["state"] == "on" for i in (0, 1)))
+    response = client.get("/streams.mjpg?cameras=0:preview,1:full,2:preview")  # 2 is off: left out
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    parts = read_parts(ChunkReader(response.response))
+    seen = {}
+    while len(seen) < 2:
+        part = next(parts)
+        seen[(part.headers["x-camera"], part.headers["x-profile"])] = decode(part.body).shape
+    records = [client.get(f"/cameras/{i}").json for i in (0, 1)]
+    response.close()
+    assert seen == {("0", "preview"): (240, 320, 3), ("1", "full"): (240, 320, 3)}
+    assert records[0]["profiles"]["preview"]["viewers"] == 1 and records[0]["viewers"] == 1
+    assert records[1]["profiles"]["full"]["viewers"] == 1
+    assert wait_for(lambda: client.get("/cameras/0").json["viewers"] == 0)
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "error"),
+    [
+        ("", 400, "cameras: name at least one camera, as ID or ID:PROFILE"),
+        ("?cameras=0:nope", 400, "camera 0 has no stream profile 'nope': expected one of full, preview"),
+        ("?cameras=0,0:full", 400, "cameras: 0:full is named twice"),
+        ("?cameras=zero", 400, "cameras: expected ID or ID:PROFILE items, got 'zero'"),
+        ("?cameras=" + "9," * 65, 400, "cameras: at most 64 in one stream"),
+        ("?cameras=9", 404, "no camera 9"),
+        ("?cameras=1", 503, "none of these cameras is on"),
+    ],
+)
+def test_a_bad_multiplexed_stream_request_is_a_clear_error(
+    client, query: str, status: int, error: str
+) -> None:
+    response = client.get(f"/streams.mjpg{query}")
+    assert response.status_code == status
+    assert error in response.json["error"]

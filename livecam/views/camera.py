@@ -40,16 +40,23 @@ def record(camera: Camera) -> dict[str, Any]:
     return data
 
 
-def chosen_profile(camera: Camera) -> str:
-    """The stream profile the request names (``?profile=``; none: full).
+def profile_of(camera: Camera, name: str) -> str:
+    """``name`` if the camera has a stream profile of that name.
 
-    :raise BadRequest: a profile the camera does not have, named with the valid ones.
+    :raise BadRequest: it has not; the message names the valid ones.
     """
-    name = request.args.get("profile", FULL)
     if name not in camera.config.profiles:
         valid = ", ".join(camera.config.profiles)
         raise BadRequest(f"camera {camera.id} has no stream profile {name[:32]!r}: expected one of {valid}")
     return name
+
+
+def chosen_profile(camera: Camera) -> str:
+    """The stream profile the request names (``?profile=``; none: full).
+
+    :raise BadRequest: a profile the camera does not have.
+    """
+    return profile_of(camera, request.args.get("profile", FULL))
 
 
 def _wants_html() -> bool:

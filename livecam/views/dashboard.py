@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
+from werkzeug.exceptions import BadRequest, NotFound
 
+from .. import streams
 from ..appstate import get_registry
+from ..config import FULL
+from ..errors import json_error
+from ..mjpeg import CONTENT_TYPE
 from ..security import public, requires
-from .camera import record
+from .camera import holding, profile_of, record
 
 bp = Blueprint("dashboard", __name__)
 
@@ -16,10 +21,11 @@ bp = Blueprint("dashboard", __name__)
 @bp.get("/")
 @requires("view")
 def index() -> str:
-    """Every camera with its picture, state and on/off button; the first one on streams live.
+    """Every camera with its picture, state and on/off button.
 
-    Only one camera streams: each stream holds one of the six connections an HTTP/1.1
-    browser opens to a site, and the page needs some for its buttons (see dashboard.js).
+    With JavaScript every tile in view plays live through one multiplexed stream (see
+    dashboard.js). Without it the first camera on streams and the others show a snapshot:
+    each MJPEG <img> holds one of the six connections an HTTP/1.1 browser opens to a site.
     """
     registry = get_registry()
     records = [record(camera) for camera in registry]
@@ -36,6 +42,71 @@ def index() -> str:
 def cameras() -> Response:
     """Every camera's JSON record."""
     return jsonify([record(camera) for camera in get_registry()])
+
+
+MAX_TRACKS = 64  # cameras in one multiplexed stream
+
+
+def _tracks(text: str) -> list[tuple[int, str]]:
+    """Parse ``cameras=0:preview,3:full`` (no profile: full) into (camera, profile) pairs.
+
+    :raise BadRequest: malformed, repeated, or too many.
+    :raise NotFound: a camera that does not exist.
+    """
+    registry = get_registry()
+    entries = [item.strip() for item in text.split(",") if item.strip()]
+    if len(entries) > MAX_TRACKS:
+        raise BadRequest(f"cameras: at most {MAX_TRACKS} in one stream")
+    chosen: list[tuple[int, str]] = []
+    for entry in entries:
+        raw_id, _, profile = entry.partition(":")
+        if not raw_id.isdigit() or len(raw_id) > 6:
+            raise BadRequest(f"cameras: expected ID or ID:PROFILE items, got {entry[:40]!r}")
+        camera = registry.get(int(raw_id))
+        if camera is None:
+            raise NotFound(f"no camera {int(raw_id)}")
+        profile = profile_of(camera, profile or FULL)
+        if (camera.id, profile) in chosen:
+            raise BadRequest(f"cameras: {camera.id}:{profile} is named twice")
+        chosen.append((camera.id, profile))
+    if not chosen:
+        raise BadRequest("cameras: name at least one camera, as ID or ID:PROFILE")
+    return chosen
+
+
+@bp.get("/streams.mjpg")
+@requires("view")
+def multiplexed() -> Response:
+    """Several cameras' streams in one response (``?cameras=0:preview,3:full``): the
+    dashboard's way to keep every tile live on one HTTP/1.1 connection.
+
+    Each part carries ``X-Camera`` and ``X-Profile``; cameras that are off are left out, and
+    one that stops leaves the stream. Each camera counts it as one viewer of that profile.
+
+    :raise 400: a malformed list or an unknown profile. :raise 404: an unknown camera.
+    :raise 503: none of the cameras is on, or no viewer slot is left.
+    """
+    registry = get_registry()
+    chosen = _tracks(request.args.get("cameras", ""))
+    tracks = []
+    for cam_id, profile in chosen:
+        camera = registry.get(cam_id)
+        if camera is not None and camera.is_on:
+            tracks.append(
+                streams.Track(cam_id, profile, camera.feeds[profile], camera.profile_sends[profile].sent)
+            )
+    if not tracks:
+        return json_error(503, "none of these cameras is on")
+    if request.method == "HEAD":
+        return Response(iter(()), content_type=CONTENT_TYPE, headers=streams.headers(request.environ))
+    slots = registry.viewer_slots
+    if slots.taken >= slots.capacity:
+        message = f"too many viewers: livecam serves at most {slots.capacity} streams at once"
+        return json_error(503, message, **{"Retry-After": "5"})
+    frames = streams.multiplexed_body(tracks, request.environ, registry.settings.send_timeout)
+    body = holding(slots, frames)
+    headers = streams.headers(request.environ)
+    return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
 
 
 @bp.get("/healthz")

@@ -86,6 +86,11 @@ def test_live_views_pass_through_unbuffered_and_uncompressed(
     # part arrives well before the next one is captured.
     for (arrived, captured), (_, next_captured) in itertools.pairwise(arrivals):
         assert arrived < next_captured, f"a part arrived {arrived - captured:.3f} s after its capture"
+    # The dashboard's stream of several cameras likewise.
+    with open_stream(port, f"{prefix}/streams.mjpg?cameras=0:preview") as parts:
+        arrivals = [(time.time(), float(part.headers["x-timestamp"])) for part in itertools.islice(parts, 4)]
+    for (arrived, captured), (_, next_captured) in itertools.pairwise(arrivals):
+        assert arrived < next_captured, f"a part arrived {arrived - captured:.3f} s after its capture"
     response, body = fetch(port, "GET", f"{prefix}/cameras/0/snapshot.jpg", {"Accept-Encoding": "gzip"})
     assert (response.status, response.getheader("Content-Type")) == (200, "image/jpeg")
     assert response.getheader("Content-Encoding") is None
@@ -120,9 +125,14 @@ def test_every_dashboard_link_works_through_nginx(livecam: Server, nginx: Nginx,
     page.feed(body.decode())
     assert ("src", f"{prefix}/cameras/0/stream.mjpg") in page.links, page.links
     for attribute, url in page.links:
-        assert url.startswith((f"{prefix}/static/", f"{prefix}/cameras")), (attribute, url)
+        assert url.startswith((f"{prefix}/static/", f"{prefix}/cameras", f"{prefix}/streams.mjpg")), (
+            attribute,
+            url,
+        )
     for url in {url for attribute, url in page.links if attribute != "action"}:
-        if url.endswith(".mjpg"):
+        if url.endswith("/streams.mjpg"):  # the dashboard's script names the cameras it wants
+            url += "?cameras=0:preview,1:full"
+        if url.endswith(".mjpg") or "/streams.mjpg?" in url:
             with open_stream(port, url) as parts:
                 decode(next(parts).body)
         else:

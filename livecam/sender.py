@@ -74,13 +74,26 @@ class Waker:
 
 
 class Viewer:
-    """One stream handed over to the sender; ``done`` is set when the sender lets it go."""
+    """One stream handed over to the sender; ``done`` is set when the sender lets it go.
 
-    def __init__(self, sock: socket.socket, cursor: Cursor, chunked: bool, sent: Sent) -> None:
+    With ``ended`` the socket is the sender's own (the server let go of the connection, see
+    streams.handed_over): letting the viewer go, the sender ends the body, closes the
+    socket and calls ``ended()``. Without it the socket goes back to the server's thread.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        cursor: Cursor,
+        chunked: bool,
+        sent: Sent,
+        ended: Callable[[], None] | None = None,
+    ) -> None:
         self.sock = sock
         self.cursor = cursor
         self.chunked = chunked  # HTTP/1.1: each part is one chunk of the body
         self.sent = sent
+        self.ended = ended
         self.done = threading.Event()
         self.pending: memoryview | None = None  # the unsent rest of the part under way
         self.pending_frame: Frame | None = None
@@ -121,10 +134,12 @@ class Viewer:
 class Sender:
     """The loop that writes every stream of one app."""
 
-    def __init__(self, send_timeout: float) -> None:
+    def __init__(self, send_timeout: float, capacity: int = 4096) -> None:
         self._send_timeout = send_timeout
-        self._lock = threading.Lock()  # guards _incoming, _stopping and the loop's start
+        self.capacity = capacity  # viewers whose socket the sender owns, at most
+        self._lock = threading.Lock()  # guards _incoming, _stopping, owned and the loop's start
         self._incoming: list[Viewer] = []
+        self.owned = 0  # viewers whose socket the sender owns now
         # The waker and the selector exist only while the loop runs: an app that never
         # streams under gunicorn holds no descriptors.
         self._waker: Waker | None = None
@@ -146,20 +161,29 @@ class Sender:
         """Whether the loop has finished, having let every viewer go."""
         return self._thread is not None and not self._thread.is_alive()
 
+    def has_room(self) -> bool:
+        """Whether one more viewer whose socket the sender would own fits."""
+        return self.alive and self.owned < self.capacity
+
     def add(self, viewer: Viewer) -> None:
-        """Hand a viewer over; the loop starts on the first one."""
+        """Hand a viewer over; the loop starts on the first one. A viewer refused (the sender
+        is stopping, or owns as many sockets as it may) is let go at once."""
         with self._lock:
-            if self._stopping:
-                viewer.done.set()
-                return
-            self._incoming.append(viewer)
-            if self._thread is None:
-                self._waker = Waker()
-                self._selector = selectors.DefaultSelector()
-                self._selector.register(self._waker, selectors.EVENT_READ, self._waker.drain)
-                self._thread = threading.Thread(target=self._run, name="livecam-sender", daemon=True)
-                self._thread.start()
-        self.wake()
+            owns = viewer.ended is not None
+            refused = self._stopping or (owns and self.owned >= self.capacity)
+            if not refused:
+                self.owned += owns
+                self._incoming.append(viewer)
+                if self._thread is None:
+                    self._waker = Waker()
+                    self._selector = selectors.DefaultSelector()
+                    self._selector.register(self._waker, selectors.EVENT_READ, self._waker.drain)
+                    self._thread = threading.Thread(target=self._run, name="livecam-sender", daemon=True)
+                    self._thread.start()
+        if refused:
+            _let_go(viewer, clean=False)
+        else:
+            self.wake()
 
     def wake(self) -> None:
         """Make the loop look again (a frame was published, a camera stopped)."""
@@ -175,10 +199,15 @@ class Sender:
         self.wake()
         if thread is not None:
             thread.join(timeout)
+        self._let_incoming_go()
+
+    def _let_incoming_go(self) -> None:
+        """Let go of the viewers handed over but not yet taken by the loop."""
         with self._lock:
-            for viewer in self._incoming:
-                viewer.done.set()
-            self._incoming.clear()
+            incoming, self._incoming = self._incoming, []
+            self.owned -= sum(viewer.ended is not None for viewer in incoming)
+        for viewer in incoming:
+            _let_go(viewer, clean=False)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -205,9 +234,7 @@ class Sender:
             self._selector.close()
             with self._lock:
                 self._stopping = True
-                for viewer in self._incoming:
-                    viewer.done.set()
-                self._incoming.clear()
+            self._let_incoming_go()
             self._waker.close()
 
     def _take_incoming(self) -> None:
@@ -366,7 +393,8 @@ class Sender:
                     self._start(viewer, frame, fresh=False)
 
     def _release(self, viewer: Viewer) -> None:
-        """Stop writing to a viewer and give its socket back to gunicorn's thread."""
+        """Stop writing to a viewer: give its socket back to gunicorn's thread, or end the
+        stream and close the socket when the sender owns it."""
         if viewer.done.is_set():
             return
         if viewer.pending is not None:
@@ -389,4 +417,21 @@ class Sender:
             except (KeyError, ValueError, OSError):
                 pass
             viewer.events = 0
-        viewer.done.set()
+        if viewer.ended is not None:
+            with self._lock:
+                self.owned -= 1
+        _let_go(viewer, clean=viewer.pending is None)
+
+
+def _let_go(viewer: Viewer, clean: bool) -> None:
+    """The end of a viewer for the sender: a socket it owns is closed, after the body's last
+    chunk when the stream ends ``clean`` (between parts); then ``done`` is set."""
+    if viewer.ended is not None:
+        if clean and viewer.chunked:
+            try:  # best effort: a client that stopped reading just misses the clean end
+                viewer.sock.send(b"0\r\n\r\n", socket.MSG_DONTWAIT)
+            except OSError:
+                pass
+        viewer.sock.close()
+        viewer.ended()
+    viewer.done.set()

@@ -3,8 +3,10 @@
 Two paths follow the one stream policy (cursor.py): under gunicorn on a plain TCP socket the
 request's thread hands the socket to the sender, which writes every stream from one thread;
 anywhere else (the development server, the test client, TLS or HTTP/2 straight to gunicorn)
-the body is a generator that the server's thread writes. Views ask ``body()`` and never
-choose.
+the body is a generator that the server's thread writes. Under livecam's own worker the
+hand-over is complete: the worker lets go of the connection (``DETACH``) and the request's
+thread goes back to the pool, so a viewer costs a socket, not a parked thread. Views ask
+``open_stream()`` and never choose.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +22,13 @@ from typing import Any
 from .broadcast import BroadcastClosed, Broadcaster
 from .cursor import HEARTBEAT, Cursor
 from .mjpeg import OPENING, STREAM_HEADERS, label
+from .registry import Slots
 from .sender import Sender, Sent, Viewer
 
 PARKED_CHECK = 30.0  # how often a parked request thread looks whether the sender still runs
+# The WSGI environ key under which livecam's worker offers to let go of the connection: a
+# callable returning a socket of its own for it (see worker.py).
+DETACH = "livecam.detach"
 
 
 def _ignore(size: int, latency: float | None, count: int = 1) -> None:
@@ -125,12 +131,98 @@ def multiplexed(tracks: list[Track], heartbeat: float = HEARTBEAT) -> Iterator[b
                 track.sent(len(frame.part), time.time() - frame.timestamp if fresh else None, 1)
 
 
-def multiplexed_body(tracks: list[Track], environ: dict[str, Any], send_timeout: float) -> Iterator[bytes]:
-    """A multiplexed body for this request, written by the server's thread."""
+def open_multiplexed(
+    tracks: list[Track], environ: dict[str, Any], slots: Slots, send_timeout: float
+) -> Iterator[bytes] | None:
+    """A multiplexed body for this request, written by the server's thread and holding one
+    of ``slots``; None when none is left (the caller answers 503)."""
+    if slots.taken >= slots.capacity:
+        return None
     sock = environ.get("gunicorn.socket")
     if sock is not None:
         sock.settimeout(send_timeout)  # a client that stops reading cannot hold the thread
-    return multiplexed(tracks)
+    return holding(slots, multiplexed(tracks))
+
+
+def handed_over(
+    broadcaster: Broadcaster,
+    sender: Sender,
+    detach: Callable[[], socket.socket],
+    chunked: bool,
+    sent: Sent = _ignore,
+) -> Iterator[bytes]:
+    """Yield the opening boundary, then give the connection to ``sender`` for good.
+
+    The server has written the headers and the opening when this resumes; ``detach()``
+    takes the connection from it, and the body ends here, freeing the request's thread. The
+    viewer counts as watching until the sender lets it go.
+    """
+    watching = ExitStack()
+    watching.enter_context(broadcaster.watching())
+    handed = False
+    try:
+        yield OPENING
+        viewer = Viewer(detach(), Cursor(broadcaster), chunked, sent, ended=watching.close)
+        handed = True
+        sender.add(viewer)
+    finally:
+        if not handed:  # the client left before the opening, or the hand-over failed
+            watching.close()
+
+
+def holding(slots: Slots, frames: Iterator[bytes]) -> Iterator[bytes]:
+    """Yield a stream's body while holding a viewer slot, from its first step to its end.
+
+    The slot is taken and given back within the body's own life: whatever happens to the
+    response after the view returned (a failing hook, a client gone before the first byte),
+    no slot can be lost. A body that finds no slot left ends at once.
+    """
+    if not slots.take():
+        return
+    try:
+        yield from frames
+    finally:
+        slots.give_back()
+
+
+def open_stream(
+    broadcaster: Broadcaster,
+    environ: dict[str, Any],
+    sender: Sender,
+    slots: Slots,
+    send_timeout: float,
+    sent: Sent = _ignore,
+) -> Iterator[bytes] | None:
+    """The stream body for this request, on the delivery path its connection allows; None
+    when that path has no room left (the caller answers 503).
+
+    A stream that keeps a request thread (parked for the sender, or writing) holds one of
+    ``slots``; one the worker lets go of holds one of the sender's own places instead.
+    """
+    sock = environ.get("gunicorn.socket")
+    protocol = environ.get("SERVER_PROTOCOL")
+    if (
+        type(sock) is socket.socket  # plain TCP: not TLS, which gunicorn would have to encrypt
+        and sock.gettimeout() is None
+        and protocol in ("HTTP/1.0", "HTTP/1.1")
+        and sender.alive
+    ):
+        # gunicorn frames an HTTP/1.1 body of unknown length in chunks; the sender must too.
+        chunked = protocol == "HTTP/1.1"
+        detach = environ.get(DETACH)
+        if detach is not None:
+            return handed_over(broadcaster, sender, detach, chunked, sent) if sender.has_room() else None
+        frames = written_by_sender(broadcaster, sender, sock, chunked, sent)
+    else:
+        if sock is not None:
+            # A viewer that stops reading fills its socket buffer; without a timeout the write
+            # would block its thread forever. gunicorn resets the socket mode after.
+            sock.settimeout(send_timeout)
+        frames = written_by_thread(broadcaster, sent=sent)
+    if slots.taken >= slots.capacity:
+        frames.close()
+        return None
+    return holding(slots, frames)
 
 
 def headers(environ: dict[str, Any]) -> dict[str, str]:
@@ -141,24 +233,3 @@ def headers(environ: dict[str, Any]) -> dict[str, str]:
         # the connection with the stream rather than leave a client waiting on it.
         result["Connection"] = "close"
     return result
-
-
-def body(
-    broadcaster: Broadcaster, environ: dict[str, Any], sender: Sender, send_timeout: float, sent: Sent
-) -> Iterator[bytes]:
-    """The stream body for this request, on the delivery path its connection allows."""
-    sock = environ.get("gunicorn.socket")
-    protocol = environ.get("SERVER_PROTOCOL")
-    if (
-        type(sock) is socket.socket  # plain TCP: not TLS, which gunicorn would have to encrypt
-        and sock.gettimeout() is None
-        and protocol in ("HTTP/1.0", "HTTP/1.1")
-        and sender.alive
-    ):
-        # gunicorn frames an HTTP/1.1 body of unknown length in chunks; the sender must too.
-        return written_by_sender(broadcaster, sender, sock, protocol == "HTTP/1.1", sent)
-    if sock is not None:
-        # A viewer that stops reading fills its socket buffer; without a timeout the write
-        # would block its thread forever. gunicorn resets the socket mode after.
-        sock.settimeout(send_timeout)
-    return written_by_thread(broadcaster, sent=sent)

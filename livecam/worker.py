@@ -8,6 +8,11 @@ thread only to a request that has arrived whole (its headers, and a body of decl
 to ``MAX_REQUEST_BODY``). A connection whose request is not whole within ``REQUEST_TIMEOUT``
 is closed, having cost nothing but a file descriptor.
 
+A stream viewer does not keep a thread either: the app may take a connection over for good
+(``streams.DETACH``). gunicorn then writes nothing more to it and only closes its own
+descriptor, and the request's thread goes back to the pool while livecam's sender thread
+writes the stream.
+
 Two more changes keep the event loop from waiting on clients: closing a connection gracefully
 (send FIN, drain what the client still sends) lingers in the loop instead of blocking it, and
 an application's ``Connection: close`` header makes gunicorn really close the connection after
@@ -22,11 +27,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 import resource
 import selectors
 import socket
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -34,6 +41,7 @@ from typing import Any
 from gunicorn.workers import gthread
 
 from .config import MAX_REQUEST_BODY
+from .streams import DETACH
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +99,11 @@ def expects_continue(data: bytes | bytearray) -> bool:
     return end is not None and _EXPECT_CONTINUE.search(data, 0, end.start() + 1) is not None
 
 
+# The sockets of connections the app took over: gunicorn closes its descriptor of each one
+# without a graceful shutdown, which would end the stream the new owner is writing.
+_detached: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+
 class Connection(gthread.TConn):
     """A gthread connection that hands the bytes read in the event loop to gunicorn's parser."""
 
@@ -110,8 +123,11 @@ class Connection(gthread.TConn):
             self.arrived = bytearray()
 
     def close(self, graceful: bool = False) -> None:
-        """Close; a graceful close lingers in the event loop rather than blocking it."""
-        if graceful and self.linger is not None:
+        """Close; a graceful close lingers in the event loop rather than blocking it. Of a
+        connection the app took over, only gunicorn's own descriptor is closed."""
+        if self.sock in _detached:
+            gthread.TConn.close(self)
+        elif graceful and self.linger is not None:
             self.linger(self)
         else:
             super().close(graceful)
@@ -133,6 +149,31 @@ def _honour_connection_close(app: Callable[..., Iterable[bytes]]) -> Callable[..
     return wrapped
 
 
+def _detachable(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """WSGI middleware: offer the app ``environ[DETACH]``, which takes the connection over.
+
+    Called once the response's first bytes are written, ``DETACH()`` returns a socket of
+    the caller's own for the connection: gunicorn ends the response without writing
+    anything more (no final chunk: the new owner writes it) and closes only its descriptor.
+    """
+
+    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        response = getattr(start_response, "__self__", None)
+        sock = environ.get("gunicorn.socket")
+        if response is not None and hasattr(response, "force_close") and type(sock) is socket.socket:
+
+            def detach() -> socket.socket:
+                response.chunked = False  # the final chunk is the new owner's to write
+                response.force_close()
+                _detached.add(sock)
+                return socket.socket(fileno=os.dup(sock.fileno()))
+
+            environ[DETACH] = detach
+        return app(environ, start_response)
+
+    return wrapped
+
+
 class ThreadWorker(gthread.ThreadWorker):
     """gthread, but a pool thread is committed only to a request that has fully arrived."""
 
@@ -143,15 +184,17 @@ class ThreadWorker(gthread.ThreadWorker):
         self.stopping_since: float | None = None
         # Reading early is possible only where gthread would read plain HTTP/1 bytes itself.
         self.reads_early = not self.cfg.is_ssl and self.cfg.http2_cleartext not in ("prior-knowledge", "both")
-        _allow_descriptors(self.worker_connections + self.cfg.threads + 256)
+        # Connections gunicorn serves, those the sender took over, and the rest.
+        _allow_descriptors(2 * self.worker_connections + self.cfg.threads + 256)
         super().init_process()
 
     def load_wsgi(self) -> None:
-        """Load the app, and let it close a connection by answering ``Connection: close``."""
+        """Load the app; let it close a connection by answering ``Connection: close``, and
+        take a connection over (``DETACH``)."""
         super().load_wsgi()
         if hasattr(self.wsgi, "wsgi_app"):
             # Wrap the Flask app's inner WSGI callable, so the worker still sees the app itself.
-            self.wsgi.wsgi_app = _honour_connection_close(self.wsgi.wsgi_app)
+            self.wsgi.wsgi_app = _detachable(_honour_connection_close(self.wsgi.wsgi_app))
 
     def accept(self, listener: socket.socket) -> None:
         """Accept a connection and wait for its request in the event loop."""

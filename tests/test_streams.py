@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
 
-from helpers import ChunkReader, read_parts
+from helpers import ChunkReader, read_parts, wait_for
 from livecam.broadcast import Broadcaster
+from livecam.mjpeg import OPENING
+from livecam.registry import Slots
 from livecam.sender import Sender
-from livecam.streams import Track, body, headers, multiplexed, written_by_thread
+from livecam.streams import DETACH, Track, headers, multiplexed, open_stream, written_by_thread
 
 
 def publish(broadcaster: Broadcaster, jpeg: bytes, timestamp: float = 1700000000.25) -> None:
@@ -66,12 +70,44 @@ def test_closing_the_generator_frees_the_viewer() -> None:
     assert broadcaster.viewers == 0
 
 
-def test_the_development_server_and_test_client_get_the_thread_path() -> None:
-    sender = Sender(send_timeout=5)
+def test_the_development_server_and_test_client_get_the_thread_path_holding_a_slot() -> None:
+    sender, slots = Sender(send_timeout=5), Slots(1)
     broadcaster = Broadcaster()
-    frames = body(broadcaster, {"SERVER_PROTOCOL": "HTTP/1.1"}, sender, 5, lambda *args: None)
-    assert frames.__name__ == "written_by_thread"
+    frames = open_stream(broadcaster, {"SERVER_PROTOCOL": "HTTP/1.1"}, sender, slots, 5)
+    assert next(frames) == OPENING and slots.taken == 1 and broadcaster.viewers == 1
+    assert open_stream(broadcaster, {"SERVER_PROTOCOL": "HTTP/1.1"}, sender, slots, 5) is None  # full
     frames.close()
+    assert slots.taken == 0 and broadcaster.viewers == 0
+    sender.stop()
+
+
+def test_a_connection_the_worker_lets_go_of_is_the_sender_s_alone() -> None:
+    server_side, client = socket.socketpair()
+    handed: list[socket.socket] = []
+
+    def detach() -> socket.socket:  # what livecam's worker offers: a descriptor of one's own
+        handed.append(socket.socket(fileno=os.dup(server_side.fileno())))
+        return handed[-1]
+
+    environ = {"SERVER_PROTOCOL": "HTTP/1.1", "gunicorn.socket": server_side, DETACH: detach}
+    sender, slots, broadcaster = Sender(send_timeout=5), Slots(1), Broadcaster()
+    frames = open_stream(broadcaster, environ, sender, slots, 5)
+    assert next(frames) == OPENING  # the server writes it, then asks for more:
+    assert list(frames) == []  # the body ends: the request's thread is free
+    server_side.close()  # as gunicorn closes its own descriptor
+    assert slots.taken == 0 and sender.owned == 1 and broadcaster.viewers == 1
+    publish(broadcaster, b"jpeg", time.time())
+    client.settimeout(5)
+    received = b""
+    while b"jpeg" not in received:
+        received += client.recv(65536)
+    broadcaster.close()  # the camera stops: the sender ends the body and closes the connection
+    while chunk := client.recv(65536):
+        received += chunk
+    assert received.endswith(b"\r\n0\r\n\r\n")  # the chunked body's clean end
+    assert wait_for(lambda: sender.owned == 0 and broadcaster.viewers == 0)
+    assert handed[0].fileno() == -1  # closed
+    client.close()
     sender.stop()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, request, url_for
@@ -14,7 +14,6 @@ from ..capture import Camera, CameraBusy
 from ..config import FULL
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
-from ..registry import Slots
 from ..security import requires
 
 bp = Blueprint("camera", __name__)
@@ -109,19 +108,9 @@ def stop(camera_id: int) -> Response:
     return _switch(camera, camera.stop)
 
 
-def holding(slots: Slots, frames: Iterator[bytes]) -> Iterator[bytes]:
-    """Yield a stream's body while holding a viewer slot, from its first step to its end.
-
-    The slot is taken and given back within the body's own life: whatever happens to the
-    response after the view returned (a failing hook, a client gone before the first byte),
-    no slot can be lost. A body that finds no slot left ends at once.
-    """
-    if not slots.take():
-        return
-    try:
-        yield from frames
-    finally:
-        slots.give_back()
+def too_many_viewers() -> Response:
+    """The answer to a stream beyond what livecam serves at once."""
+    return json_error(503, "too many viewers: livecam serves no more streams now", **{"Retry-After": "5"})
 
 
 @bp.get("/stream.mjpg", endpoint="stream")
@@ -141,15 +130,16 @@ def stream_mjpg(camera_id: int) -> Response:
         # Content-Length, which a GET of an endless stream would not have either.
         return Response(iter(()), content_type=CONTENT_TYPE, headers=streams.headers(request.environ))
     registry = get_registry()
-    slots = registry.viewer_slots
-    if slots.taken >= slots.capacity:
-        message = f"too many viewers: livecam serves at most {slots.capacity} streams at once"
-        return json_error(503, message, **{"Retry-After": "5"})
-    sends = camera.profile_sends[profile].sent
-    frames = streams.body(
-        camera.feeds[profile], request.environ, registry.sender, registry.settings.send_timeout, sends
+    body = streams.open_stream(
+        camera.feeds[profile],
+        request.environ,
+        registry.sender,
+        registry.viewer_slots,
+        registry.settings.send_timeout,
+        camera.profile_sends[profile].sent,
     )
-    body = holding(slots, frames)
+    if body is None:
+        return too_many_viewers()
     headers = streams.headers(request.environ)
     return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
 

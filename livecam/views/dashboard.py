@@ -13,7 +13,7 @@ from ..config import FULL
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
 from ..security import public, requires
-from .camera import holding, profile_of, record
+from .camera import profile_of, record, too_many_viewers
 
 bp = Blueprint("dashboard", __name__)
 
@@ -99,12 +99,11 @@ def multiplexed() -> Response:
         return json_error(503, "none of these cameras is on")
     if request.method == "HEAD":
         return Response(iter(()), content_type=CONTENT_TYPE, headers=streams.headers(request.environ))
-    slots = registry.viewer_slots
-    if slots.taken >= slots.capacity:
-        message = f"too many viewers: livecam serves at most {slots.capacity} streams at once"
-        return json_error(503, message, **{"Retry-After": "5"})
-    frames = streams.multiplexed_body(tracks, request.environ, registry.settings.send_timeout)
-    body = holding(slots, frames)
+    body = streams.open_multiplexed(
+        tracks, request.environ, registry.viewer_slots, registry.settings.send_timeout
+    )
+    if body is None:
+        return too_many_viewers()
     headers = streams.headers(request.environ)
     return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
 
@@ -117,8 +116,12 @@ def healthz() -> Response:
     states: dict[str, int] = {}
     for camera in registry:
         states[camera.state] = states.get(camera.state, 0) + 1
-    slots = registry.viewer_slots
-    return jsonify(status="ok", cameras=states, streams=slots.taken, max_streams=slots.capacity)
+    slots, sender = registry.viewer_slots, registry.sender
+    # Streams that keep a request thread, and those the sender owns alone (livecam's worker).
+    streaming = slots.taken + sender.owned
+    return jsonify(
+        status="ok", cameras=states, streams=streaming, max_streams=slots.capacity + sender.capacity
+    )
 
 
 @bp.get("/openapi.yaml")

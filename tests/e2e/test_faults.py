@@ -271,29 +271,38 @@ def test_state_file_is_written_atomically(serve: Callable[..., Server], tmp_path
     assert files == ["cameras.json", "secret_key"]  # no temporary file left behind
 
 
-def test_viewers_beyond_the_thread_pool_get_503_and_buttons_still_answer(
-    serve: Callable[..., Server],
-) -> None:
+def test_viewers_hold_no_thread_and_buttons_still_answer(serve: Callable[..., Server]) -> None:
     livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@10", "LIVECAM_THREADS": "6"})
     livecam.request("POST", "/cameras/0/start")
-    streams = [livecam.open_stream("/cameras/0/stream.mjpg") for _ in range(4)]  # 6 threads - 2 kept
+    # Five times the thread pool: each viewer costs a socket, not a parked thread.
+    streams = [livecam.open_stream("/cameras/0/stream.mjpg") for _ in range(30)]
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", livecam.port, timeout=10)
-        conn.request("GET", "/cameras/0/stream.mjpg")
-        refused = conn.getresponse()
-        assert refused.status == 503
-        assert refused.getheader("Retry-After") == "5"
-        assert "too many viewers" in json.loads(refused.read())["error"]
-        conn.close()
+        for _, response in streams:
+            assert decode(next(read_parts(response)).body).shape == (120, 160, 3)
+        assert livecam.request("GET", "/healthz")[1]["streams"] == 30
         assert livecam.request("POST", "/cameras/0/toggle")[0] == 200  # the buttons still work
         assert livecam.request("POST", "/cameras/0/toggle")[0] == 200
     finally:
         for stream_conn, _ in streams:
             stream_conn.close()
-    # Their places are free again.
+    assert wait_for(lambda: livecam.request("GET", "/healthz")[1]["streams"] == 0)
+    # Streams that do keep a thread (the dashboard's, several cameras in one) stop at the
+    # pool's size less the threads kept for everything else.
+    path = "/streams.mjpg?cameras=0:preview"
+    kept = [livecam.open_stream(path) for _ in range(4)]  # 6 threads - 2 kept
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", livecam.port, timeout=10)
+        conn.request("GET", path)
+        refused = conn.getresponse()
+        assert refused.status == 503
+        assert refused.getheader("Retry-After") == "5"
+        assert "too many viewers" in json.loads(refused.read())["error"]
+        conn.close()
+        assert livecam.request("POST", "/cameras/0/stop")[0] == 200  # the buttons still work
+    finally:
+        for stream_conn, _ in kept:
+            stream_conn.close()
     assert wait_for(lambda: livecam.record(0)["viewers"] == 0)
-    conn, _ = livecam.open_stream("/cameras/0/stream.mjpg")
-    conn.close()
 
 
 @pytest.mark.parametrize("path", ["/garbage-first.mjpg", "/garbage-payloads.mjpg", "/huge.mjpg"])

@@ -279,6 +279,31 @@ def test_every_tile_streams_over_http2(behind_nginx: tuple[Server, Nginx], brows
     page.context.close()
 
 
+def test_every_tile_moves_behind_the_nginx_sub_path_on_a_desktop_and_a_phone(
+    behind_nginx: tuple[Server, Nginx], browser: Browser
+) -> None:
+    server, nginx = behind_nginx
+    url = f"http://127.0.0.1:{nginx.ports['subpath']}/livecam/"
+    page, problems = open_page(browser, url)
+    assert page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol") == "http/1.1"
+    expect(page.locator(".tile.live")).to_have_count(len(NAMES))
+    wait_for_pictures(page)
+    wait_until_every_tile_moves(page)
+    assert streams(server) == 1
+    page.context.close()
+
+    phone, problems_on_phone = open_page(browser, url, is_mobile=True, has_touch=True)
+    phone.set_viewport_size({"width": 390, "height": 844})
+    in_view = tiles_in_view(phone)
+    assert 0 < len(in_view) < len(NAMES)
+    assert shows(phone, f"document.querySelectorAll('.tile.live').length === {len(in_view)}")
+    wait_until_every_tile_moves(phone, changes=2)
+    assert wait_for(lambda: viewers(server, len(NAMES)) == [int(i in in_view) for i in range(len(NAMES))])
+    phone.screenshot(path=ARTIFACTS / "dashboard-phone-subpath.png")
+    assert problems == problems_on_phone == []
+    phone.context.close()
+
+
 def test_phone_layout(eight_cameras: Server, browser: Browser) -> None:
     page, problems = open_page(browser, address(eight_cameras), is_mobile=True, has_touch=True)
     page.set_viewport_size({"width": 390, "height": 844})

@@ -9,10 +9,11 @@ import os
 import signal
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .config import ConfigError, Settings, load_settings
+from .config import FULL, ConfigError, Profile, Settings, load_settings
 from .redaction import redact
 from .state import write_atomically_bytes
 from .v4l2 import Ioctl, choose_mode, describe_modes, device_modes, list_devices
@@ -58,13 +59,27 @@ def check_config(args: argparse.Namespace) -> int:
     for camera in settings.cameras.values():
         start = "autostart" if camera.autostart else "off at start"
         print(f"{camera.id}\t{camera.name}\t{camera.source.kind}\t{redact(str(camera.source))}\t{start}")
+        print("\tprofiles: " + ", ".join(_profile(p) for p in camera.profiles.values()))
     return 0
+
+
+def _profile(profile: Profile) -> str:
+    """A stream profile in a line: ``preview (320 px, 5 fps, quality 60)``."""
+    width = f"{profile.width} px" if profile.width else "full width"
+    fps = f"{profile.fps:g} fps" if profile.fps else "source fps"
+    if profile.quality:
+        quality = f"quality {profile.quality}"
+    else:
+        quality = "camera's JPEGs or quality 80" if profile.name == FULL else "quality 80"
+    return f"{profile.name} ({width}, {fps}, {quality})"
 
 
 def snapshot(args: argparse.Namespace) -> int:
     """Save one fresh frame of a camera from a running livecam."""
     base = args.url or "http://" + os.environ.get("LIVECAM_BIND", "127.0.0.1:8000")
     url = f"{base.rstrip('/')}/cameras/{args.camera}/snapshot.jpg"
+    if args.profile:
+        url += "?" + urllib.parse.urlencode({"profile": args.profile})
     request = urllib.request.Request(url)
     token = args.token or os.environ.get("LIVECAM_VIEW_TOKEN") or os.environ.get("LIVECAM_CONTROL_TOKEN")
     if token:
@@ -133,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     saving.add_argument("file", help="where to write the JPEG")
     saving.add_argument("--url", help="livecam's address (default: http:// + LIVECAM_BIND)")
     saving.add_argument("--token", help="view token (default: LIVECAM_VIEW_TOKEN)")
+    saving.add_argument("--profile", help="stream profile (default: full), e.g. preview")
     saving.set_defaults(run=snapshot)
     capturing = commands.add_parser(
         "capture", help="bus mode: capture the cameras and publish them on LIVECAM_BUS"

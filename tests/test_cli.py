@@ -20,6 +20,9 @@ def test_check_config_lists_cameras_with_redacted_sources() -> None:
     assert "configuration OK: 2 camera(s) configured" in result.stdout
     assert "rtsp://admin:***@cam/s" in result.stdout
     assert "hunter2" not in result.stdout + result.stderr
+    full = "full (full width, source fps, camera's JPEGs or quality 80)"
+    profiles = f"profiles: {full}, preview (320 px, 5 fps, quality 60)"
+    assert result.stdout.count(profiles) == 2
 
 
 def test_check_config_reports_the_bad_key(tmp_path: Path) -> None:

@@ -194,6 +194,9 @@ def test_livecam_snapshot_from_a_running_livecam(serve, tmp_path: Path) -> None:
     saved = run("snapshot", "0", str(target), "--url", url, env={"LIVECAM_VIEW_TOKEN": "viewers-only-1"})
     assert saved.returncode == 0, saved.stderr
     assert decode(target.read_bytes()).shape == (48, 64, 3)
+    env = {"LIVECAM_VIEW_TOKEN": "viewers-only-1"}
+    unknown = run("snapshot", "0", str(target), "--url", url, "--profile", "nope", env=env)
+    assert unknown.returncode == 1 and "no stream profile 'nope'" in unknown.stderr
     missing = run("snapshot", "5", str(target), "--url", url, "--token", "viewers-only-1")
     assert missing.returncode == 1 and "no camera 5" in missing.stderr
 

@@ -144,14 +144,17 @@ class RemoteCamera:
             "idle": False,
         }
         record = {**defaults, **record, "state": self.state, "error": self.error}
-        profiles = record.get("profiles") if isinstance(record.get("profiles"), dict) else {}
+        told = record.get("profiles") if isinstance(record.get("profiles"), dict) else {}
         offline = self._offline()
+        profiles = {}
         for name, sends in self.profile_sends.items():
-            profile = profiles.setdefault(name, {"viewers": 0, "fps": 0.0, "encoded": 0})
-            if isinstance(profile, dict):
-                profile["bytes"] = sends.snapshot()[0]  # this worker's own
-                if offline:
-                    profile["fps"] = 0.0
+            # A copy: the record kept from the capture process is never changed here.
+            kept = told.get(name)
+            profile = dict(kept) if isinstance(kept, dict) else {"viewers": 0, "fps": 0.0, "encoded": 0}
+            profile["bytes"] = sends.snapshot()[0]  # this worker's own
+            if offline:
+                profile["fps"] = 0.0
+            profiles[name] = profile
         record["profiles"] = profiles
         if offline:
             record["fps"] = 0.0

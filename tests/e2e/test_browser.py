@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from helpers import ROOT, Server, decode, wait_for
+from hostile_camera import HostileCamera
 from nginx_proxy import Nginx
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's: nothing is downloaded at test time
@@ -302,6 +303,38 @@ def test_every_tile_moves_behind_the_nginx_sub_path_on_a_desktop_and_a_phone(
     phone.screenshot(path=ARTIFACTS / "dashboard-phone-subpath.png")
     assert problems == problems_on_phone == []
     phone.context.close()
+
+
+def test_a_tile_without_new_frames_says_stalled_and_the_page_asks_again(
+    serve: Callable[..., Server], browser: Browser
+) -> None:
+    camera = HostileCamera().start()
+    try:
+        # Camera 0 sends one frame, then one that trickles in for longer than livecam waits.
+        cameras = f"0={camera.url('/trickle.mjpg')},1=testsrc:160x120@10"
+        server = serve({"LIVECAM_CAMERAS": cameras})
+        for cam_id in (0, 1):
+            server.request("POST", f"/cameras/{cam_id}/start")
+        assert wait_for(lambda: server.record(0)["state"] == "on")
+        page, problems = open_page(browser, address(server))
+        stalled = page.locator("#camera-0")
+        expect(stalled.locator(".badge")).to_have_text("live")
+        # Count the page's requests for the stream from here on.
+        page.evaluate(
+            "window.asked = 0; const plain = window.fetch; window.fetch = (url, options) => {"
+            " if (String(url).includes('streams.mjpg')) window.asked++; return plain(url, options); }"
+        )
+        expect(stalled).to_have_class(re.compile(r"\bstalled\b"), timeout=8000)
+        expect(stalled.locator(".badge")).to_have_text("stalled")
+        assert shows(page, "window.asked >= 1")  # asked again, by itself
+        expect(page.locator("#camera-1")).not_to_have_class(re.compile(r"\bstalled\b"))
+        # When livecam gives up on the camera, the tile says why instead.
+        expect(stalled.locator(".badge")).to_have_text("no signal", timeout=15000)
+        expect(stalled).not_to_have_class(re.compile(r"\bstalled\b"))
+        assert problems == []
+        page.context.close()
+    finally:
+        camera.stop()
 
 
 def test_phone_layout(eight_cameras: Server, browser: Browser) -> None:

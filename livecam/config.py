@@ -6,6 +6,7 @@ whose message is one line naming the key and the problem.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -115,6 +116,7 @@ class Settings:
     state_dir: str | None = None
     max_frame_mb: int = DEFAULT_MAX_FRAME_MB  # a camera's frame larger than this is dropped
     bus: str | None = None  # nats://HOST:4222 (or tls://): bus mode; None: one process
+    bus_creds: str | None = None  # a NATS .creds file or a user nkey seed file for the frame bus
     bus_prefix: str = "livecam"  # the subjects' prefix, so that several sites share one NATS
     workers: int = 1  # gunicorn workers: more than one only in bus mode
     discovered: bool = False  # cameras came from device discovery, not configuration
@@ -478,6 +480,63 @@ def _bus_url(label: str, value: Any) -> str:
     return text
 
 
+# A NATS .creds file holds the user's JWT and nkey seed, each alone on the line after the
+# first line naming it (found as nats-py finds them).
+CREDS_JWT, CREDS_SEED = b"BEGIN NATS USER JWT", b"BEGIN USER NKEY SEED"
+CREDS_LIMIT = 64 * 1024  # a .creds file is about 1 KB
+JWT_RE = re.compile(rb"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def _user_seed(text: bytes) -> bool:
+    """Whether ``text`` is exactly a user's nkey seed: SU, then base32 with a valid CRC16."""
+    if not re.fullmatch(rb"SU[A-Z2-7]{56}", text):
+        return False
+    import nkeys  # here: only bus mode needs it
+
+    raw = base64.b32decode(text + b"======")
+    return nkeys.crc16(bytearray(raw[:-2])) == int.from_bytes(raw[-2:], "little")
+
+
+def _line_after(data: bytes, marker: bytes) -> bytes | None:
+    """The line after the first one holding ``marker``, as nats-py reads it: up to the next
+    newline, less one character (so a Windows line end leaves a "\\r" that spoils it)."""
+    lines = data.split(b"\n")
+    at = next((i + 1 for i, line in enumerate(lines) if marker in line), len(lines))
+    return lines[at] if at + 1 < len(lines) else None  # None too without a newline after it
+
+
+def bus_creds_kind(path: str, label: str = "LIVECAM_BUS_CREDS") -> str:
+    """What the frame bus's credentials file holds: ``"creds"`` (a NATS .creds file, a user
+    JWT with its nkey seed) or ``"seed"`` (a user nkey seed alone).
+
+    :raise ConfigError: it cannot be read or holds neither; its content is never shown.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(CREDS_LIMIT + 1)
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read {path}: {exc.strerror}") from None
+    if len(data) > CREDS_LIMIT:
+        raise ConfigError(f"{label}: {path} is larger than NATS credentials ever are (64 KB)")
+    if CREDS_JWT in data:
+        jwt, seed = _line_after(data, CREDS_JWT), _line_after(data, CREDS_SEED)
+        if jwt is None or seed is None or not JWT_RE.fullmatch(jwt) or not _user_seed(seed):
+            raise ConfigError(
+                f"{label}: {path} is not a valid NATS .creds file (a user JWT and a user nkey seed, "
+                "each alone on the line after its BEGIN line)"
+            )
+        return "creds"
+    if _user_seed(data.strip()):
+        return "seed"
+    raise ConfigError(f"{label}: {path} is neither a NATS .creds file nor a user nkey seed (SU...)")
+
+
+def _bus_creds(label: str, value: Any) -> str:
+    path = _text(label, value)
+    bus_creds_kind(path, label)
+    return path
+
+
 def _subject_token(label: str, value: Any) -> str:
     text = _text(label, value)
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
@@ -500,6 +559,7 @@ SETTING_CHECKS: dict[str, Check] = {
     "state_dir": _text,
     "max_frame_mb": _count(1, 1024),
     "bus": _bus_url,
+    "bus_creds": _bus_creds,
     "bus_prefix": _subject_token,
     "workers": _count(1, 64),
     "profiles": _profiles,

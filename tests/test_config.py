@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import nkeys
 import pytest
 
 from fake_v4l2 import FakeCamera, FakeDev, capability
@@ -12,11 +13,13 @@ from livecam.config import (
     ConfigError,
     Profile,
     beyond_loopback,
+    bus_creds_kind,
     load_settings,
     parse_camera_list,
     parse_source,
 )
 from livecam.v4l2 import Device, list_devices
+from nats_keys import Key, Operator
 
 
 def test_zero_config_without_devices_serves_an_autostarted_test_pattern() -> None:
@@ -296,6 +299,57 @@ def test_bus_settings() -> None:
         assert "secret-pw" not in str(error.value)
     with pytest.raises(ConfigError, match="NATS subject token"):
         load_settings(environ={"LIVECAM_BUS_PREFIX": "a.b"}, overrides={"cameras": "0"})
+
+
+def test_bus_creds_a_seed_or_a_creds_file(tmp_path: Path) -> None:
+    seed, creds = tmp_path / "user.nk", tmp_path / "user.creds"
+    seed.write_text(Key().seed + "\n")
+    creds.write_text(Operator().user_creds("web")[0])
+    for path, kind in ((seed, "seed"), (creds, "creds")):
+        settings = load_settings(environ={"LIVECAM_BUS_CREDS": str(path)}, overrides={"cameras": "0"})
+        assert settings.bus_creds == str(path) and bus_creds_kind(str(path)) == kind
+    assert load_settings(environ={}, overrides={"cameras": "0"}).bus_creds is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read {path}: No such file or directory"),
+        ("dir", "cannot read {path}: Is a directory"),
+        ("password=hunter2-secret\n", "{path} is neither a NATS .creds file nor a user nkey seed (SU...)"),
+        ("SA-account", "{path} is neither a NATS .creds file nor a user nkey seed (SU...)"),
+        ("SU-typo", "{path} is neither a NATS .creds file nor a user nkey seed (SU...)"),
+        ("creds\r\n", "{path} is not a valid NATS .creds file (a user JWT and a user nkey seed, each alone"),
+        ("creds-no-seed", "{path} is not a valid NATS .creds file"),
+        ("x" * 70000, "{path} is larger than NATS credentials ever are (64 KB)"),
+    ],
+)
+def test_bus_creds_refused_with_one_line_that_never_shows_the_content(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    path = tmp_path / "bus.creds"
+    creds, user = Operator().user_creds("web")
+    seed = Key().seed
+    shown: list[str] = [seed, user.seed, "hunter2"]
+    if content == "dir":
+        path.mkdir()
+    elif content == "SA-account":  # an account's seed, not a user's
+        shown.append(Key(nkeys.PREFIX_BYTE_ACCOUNT).seed)
+        path.write_text(shown[-1])
+    elif content == "SU-typo":  # one character changed: its checksum fails
+        path.write_text(seed[:30] + ("A" if seed[30] != "A" else "B") + seed[31:])
+    elif content == "creds\r\n":  # Windows line ends: nats-py would send the seed with a \r
+        path.write_text(creds.replace("\n", "\r\n"))
+    elif content == "creds-no-seed":
+        path.write_text(creds.replace(user.seed, ""))
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ={"LIVECAM_BUS_CREDS": str(path)}, overrides={"cameras": "0"})
+    text = str(error.value)
+    assert text.startswith("LIVECAM_BUS_CREDS: " + message.format(path=path)) and "\n" not in text
+    assert not any(secret in text for secret in shown)
+    assert seed[2:20] not in text and user.seed[2:20] not in text
 
 
 def test_profiles_built_in_adjusted_globally_and_per_camera(tmp_path: Path) -> None:

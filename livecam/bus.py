@@ -9,6 +9,11 @@ restart of nats-server; nats-py restores the subscriptions on every reconnect.
 
 Subjects live under a prefix (``LIVECAM_BUS_PREFIX``, default ``livecam``), so that several
 sites can share one NATS.
+
+Credentials go in the URL (``nats://user:password@host``) or in a file (``LIVECAM_BUS_CREDS``:
+a NATS .creds file, or a user nkey seed alone). nats-py reads the file at each connection and
+signs the server's challenge with the seed; livecam reads it only to check its shape at
+startup. Neither is ever logged: the URL is shown with its password masked, the file by name.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from .config import bus_creds_kind
 from .redaction import redact
 
 log = logging.getLogger(__name__)
@@ -43,10 +49,16 @@ Responder = Callable[[bytes], bytes]  # request payload -> reply, run in a worke
 class FrameBus:
     """One connection to NATS for one process, usable from any thread."""
 
-    def __init__(self, url: str, prefix: str = "livecam", name: str = "livecam") -> None:
+    def __init__(
+        self, url: str, prefix: str = "livecam", name: str = "livecam", creds: str | None = None
+    ) -> None:
+        """:param creds: a NATS .creds file or a user nkey seed file (LIVECAM_BUS_CREDS).
+        :raise ConfigError: ``creds`` names a file that holds neither."""
         self.url = url
         self.prefix = prefix
         self._name = name
+        self._auth = credentials(creds)
+        self._refused = False  # NATS refused the credentials since the last connection
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="livecam-bus", daemon=True)
         self._client: Client | None = None
@@ -134,16 +146,23 @@ class FrameBus:
     # -- in the bus thread ------------------------------------------------------------
 
     async def _connect(self) -> None:
+        shown = redact(self.url)
+
         async def disconnected() -> None:
             self._connected.clear()
             if not self._closing:
-                log.warning("frame bus: lost %s, reconnecting", redact(self.url))
+                log.warning("frame bus: lost %s, reconnecting", shown)
 
         async def reconnected() -> None:
+            self._refused = False
             self._connected.set()
-            log.info("frame bus: connected again to %s", redact(self.url))
+            log.info("frame bus: connected again to %s", shown)
 
         async def error(exc: Exception) -> None:
+            # Refused credentials are said once, not at every retry.
+            if "authorization" in str(exc).lower() and not self._refused:
+                self._refused = True
+                log.error("frame bus: %s refused livecam's credentials (%s); retrying", shown, self._given())
             log.debug("frame bus: %s", exc)
 
         client = nats.NATS()
@@ -162,14 +181,23 @@ class FrameBus:
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
+            **self._auth,
         )
         if self._closing:
             await client.close()
             return
         for token in list(self._wanted):
             await self._make(token)
+        self._refused = False
         self._connected.set()
-        log.info("frame bus: connected to %s", redact(self.url))
+        log.info("frame bus: connected to %s", shown)
+
+    def _given(self) -> str:
+        """Which credentials livecam gave NATS, said without any secret."""
+        path = self._auth.get("user_credentials") or self._auth.get("nkeys_seed")
+        if path:
+            return f"LIVECAM_BUS_CREDS {path}"
+        return "those in LIVECAM_BUS" if "@" in self.url else "none given"
 
     def _publish(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
         client = self._client
@@ -261,6 +289,14 @@ class FrameBus:
             except Exception:  # noqa: BLE001 - drained or not, it is closed below
                 pass
             await client.close()
+
+
+def credentials(path: str | None) -> dict[str, str]:
+    """nats-py's connect options for a credentials file: a .creds file (user JWT and nkey
+    seed) is ``user_credentials``, a seed alone ``nkeys_seed``; nothing without a file."""
+    if path is None:
+        return {}
+    return {"user_credentials" if bus_creds_kind(path) == "creds" else "nkeys_seed": path}
 
 
 async def _unsubscribe(subscription: Subscription | None) -> None:

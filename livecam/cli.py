@@ -13,7 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .config import FULL, ConfigError, Profile, Settings, load_settings
+from .config import FULL, ConfigError, Profile, Settings, bus_creds_kind, load_settings
 from .redaction import redact
 from .state import write_atomically_bytes
 from .v4l2 import Ioctl, choose_mode, describe_modes, device_modes, list_devices
@@ -56,6 +56,12 @@ def check_config(args: argparse.Namespace) -> int:
         return 1
     origin = "discovered" if settings.discovered else "configured"
     print(f"configuration OK: {len(settings.cameras)} camera(s) {origin}, bind {settings.bind}")
+    if settings.bus:
+        print(f"frame bus {redact(settings.bus)}, subjects under {settings.bus_prefix}.")
+    if settings.bus_creds:
+        kind = {"creds": "a NATS .creds file", "seed": "a user nkey seed"}[bus_creds_kind(settings.bus_creds)]
+        unused = "" if settings.bus else " (unused without LIVECAM_BUS)"
+        print(f"frame bus credentials: {settings.bus_creds}, {kind}{unused}")
     for camera in settings.cameras.values():
         start = "autostart" if camera.autostart else "off at start"
         print(f"{camera.id}\t{camera.name}\t{camera.source.kind}\t{redact(str(camera.source))}\t{start}")
@@ -123,7 +129,9 @@ def capture(args: argparse.Namespace) -> int:
     from .registry import Registry
 
     registry = Registry(settings)
-    bus = FrameBus(settings.bus, settings.bus_prefix, name="livecam-capture").start()
+    bus = FrameBus(
+        settings.bus, settings.bus_prefix, name="livecam-capture", creds=settings.bus_creds
+    ).start()
     role = CaptureRole(registry, bus)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: role.stop())

@@ -59,7 +59,9 @@ class Registry:
         self._cameras: dict[int, Camera | RemoteCamera]
         if remote:
             assert settings.bus, "remote cameras need a frame bus"
-            self.bus = FrameBus(settings.bus, settings.bus_prefix, name="livecam-web").start()
+            self.bus = FrameBus(
+                settings.bus, settings.bus_prefix, name="livecam-web", creds=settings.bus_creds
+            ).start()
             self._cameras = {
                 cam_id: RemoteCamera(config, self.bus) for cam_id, config in settings.cameras.items()
             }

@@ -10,6 +10,7 @@ import pytest
 from fake_v4l2 import HD_WEBCAM, VGA_WEBCAM, FakeCamera, FakeDev, capability
 from helpers import free_port, run_cli
 from livecam.cli import devices
+from nats_keys import Key
 
 run = run_cli
 
@@ -32,6 +33,40 @@ def test_check_config_reports_the_bad_key(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "livecam: configuration error: cameras.0.rotate: must be one of 0, 90, 180, 270, got 45"
+    )
+
+
+def test_check_config_shows_the_frame_bus_without_its_secrets(tmp_path: Path) -> None:
+    seed = Key().seed
+    (tmp_path / "web.nk").write_text(seed + "\n")
+    env = {
+        "LIVECAM_CAMERAS": "0=testsrc",
+        "LIVECAM_BUS": "nats://cams:hunter2@nats.example:4222",
+        "LIVECAM_BUS_CREDS": str(tmp_path / "web.nk"),
+    }
+    result = run("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "frame bus nats://cams:***@nats.example:4222, subjects under livecam." in lines
+    assert f"frame bus credentials: {tmp_path / 'web.nk'}, a user nkey seed" in lines
+    assert "hunter2" not in result.stdout + result.stderr and seed not in result.stdout + result.stderr
+
+    (tmp_path / "web.nk").write_text("not-a-seed-hunter2")
+    result = run("check-config", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"livecam: configuration error: LIVECAM_BUS_CREDS: {tmp_path / 'web.nk'} is neither a NATS "
+        ".creds file nor a user nkey seed (SU...)"
+    )
+
+
+def test_capture_refuses_unreadable_bus_creds(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.creds"
+    env = {"LIVECAM_CAMERAS": "0=testsrc", "LIVECAM_BUS": f"nats://127.0.0.1:{free_port()}"}
+    result = run("capture", env={**env, "LIVECAM_BUS_CREDS": str(missing)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"livecam: configuration error: LIVECAM_BUS_CREDS: cannot read {missing}: No such file or directory"
     )
 
 

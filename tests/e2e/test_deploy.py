@@ -229,3 +229,24 @@ def test_systemd_unit_verifies(tmp_path: Path, name: str, program: str) -> None:
     )
     # An unknown key or a bad value is only a warning with exit status 0: any output fails.
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+CREDENTIAL_LINES = (
+    "LoadCredential=nats.creds:/etc/livecam/nats.creds",
+    "Environment=LIVECAM_BUS_CREDS=%d/nats.creds",
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "program"), [("livecam-web.service", "gunicorn"), ("livecam-capture.service", "livecam")]
+)
+def test_systemd_unit_with_nats_credentials_verifies(tmp_path: Path, name: str, program: str) -> None:
+    # The bus units' commented lines for a NATS credentials file, as a user uncomments them.
+    unit = tmp_path / name
+    replacements = {f"/opt/livecam/.venv/bin/{program}": str(Path(sys.executable).with_name(program))}
+    replacements |= {f"#{line}": line for line in CREDENTIAL_LINES}
+    install(f"systemd/{name}", unit, replacements)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")

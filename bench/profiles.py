@@ -44,7 +44,9 @@ timestamp the viewer already had, ``lat`` is receipt time minus capture time.
    processes (/proc of chromium's process tree), their PSS in all, the page's JS heap (CDP
    ``Runtime.getHeapUsage``, before and after a forced GC), DOM nodes, frames the page showed
    per second (img load events) and the server's bytes sent per second; then each series'
-   growth per minute (least squares over every sample, and over the second half alone).
+   growth per minute (least squares over every sample, and over the second half alone), and the
+   memory left 10 s after a forced GC and a critical memory-pressure signal (CDP
+   ``Memory.simulatePressureNotification``): what a cache held is given back, a leak stays.
 
 The machine is shared and small: other programs' CPU shows in ``machine``; repeat a part whose
 ``others`` figure is large.
@@ -88,6 +90,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SAMPLE_EVERY = 30.0  # part 4's sampling interval, seconds
+PRESSURE_SETTLE = 10.0  # part 4: seconds between the memory-pressure signal and the last reading
 READ_BUFFER = 256 * 1024  # one reader connection's receive buffer (a part head must fit)
 LAG_TICK = 0.05  # the reader's loop-lag probe interval
 
@@ -1181,6 +1184,11 @@ def part4(rig: Rig, args: argparse.Namespace) -> str:
                     ]
                 )
                 progress("part 4: " + " ".join(rows[-1]))
+            # What Chromium gives back when told memory is short: caches go, a leak stays.
+            cdp.send("HeapProfiler.collectGarbage")
+            cdp.send("Memory.simulatePressureNotification", {"level": "critical"})
+            time.sleep(PRESSURE_SETTLE)
+            pressed = ChromiumMemory.take(chromium_processes())
         finally:
             browser.close()
     for pid, started in known.items():  # anything Playwright left behind, by PID and start time
@@ -1211,8 +1219,8 @@ def part4(rig: Rig, args: argparse.Namespace) -> str:
     for name, pts in points.items():
         half = [p for p in pts if p[0] >= pts[-1][0] / 2]
         growth.append(
-            f"{name:>20}: {pts[0][1]:8.2f} -> {pts[-1][1]:8.2f}, slope {slope(pts):+.3f}/min "
-            f"(second half {slope(half):+.3f}/min)"
+            f"{name:>21}: {pts[0][1]:8.2f} -> {pts[-1][1]:8.2f}, slope {fmt(slope(pts), 3)}/min "
+            f"(second half {fmt(slope(half), 3)}/min)"
         )
     legend = (
         "MB = MiB. browser: RSS of chromium's browser process; page: RSS of the page's renderer (the\n"
@@ -1232,6 +1240,10 @@ def part4(rig: Rig, args: argparse.Namespace) -> str:
             f"chromium process kinds seen: {', '.join(sorted(kinds_seen))}",
             "growth (first -> last, least-squares slope per minute):",
             *growth,
+            f"after a forced GC and a critical memory-pressure signal ({PRESSURE_SETTLE:g} s later): page "
+            f"renderer RSS {pressed.page / 1024:.1f} MB (anon {pressed.page_anon / 1024:.1f}, shmem "
+            f"{pressed.page_shmem / 1024:.1f}), all RSS {pressed.rss / 1024:.1f} MB, all PSS "
+            f"{pressed.pss / 1024:.1f} MB",
         ]
     )
 

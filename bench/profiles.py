@@ -1,6 +1,6 @@
 """Stream profiles and the multiplexed dashboard, measured: bytes, CPU, scale, browser memory.
 
-Run from the repository root (about 16 minutes; ``--quick`` takes about 4)::
+Run from the repository root (about 13 minutes; ``--quick`` takes about 3)::
 
     python bench/profiles.py                     # parts 1-4, part 4 for 10 minutes
     python bench/profiles.py --quick             # short windows, part 4 for 2 minutes

@@ -12,7 +12,7 @@ from helpers import Server, free_port, wait_for
 
 CAMERAS = 8
 
-# Each tile's picture (``article.tile``, an ``img`` inside ``.view``) drawn into a canvas and its
+# Each tile's picture (``article.tile``, a canvas or an ``img`` inside ``.view``) drawn into a canvas and its
 # pixels hashed (FNV-1a over 32-bit words), read from the element whatever set its source (an
 # MJPEG stream, a snapshot, a blob: URL). null for a tile not wholly in view, "" for one
 # with no decoded picture yet. Drawing ignores the tile's CSS (opacity, object-fit).
@@ -20,15 +20,17 @@ TILE_HASHES = """
 const canvas = document.createElement("canvas");
 const context = canvas.getContext("2d", { willReadFrequently: true });
 return [...document.querySelectorAll("article.tile")].map((tile) => {
-  const img = tile.querySelector(".view img");
+  // The canvas the dashboard draws frames on, or an <img> (a page without JavaScript).
+  const img = tile.querySelector(".view canvas") || tile.querySelector(".view img");
   if (!img) return "";
   const box = img.getBoundingClientRect();
   const inView = box.width > 0 && box.height > 0 && box.top >= 0 && box.left >= 0 &&
     box.bottom <= innerHeight && box.right <= innerWidth;
   if (!inView) return null;
-  if (!img.complete || !img.naturalWidth) return "";
-  canvas.width = img.naturalWidth;
-  canvas.height = img.naturalHeight;
+  const width = img.naturalWidth ?? img.width, height = img.naturalHeight ?? img.height;
+  if (img.complete === false || !width) return "";
+  canvas.width = width;
+  canvas.height = height;
   context.drawImage(img, 0, 0);
   const words = new Uint32Array(context.getImageData(0, 0, canvas.width, canvas.height).data.buffer);
   let hash = 0x811c9dc5;

@@ -1,6 +1,6 @@
 """The bench camera: an HTTP MJPEG camera on loopback that stamps every frame it sends.
 
-It pre-encodes a loop of textured 640x480 pictures once, then sends one frame per tick of a
+It pre-encodes a loop of textured pictures (640x480 by default) once, then sends one frame per tick of a
 single 30 fps clock to every client from one thread (a selectors loop), inserting a JPEG
 comment with the frame number and send time. It is also the benchmark's floor: N readers
 reading it directly cost what serving MJPEG costs at all.

@@ -26,6 +26,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different loopback ports nobody listens on right now."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def http(method: str, url: str, timeout: float = 5.0) -> tuple[int, Any]:
     """One request; the status and the decoded JSON body (None if not JSON)."""
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
@@ -84,6 +96,47 @@ def usage(pids: list[int]) -> Usage:
         threads += int(fields[17])
         rss += int(fields[21]) * PAGE_KB
     return Usage(ticks, rss, threads)
+
+
+def ticks(pids: list[int]) -> dict[int, int]:
+    """Each live process's utime+stime so far, in clock ticks."""
+    found = {}
+    for pid in pids:
+        if (fields := _stat(pid)) is not None:
+            found[pid] = int(fields[11]) + int(fields[12])
+    return found
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def roles(pids: list[int]) -> dict[int, str]:
+    """What each process of a server's tree is, from its command line: ``nats``, ``capture``,
+    ``master`` (gunicorn's arbiter), ``web1``, ``web2``... (its workers, by pid) or ``other``."""
+    found: dict[int, str] = {}
+    lines = {pid: _cmdline(pid) for pid in pids}
+    gunicorn = {pid for pid, argv in lines.items() if "gunicorn" in argv}
+    workers = []
+    for pid, argv in lines.items():
+        name = Path(argv[0]).name if argv and argv[0] else ""
+        parent = (_stat(pid) or ["", "0"])[1]
+        if name == "nats-server":
+            found[pid] = "nats"
+        elif "livecam.cli" in argv and "capture" in argv:
+            found[pid] = "capture"
+        elif pid in gunicorn and int(parent) in gunicorn:
+            workers.append(pid)
+        elif pid in gunicorn:
+            found[pid] = "master"
+        else:
+            found[pid] = "other"
+    for number, pid in enumerate(sorted(workers), 1):
+        found[pid] = f"web{number}"
+    return found
 
 
 def cpu_percent(before: Usage, after: Usage, seconds: float) -> float:

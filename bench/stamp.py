@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 LOOP = 150  # distinct pictures: 5 s at 30 fps, far more than any latency to be told apart
-BLOCK = 40  # pixels per stamp block; 10 pixels after the reader's 1/4 reduced decode
+BLOCK = 40  # pixels per stamp block (10 after the reader's 1/4 reduced decode), at most
 BITS = 16  # the index, then its complement as a check
 COMMENT_TAG = b"livecam-bench"
 _COMMENT = re.compile(rb"livecam-bench n=(\d+) t=(\d+\.\d+)")
@@ -55,24 +55,33 @@ def _cells(value: int) -> list[tuple[int, int, bool]]:
     ]
 
 
+def block_size(width: int) -> int:
+    """The stamp's block size for a picture ``width`` pixels wide: a row of BITS must fit."""
+    return min(BLOCK, width // BITS)
+
+
 def draw_index(image: np.ndarray, index: int) -> None:
     """Draw ``index`` as two rows of blocks across the top of ``image``."""
+    block = block_size(image.shape[1])
     for row, column, white in _cells(index):
-        y, x = row * BLOCK, column * BLOCK
-        image[y : y + BLOCK, x : x + BLOCK] = 255 if white else 0
+        y, x = row * block, column * block
+        image[y : y + block, x : x + block] = 255 if white else 0
 
 
 def read_index(jpeg: bytes) -> int | None:
     """The loop index drawn in a (possibly re-encoded) JPEG; None if there is no valid stamp."""
     small = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_REDUCED_GRAYSCALE_4)
-    if small is None or small.shape[1] < BITS * BLOCK // 4:
+    if small is None:
         return None
-    half = BLOCK // 8  # the centre of a block at 1/4 scale
+    block = block_size(small.shape[1] * 4)
+    if block < 16 or small.shape[0] * 4 < 2 * block:
+        return None  # too small a picture to carry a stamp
+    centre = block // 2
     value = check = 0
     for bit in range(BITS):
-        x = bit * BLOCK // 4 + half
-        value |= int(small[half, x] > 127) << bit
-        check |= int(small[BLOCK // 4 + half, x] > 127) << bit
+        x = (bit * block + centre) // 4
+        value |= int(small[centre // 4, x] > 127) << bit
+        check |= int(small[(block + centre) // 4, x] > 127) << bit
     return value if value ^ check == (1 << BITS) - 1 and value < LOOP else None
 
 

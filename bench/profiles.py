@@ -43,7 +43,7 @@ timestamp the viewer already had, ``lat`` is receipt time minus capture time.
    chromium through Playwright): every 30 s, RSS of the browser, renderer, GPU and utility
    processes (/proc of chromium's process tree), their PSS in all, the page's JS heap (CDP
    ``Runtime.getHeapUsage``, before and after a forced GC), DOM nodes, frames the page showed
-   per second (img load events) and the server's bytes sent per second; then each series'
+   per second (frames drawn on the tiles' canvases) and the server's bytes sent per second; then each series'
    growth per minute (least squares over every sample, and over the second half alone), and the
    memory left 10 s after a forced GC and a critical memory-pressure signal (CDP
    ``Memory.simulatePressureNotification``): what a cache held is given back, a leak stays.
@@ -1091,14 +1091,15 @@ def slope(points: list[tuple[float, float]]) -> float:
 # What the page plays: its tiles as the stream's query would name them ("0:full,1:preview,...").
 TILES_KEY = """() => [...document.querySelectorAll('.tile')]
   .map((t) => `${t.dataset.id}:${t.classList.contains('focused') ? 'full' : 'preview'}`).join(',')"""
-ALL_SHOWN = """() => [...document.querySelectorAll('.view img')]
-  .every((i) => i.naturalWidth && i.src.startsWith('blob:'))"""
-# Counts the tile pictures the page shows (each a blob: URL of one frame), from now on.
+ALL_SHOWN = """() => [...document.querySelectorAll('.view canvas')].every((c) => c.width > 0)"""
+# Counts the tile pictures the page shows (each frame drawn on a tile's canvas), from now on.
 COUNT_LOADS = """() => {
   window.__benchShown = 0;
-  for (const img of document.querySelectorAll('.view img')) {
-    img.addEventListener('load', () => { if (img.src.startsWith('blob:')) window.__benchShown++; });
-  }
+  const draw = CanvasRenderingContext2D.prototype.drawImage;
+  CanvasRenderingContext2D.prototype.drawImage = function (...args) {
+    if (this.canvas.closest('.view')) window.__benchShown++;
+    return draw.apply(this, args);
+  };
 }"""
 
 
@@ -1227,7 +1228,7 @@ def part4(rig: Rig, args: argparse.Namespace) -> str:
         "largest renderer), anon and shmem: its anonymous and shared-memory parts; others: every other\n"
         "chromium process (GPU, utilities, zygotes, spare renderers); PSS all: shared pages split; heap:\n"
         "the page's JS heap used (CDP Runtime.getHeapUsage), and after a forced GC; nodes: DOM nodes;\n"
-        "shown/s: tile pictures the page loaded per second in all (blob: img loads); KB/s: what livecam\n"
+        "shown/s: tile pictures the page drew per second in all (canvas draws); KB/s: what livecam\n"
         "sent per second (records' bytes, every viewer: the page only); CPU: chromium's whole tree;\n"
         "stall: tiles saying stalled; rend: renderer processes"
     )

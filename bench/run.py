@@ -38,12 +38,13 @@ Bus mode (``--bus W``): nats-server, ``livecam capture`` and gunicorn with W web
 one process tree (``bench/bus_system.py``), measured beside one process at the same counts.
 The issue's table, bus mode's CPU (every process: capture, nats-server, each web worker)
 beside one process and the latency the hop adds, at 100, 200 and 400 viewers, the 400 with
-a smaller camera so that the readers stay far from their limit (about 4 minutes)::
+a smaller camera so that the readers stay far from their limit (about 2.5 minutes)::
 
     python bench/run.py --bus 2 --systems livecam,bus --viewers 100,200,400@320x240
 
-Run it twice or more: on a small machine one window's CPU moves by several tenths of a
-percent from run to run; the bus/one ratio of one run is the figure to compare.
+Run it several times: on a small shared machine one window's CPU moves by a few tenths of a
+percent from run to run, and its p95 by milliseconds when something else runs. Where the
+CPU goes inside each process, thread by thread: ``bench/threads.py``.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ A viewer count may name a camera size of its own, ``400@320x240``: the counts of
 run against a camera of that size (started afresh, every system with it); the first size
 also gives livecam's off, idle, join and slow-reader figures. ``--systems`` picks which
 systems run (``floor,livecam,seed`` by default, ``bus`` added by ``--bus``). The server
-thread count defaults to the most viewers + 64 (at least livecam's 256): a viewer holds a
-thread.
+thread count defaults to the most viewers + 64 (at least livecam's 256): each of the seed's
+viewers holds a thread, and so does each of livecam's streams written by a request's thread.
 
 Bus mode (``--bus W``): nats-server, ``livecam capture`` and gunicorn with W web workers,
 one process tree (``bench/bus_system.py``), measured beside one process at the same counts.

@@ -34,6 +34,7 @@ from nats.aio.subscription import Subscription
 
 from .config import bus_creds_kind
 from .redaction import redact
+from .wire import Rejections, Subjects
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,13 @@ class FrameBus:
         self._tokens = itertools.count()
         self._closing = False
         self._connecting: Future[None] | None = None
+        # Messages waiting for the bus thread, newest per subject; _sending says whether the
+        # bus thread's sender task is under way (it clears it when the outbox is empty).
+        self._outbox_lock = threading.Lock()  # guards _outbox, _sending and dropped
+        self._outbox: dict[str, tuple[bytes, dict[str, str] | None]] = {}
+        self._sending = False
+        self.dropped: dict[str, int] = {}
+        self.rejections = Rejections()  # bad messages received, counted and logged by subject
 
     # -- life -----------------------------------------------------------------------
 
@@ -112,14 +120,57 @@ class FrameBus:
         """A subject under this bus's prefix: ``subject("camera", 3, "frame")``."""
         return ".".join([self.prefix, *(str(part) for part in parts)])
 
+    @property
+    def subjects(self) -> Subjects:
+        """The named subjects of this bus's site."""
+        return Subjects(self.prefix)
+
     # -- publishing and subscribing ---------------------------------------------------
 
     def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> bool:
-        """Send a message without waiting; False (and nothing sent) while NATS is out of reach."""
+        """Send a message without waiting; False (and nothing sent) while NATS is out of reach.
+
+        What waits to be sent is bounded: one message per subject, the newest. While NATS is
+        slow a newer frame (or record) replaces the one still waiting, counted in ``dropped``.
+        """
         if not self.connected or self._closing:
             return False
-        self._loop.call_soon_threadsafe(self._publish, subject, payload, headers)
+        with self._outbox_lock:
+            if subject in self._outbox:
+                self.dropped[subject] = self.dropped.get(subject, 0) + 1
+            self._outbox[subject] = (payload, headers)
+            if self._sending:
+                return True  # the bus thread's sender takes it with the rest
+            self._sending = True
+        self._loop.call_soon_threadsafe(self._start_sending)
         return True
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until what was published has reached NATS; return whether it has."""
+        if not self.connected:
+            return False
+        future = asyncio.run_coroutine_threadsafe(self._flush(timeout), self._loop)
+        try:
+            return future.result(timeout + 1.0)
+        except FutureTimeout:
+            future.cancel()
+            return False
+
+    async def _flush(self, timeout: float) -> bool:
+        deadline = self._loop.time() + timeout
+        while self._sending and self._loop.time() < deadline:
+            await asyncio.sleep(0.005)  # the sender task empties the outbox in its own turns
+        client = self._client
+        try:
+            await client.flush(max(0.1, deadline - self._loop.time()))  # a PING answered: all sent
+        except Exception:  # noqa: BLE001 - not connected, or too slow: not flushed
+            return False
+        return not self._sending
+
+    def dropped_on(self, prefix: str) -> int:
+        """Messages replaced by newer ones before they could be sent, on subjects under ``prefix``."""
+        with self._outbox_lock:
+            return sum(count for subject, count in self.dropped.items() if subject.startswith(prefix))
 
     def subscribe(
         self, subject: str, handler: Handler, pending_bytes: int = PENDING_BYTES
@@ -199,17 +250,27 @@ class FrameBus:
             return f"LIVECAM_BUS_CREDS {path}"
         return "those in LIVECAM_BUS" if "@" in self.url else "none given"
 
-    def _publish(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
-        client = self._client
-        if client is not None and client.is_connected:
-            self._loop.create_task(self._send(client, subject, payload, headers))
+    def _start_sending(self) -> None:
+        self._loop.create_task(self._send_outbox())
 
-    @staticmethod
-    async def _send(client: Client, subject: str, payload: bytes, headers: dict[str, str] | None) -> None:
-        try:
-            await client.publish(subject, payload, headers=headers)
-        except Exception:  # noqa: BLE001 - a frame lost to a dropped connection is just lost
-            log.debug("frame bus: publish on %s failed", subject, exc_info=True)
+    async def _send_outbox(self) -> None:
+        """Send what waits in the outbox until it is empty: one task at a time, so while NATS
+        is slow (nats-py's publish waits once its own buffer is full) messages wait in the
+        outbox, one per subject, rather than in a growing number of tasks."""
+        while True:
+            with self._outbox_lock:
+                if not self._outbox:
+                    self._sending = False
+                    return
+                batch, self._outbox = self._outbox, {}
+            client = self._client
+            for subject, (payload, headers) in batch.items():
+                if client is None or not client.is_connected:
+                    break  # lost: nothing is kept for later, a newer frame will come
+                try:
+                    await client.publish(subject, payload, headers=headers)
+                except Exception:  # noqa: BLE001 - a frame lost to a dropped connection is just lost
+                    log.debug("frame bus: publish on %s failed", subject, exc_info=True)
 
     def _keep(self, subject: str, callback: Any, pending: int) -> Callable[[], None]:
         """Ask for a subscription, made now if connected, else at the connection."""

@@ -16,6 +16,7 @@ from typing import Any
 from .broadcast import BroadcastClosed, Broadcaster, Feeds, Frame
 from .config import FULL, CameraConfig
 from .frames import output_size, stream_size
+from .record import CameraBusy, profile_record, record
 from .redaction import redact
 from .session import IDLE_CLOSE, CaptureSession
 from .source_base import Source
@@ -24,14 +25,9 @@ from .stats import CaptureStats, ProfileStats, SendStats
 
 log = logging.getLogger(__name__)
 
-STATES = ("off", "starting", "on", "error")
 STOP_TIMEOUT = 5.0  # longest a stop waits for the thread; a healthy source stops in one frame
 SNAPSHOT_FRESH = 0.25  # a frame younger than this is fresh enough for a snapshot
 SNAPSHOT_TIMEOUT = 3.0
-
-
-class CameraBusy(Exception):
-    """The camera's previous capture thread has not let go of its source yet."""
 
 
 class Camera:
@@ -229,30 +225,27 @@ class Camera:
     def status(self) -> dict[str, Any]:
         """The camera's JSON record."""
         size, stats = self.size, self.stats
-        return {
-            "id": self.id,
-            "name": self.config.name,
-            "source": redact(str(self.config.source)),
-            "kind": self.config.source.kind,
-            "test_pattern": self.config.source.kind == "testsrc",
-            "state": self.state,
-            "since": round(self.since, 3),
-            "error": self.error,
-            "fps": round(self.fps, 2),
-            "width": size[0] if size else None,
-            "height": size[1] if size else None,
-            "viewers": self._feeds.viewers,
-            "frames": stats.frames,
-            "decoded": stats.decoded,
-            "encoded": stats.encoded,
-            "dropped": stats.dropped,
-            "errors": stats.errors,
-            "rejected": stats.rejected,
-            "last_rejection": stats.last_rejection,
-            "passthrough": bool(stats.passthrough and self.state == "on"),
-            "idle": bool(stats.idle and self.state == "on"),
-            "profiles": self._profiles(),
-        }
+        return record(
+            self.config,
+            state=self.state,
+            since=round(self.since, 3),
+            error=self.error,
+            fps=round(self.fps, 2),
+            width=size[0] if size else None,
+            height=size[1] if size else None,
+            viewers=self._feeds.viewers,
+            frames=stats.frames,
+            decoded=stats.decoded,
+            encoded=stats.encoded,
+            dropped=stats.dropped,
+            errors=stats.errors,
+            rejected=stats.rejected,
+            last_rejection=stats.last_rejection,
+            passthrough=bool(stats.passthrough and self.state == "on"),
+            idle=bool(stats.idle and self.state == "on"),
+            bus_rejected=0,
+            profiles=self._profiles(),
+        )
 
     def _profiles(self) -> dict[str, dict[str, Any]]:
         """Each stream profile's settings, size, viewers, fps, frames encoded and bytes sent."""
@@ -261,16 +254,16 @@ class Camera:
         for name, profile in self.config.profiles.items():
             size = stream_size(self.config, profile, source_size) if source_size else None
             stats = self.stats.profiles[name]
-            result[name] = {
-                "width": size[0] if size else None,
-                "height": size[1] if size else None,
-                "max_fps": profile.fps,
-                "quality": profile.quality,
-                "viewers": self._feeds[name].viewers,
-                "fps": round(stats.rate.rate(), 2) if on else 0.0,
-                "encoded": stats.encoded,
-                "bytes": self.profile_sends[name].snapshot()[0],
-            }
+            result[name] = profile_record(
+                width=size[0] if size else None,
+                height=size[1] if size else None,
+                max_fps=profile.fps,
+                quality=profile.quality,
+                viewers=self._feeds[name].viewers,
+                fps=round(stats.rate.rate(), 2) if on else 0.0,
+                encoded=stats.encoded,
+                bytes=self.profile_sends[name].snapshot()[0],
+            )
         return result
 
     # -- frames for viewers ---------------------------------------------------------

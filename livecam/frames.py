@@ -10,7 +10,9 @@ import imutils
 import numpy as np
 
 from .config import FULL, CameraConfig, Profile
+from .pattern import no_signal
 
+MAX_SIDE = 8192  # the widest or tallest frame livecam makes or takes from outside
 DEFAULT_QUALITY = 80  # when livecam has to encode and the camera sets no quality
 # Exact right-angle rotations; imutils.rotate_bound interpolates and shifts by a pixel.
 ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
@@ -88,3 +90,15 @@ def placeholder_size(width: int | None) -> tuple[int, int]:
     """A 4:3 size for a placeholder shown before the source ever delivered a frame."""
     width = width or 640
     return width, width * 3 // 4
+
+
+def no_signal_image(
+    config: CameraConfig, profile: Profile, size: tuple[int, int] | None, reason: str, since: float
+) -> np.ndarray:
+    """The "no signal" picture of a profile: at ``size`` (the profile's frames' size, when
+    known and sane), else a 4:3 guess at the profile's width."""
+    if size is None or not all(1 <= side <= MAX_SIDE for side in size):
+        # Never trusted beyond MAX_SIDE: a size from a JPEG header or a bus message could
+        # otherwise ask for a picture of gigabytes.
+        size = placeholder_size(stream_width(config, profile, 640))
+    return no_signal(size[0], size[1], config.name, reason, since)

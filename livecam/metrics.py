@@ -13,7 +13,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .capture import STATES
+from .record import STATES
 from .registry import Registry
 from .security import requires
 
@@ -63,6 +63,11 @@ class CameraCollector:
             ),
             "bytes": CounterMetricFamily(
                 "livecam_bytes_sent", "Stream bytes written to viewers", labels=labels
+            ),
+            "bus_rejected": CounterMetricFamily(
+                "livecam_bus_messages_rejected",
+                "Bad frame bus messages about the camera dropped, by its capture process and this worker",
+                labels=labels,
             ),
         }
         by_profile = [*labels, "profile"]

@@ -1,39 +1,33 @@
 """The capture role of bus mode: a process's cameras onto the frame bus, their control from it.
 
 ``livecam capture`` runs the cameras a process owns (its LIVECAM_CAMERAS or TOML, as the
-single-process mode does) with no HTTP server. For each camera, under the bus prefix P:
+single-process mode does) with no HTTP server. For each camera it publishes each frame of a
+stream profile once while some web worker wants that profile, its record every second and
+after each switch (which also tells web workers that the capture process is alive and who
+owns the camera), and answers switches, latest-frame and owner requests. The subjects and
+message shapes are wire.py's; every message received is checked there first.
 
-- ``P.camera.N.frame.PROFILE``: each frame of a stream profile (``full``, ``preview``...),
-  published once, while some web worker wants that profile (headers: ``seq``, ``ts``
-  capture time, ``ph`` "1" for a "no signal" placeholder);
-- ``P.camera.N.state``: the camera's record as JSON, every second and after each switch
-  (it also tells web workers that the capture process is alive, and who owns the camera);
-- ``P.camera.N.interest``: web workers say which profiles they want frames of (JSON:
-  worker, viewers, profiles: {name: viewers}), again at least every second; a profile is
-  encoded only while an interest in it is younger than INTEREST_TTL, and the record's
-  ``viewers`` (and each profile's) is the sum over the workers;
-- ``P.camera.N.control`` (request: ``start``, ``stop`` or ``toggle``; answer: the record),
-  ``P.camera.N.latest`` (request: a profile's name, none for full; answer: a JSON line with
-  seq, ts, ph, then the JPEG) and
-  ``P.camera.N.owner`` (request; answer: who captures the camera).
+A web worker says which profiles it wants (an interest) at least every second; a profile is
+encoded only while an interest in it is younger than INTEREST_TTL, and the record's
+``viewers`` (and each profile's) is the sum over the workers.
 
 A second process claiming a camera that another one captures refuses it with a clear error.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
+from . import wire
 from .broadcast import BroadcastClosed, Frame
 from .bus import FrameBus
 from .capture import Camera
-from .config import FULL
 from .redaction import redact
 from .registry import Registry
 
@@ -43,14 +37,11 @@ INTEREST_TTL = 3.0  # seconds an interest keeps a camera encoding without being 
 STATE_EVERY = 1.0  # seconds between two state messages of a camera
 OWNER_ASK = 0.5  # seconds to wait for another process that already captures a camera
 
+T = TypeVar("T")
+
 
 class CameraClaimed(Exception):
     """Another capture process already captures this camera."""
-
-
-def frame_headers(frame: Frame) -> dict[str, str]:
-    """The bus headers of a frame."""
-    return {"seq": str(frame.seq), "ts": f"{frame.timestamp:.6f}", "ph": "1" if frame.placeholder else "0"}
 
 
 class CameraPublisher:
@@ -61,7 +52,7 @@ class CameraPublisher:
         self._registry = registry
         self._bus = bus
         self.owner = owner
-        self._subject = lambda *parts: bus.subject("camera", camera.id, *parts)
+        self._subjects = bus.subjects
         self._lock = threading.Condition()  # guards _interest; notified when an interest comes
         # worker -> ({profile: viewers}, when the interest expires)
         self._interest: dict[str, tuple[dict[str, int], float]] = {}
@@ -72,23 +63,15 @@ class CameraPublisher:
 
     # -- interest -----------------------------------------------------------------------
 
-    def _on_interest(self, payload: bytes, _headers: dict[str, str]) -> None:
-        try:
-            interest = json.loads(payload)
-            worker, viewers = str(interest["worker"]), max(0, int(interest.get("viewers", 0)))
-            named = interest.get("profiles", {FULL: viewers})
-            profiles = {
-                str(name): max(0, int(count))
-                for name, count in named.items()
-                if name in self.camera.config.profiles
-            }
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return  # not ours to trust: a malformed interest is no interest
+    def _on_interest(self, interest: wire.Interest) -> None:
+        profiles = {
+            name: count for name, count in interest.profiles.items() if name in self.camera.config.profiles
+        }
         now = time.monotonic()
         with self._lock:
             # Workers come and go (each restart is a new one): forget the expired ones.
             self._interest = {w: entry for w, entry in self._interest.items() if entry[1] > now}
-            self._interest[worker] = (profiles, now + INTEREST_TTL)
+            self._interest[interest.worker] = (profiles, now + INTEREST_TTL)
             self._lock.notify_all()
 
     def _wanted(self, profile: str) -> bool:
@@ -122,20 +105,18 @@ class CameraPublisher:
         for name, profile in data["profiles"].items():
             profile["viewers"] = self.viewers_of(name)
             profile["bytes"] = 0  # sent by the web workers, each of which counts its own
+        data["bus_rejected"] = self._bus.rejections.count(self._subjects.camera(self.camera.id) + ".")
         data["owner"] = self.owner
         return data
 
     def publish_state(self) -> None:
         """Tell every web worker the camera's state (and that this process is alive)."""
-        self._bus.publish(self._subject("state"), json.dumps(self.record()).encode())
+        self._bus.publish(self._subjects.state(self.camera.id), wire.encode_record(self.record()))
 
-    def _on_state(self, payload: bytes, _headers: dict[str, str]) -> None:
-        try:
-            owner = json.loads(payload).get("owner")
-        except (ValueError, AttributeError):
-            return
+    def _on_state(self, record: dict[str, object]) -> None:
+        owner = record.get("owner")
         if owner and owner != self.owner and owner not in self._claims:
-            self._claims.add(owner)
+            self._claims.add(str(owner))
             log.error(
                 "camera %s is captured by two processes (%s and %s): stop one of them",
                 self.camera.id,
@@ -145,26 +126,44 @@ class CameraPublisher:
 
     # -- requests ---------------------------------------------------------------------
 
-    def _control(self, payload: bytes) -> bytes:
-        actions = {b"start": self.camera.start, b"stop": self.camera.stop, b"toggle": self.camera.toggle}
-        change = actions.get(payload.strip())
-        if change is None:
-            return json.dumps({"error": "expected start, stop or toggle"}).encode()
+    def _control(self, action: str) -> bytes:
+        change = {"start": self.camera.start, "stop": self.camera.stop, "toggle": self.camera.toggle}[action]
         try:
             self._registry.switch(change)
         except Exception as exc:  # noqa: BLE001 - the asker gets the reason, the process goes on
-            return json.dumps({"error": str(exc)}).encode()
+            return wire.encode_error(str(exc))
         self.publish_state()
-        return json.dumps(self.record()).encode()
+        return wire.encode_record(self.record())
 
-    def _latest(self, payload: bytes) -> bytes:
-        profile = payload.decode(errors="replace").strip() or FULL
+    def _latest(self, profile: str) -> bytes:
         if profile not in self.camera.config.profiles:
             return b""
         frame = self.camera.feeds[profile].latest
         if frame is None or not self.camera.is_on:
             return b""
-        return json.dumps(frame_headers(frame)).encode() + b"\n" + frame.jpeg
+        return wire.encode_latest_reply(_message(frame))
+
+    def _serve(
+        self, subject: str, decode: Callable[[bytes], T], answer: Callable[[T], bytes]
+    ) -> Callable[[], None]:
+        """Answer requests on ``subject``: each decoded first; a bad one is counted and told why."""
+
+        def respond(payload: bytes) -> bytes:
+            try:
+                request = decode(payload)
+            except wire.BadMessage as exc:
+                self._bus.rejections.reject(subject, str(exc))
+                return wire.encode_error(str(exc))
+            return answer(request)
+
+        return self._bus.serve(subject, respond)
+
+    def _subscribe(
+        self, subject: str, decode: Callable[[bytes, dict[str, str]], T], handler: Callable[[T], None]
+    ) -> Callable[[], None]:
+        """Follow ``subject``, each message decoded first; a bad one is counted and dropped."""
+        deliver = wire.checked(decode, handler, self._bus.rejections, subject)
+        return self._bus.subscribe(subject, deliver, pending_bytes=2**20)
 
     # -- life -----------------------------------------------------------------------------
 
@@ -173,23 +172,37 @@ class CameraPublisher:
 
         :raise CameraClaimed: another one does.
         """
-        other = self._bus.request(self._subject("owner"), b"", timeout=OWNER_ASK)
+        subject = self._subjects.owner(self.camera.id)
+        other = self._bus.request(subject, b"", timeout=OWNER_ASK)
         if other:
-            by = other.decode(errors="replace")
-            raise CameraClaimed(f"camera {self.camera.id} is already captured by {by}")
-        self._cancels.append(self._bus.serve(self._subject("owner"), lambda _: self.owner.encode()))
+            try:
+                by = wire.decode_owner(other)
+            except wire.BadMessage as exc:
+                # Something answers for the camera, but not a capture process: not a claim.
+                self._bus.rejections.reject(subject, str(exc))
+            else:
+                raise CameraClaimed(f"camera {self.camera.id} is already captured by {by}")
+        self._cancels.append(self._bus.serve(subject, lambda _: self.owner.encode()))
 
     def start(self) -> None:
         """Answer requests, follow interest, and start the thread that publishes frames."""
-        bus = self._bus
+        cam_id = self.camera.id
         self._cancels += [
-            bus.subscribe(self._subject("interest"), self._on_interest, pending_bytes=2**20),
-            bus.subscribe(self._subject("state"), self._on_state, pending_bytes=2**20),
-            bus.serve(self._subject("control"), self._control),
-            bus.serve(self._subject("latest"), self._latest),
+            self._subscribe(
+                self._subjects.interest(cam_id),
+                lambda payload, _: wire.decode_interest(payload),
+                self._on_interest,
+            ),
+            self._subscribe(
+                self._subjects.state(cam_id),
+                lambda payload, _: wire.decode_record(payload, cam_id),
+                self._on_state,
+            ),
+            self._serve(self._subjects.control(cam_id), wire.decode_control, self._control),
+            self._serve(self._subjects.latest(cam_id), wire.decode_latest_request, self._latest),
         ]
         for profile in self.camera.config.profiles:
-            name = f"livecam-publish-{self.camera.id}-{profile}"
+            name = f"livecam-publish-{cam_id}-{profile}"
             thread = threading.Thread(target=self._frames, args=(profile,), name=name, daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -206,7 +219,7 @@ class CameraPublisher:
 
     def _frames(self, profile: str) -> None:
         """While someone wants ``profile``, watch it like a viewer and publish each frame once."""
-        subject = self._subject("frame", profile)
+        subject = self._subjects.frame(self.camera.id, profile)
         while not self._stop.is_set():
             if not self._wanted(profile):
                 with self._lock:
@@ -226,7 +239,13 @@ class CameraPublisher:
                         break
                     if frame is not None:
                         seq = frame.seq
-                        self._bus.publish(subject, frame.jpeg, frame_headers(frame))
+                        headers = wire.frame_headers(frame.seq, frame.timestamp, frame.placeholder)
+                        self._bus.publish(subject, frame.jpeg, headers)
+
+
+def _message(frame: Frame) -> wire.FrameMessage:
+    """A broadcast frame as it crosses the bus."""
+    return wire.FrameMessage(frame.jpeg, frame.seq, frame.timestamp, frame.placeholder)
 
 
 def owner_name() -> str:
@@ -241,7 +260,7 @@ class CaptureRole:
         self.registry = registry
         self.bus = bus
         self.owner = owner_name()
-        self.publishers = [CameraPublisher(camera, registry, bus, self.owner) for camera in registry]
+        self.publishers = [CameraPublisher(camera, registry, bus, self.owner) for camera in registry.local]
         self._stop = threading.Event()
 
     def run(self, connect_timeout: float = 10.0) -> int:

@@ -11,6 +11,7 @@ from . import state
 from .bus import FrameBus
 from .capture import Camera
 from .config import Settings, state_directory
+from .record import CameraLike
 from .remote import RemoteCamera
 from .sender import Sender
 
@@ -56,20 +57,26 @@ class Registry:
         self.settings = settings
         self.state_dir = state_directory(settings)
         self.bus: FrameBus | None = None
-        self._cameras: dict[int, Camera | RemoteCamera]
+        self._cameras: dict[int, CameraLike]
+        self._local: dict[int, Camera] = {}  # the cameras this process captures (none in the web role)
+        self._remote: dict[int, RemoteCamera] = {}  # the cameras it follows through the bus
         if remote:
             assert settings.bus, "remote cameras need a frame bus"
             self.bus = FrameBus(
                 settings.bus, settings.bus_prefix, name="livecam-web", creds=settings.bus_creds
             ).start()
-            self._cameras = {
-                cam_id: RemoteCamera(config, self.bus) for cam_id, config in settings.cameras.items()
+            max_frame = settings.max_frame_mb * 2**20
+            self._remote = {
+                cam_id: RemoteCamera(config, self.bus, max_frame=max_frame)
+                for cam_id, config in settings.cameras.items()
             }
+            self._cameras = dict(self._remote)
         else:
             max_frame = settings.max_frame_mb * 2**20
-            self._cameras = {
+            self._local = {
                 cam_id: Camera(config, max_frame=max_frame) for cam_id, config in settings.cameras.items()
             }
+            self._cameras = dict(self._local)
         self._save_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self._shutdown_deadline: float | None = None  # one budget, however many callers
@@ -79,12 +86,17 @@ class Registry:
         # One thread writes every stream under gunicorn (see sender.py).
         self.sender = Sender(settings.send_timeout)
 
-    def get(self, cam_id: int) -> Camera | None:
+    def get(self, cam_id: int) -> CameraLike | None:
         """The camera with this id, or None."""
         return self._cameras.get(cam_id)
 
-    def __iter__(self) -> Iterator[Camera]:
+    def __iter__(self) -> Iterator[CameraLike]:
         return iter(self._cameras.values())
+
+    @property
+    def local(self) -> list[Camera]:
+        """The cameras this process captures itself (none in bus mode's web role)."""
+        return list(self._local.values())
 
     def __len__(self) -> int:
         return len(self._cameras)
@@ -122,15 +134,19 @@ class Registry:
                 if self.bus.closed:
                     return
                 # A web worker stopping leaves the cameras as they are: they are not its own.
-                for camera in self:
-                    camera.close(max(0.0, deadline - time.monotonic()))
+                for remote in self._remote.values():
+                    remote.close(max(0.0, deadline - time.monotonic()))
                 self.sender.stop(max(0.1, deadline - time.monotonic()))
                 self.bus.close(max(0.1, deadline - time.monotonic()))
                 return
-            running = [camera for camera in self if camera.is_on]
+            running = [camera for camera in self._local.values() if camera.is_on]
             for camera in running:
                 camera.stop(wait=False)  # every thread is told at once, so they stop in parallel
-            busy = [camera.id for camera in self if not camera.join(max(0.0, deadline - time.monotonic()))]
+            busy = [
+                camera.id
+                for camera in self._local.values()
+                if not camera.join(max(0.0, deadline - time.monotonic()))
+            ]
             self.sender.stop(max(0.1, deadline - time.monotonic()))
             if busy:
                 # Threads stuck in a device or a network open; the process's exit releases them.

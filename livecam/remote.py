@@ -13,7 +13,6 @@ on the same connection, and live frames again when it is back.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -23,13 +22,13 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from . import wire
 from .broadcast import Broadcaster, Feeds, Frame
 from .bus import FrameBus
-from .capture import CameraBusy, fresh_frame
+from .capture import fresh_frame
 from .config import FULL, CameraConfig
-from .frames import encode, placeholder_size, stream_width
-from .pattern import no_signal
-from .redaction import redact
+from .frames import encode, no_signal_image
+from .record import CameraBusy, profile_record, record
 from .stats import SendStats
 
 log = logging.getLogger(__name__)
@@ -40,6 +39,35 @@ UNSUBSCRIBE_AFTER = 5.0  # frames stay subscribed this long after the last viewe
 CONTROL_TIMEOUT = 3.0
 
 
+# A record's figures before the capture process has said anything.
+_QUIET: dict[str, Any] = {
+    "fps": 0.0,
+    "width": None,
+    "height": None,
+    "viewers": 0,
+    "frames": 0,
+    "decoded": 0,
+    "encoded": 0,
+    "dropped": 0,
+    "errors": 0,
+    "rejected": 0,
+    "last_rejection": None,
+    "passthrough": False,
+    "idle": False,
+    "bus_rejected": 0,
+}
+_QUIET_PROFILE: dict[str, Any] = {
+    "width": None,
+    "height": None,
+    "max_fps": None,
+    "quality": None,
+    "viewers": 0,
+    "fps": 0.0,
+    "encoded": 0,
+    "bytes": 0,
+}
+
+
 def worker_name() -> str:
     """This web worker, in interests: host and pid."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -48,20 +76,28 @@ def worker_name() -> str:
 class RemoteCamera:
     """A camera of another process, with a local broadcaster fed from the frame bus."""
 
-    def __init__(self, config: CameraConfig, bus: FrameBus, worker: str | None = None) -> None:
+    def __init__(
+        self, config: CameraConfig, bus: FrameBus, worker: str | None = None, max_frame: int = 16 * 2**20
+    ) -> None:
+        """:param max_frame: bytes; a frame from the bus larger than this is dropped."""
         self.config = config
+        self._max_frame = max_frame
         self.sends = SendStats()
         self.profile_sends = {name: SendStats(total=self.sends) for name in config.profiles}
         self._bus = bus
         self._worker = worker or worker_name()
-        self._subject: Callable[..., str] = lambda *parts: bus.subject("camera", config.id, *parts)
+        self._subjects = bus.subjects
+        self._prefix = self._subjects.camera(config.id) + "."  # every subject of the camera
         self._lock = threading.Lock()  # guards _record, _seen and _feeds swaps
         self._record: dict[str, Any] | None = None
         self._seen = 0.0  # when the last state message came (monotonic)
         self._started = time.time()
         self._feeds = self._new_feeds()
         self._stop = threading.Event()
-        self._cancel_state = bus.subscribe(self._subject("state"), self._on_state, pending_bytes=2**20)
+        state = self._subjects.state(config.id)
+        decode_state = lambda payload, _: wire.decode_record(payload, config.id)  # noqa: E731
+        handler = wire.checked(decode_state, self._on_state, bus.rejections, state)
+        self._cancel_state = bus.subscribe(state, handler, pending_bytes=2**20)
         # The profiles whose frames this worker is subscribed to, and when each was last wanted;
         # both belong to the follow thread.
         self._cancel_frames: dict[str, Callable[[], None]] = {}
@@ -119,58 +155,38 @@ class RemoteCamera:
         return (self._record or {}).get("error")
 
     def status(self) -> dict[str, Any]:
-        """The camera's JSON record, as its capture process last told it."""
-        record = dict(self._record or {})
-        record.pop("owner", None)
-        defaults = {
-            "id": self.id,
-            "name": self.config.name,
-            "source": redact(str(self.config.source)),
-            "kind": self.config.source.kind,
-            "test_pattern": self.config.source.kind == "testsrc",
-            "since": round(time.time(), 3),
-            "fps": 0.0,
-            "width": None,
-            "height": None,
-            "viewers": 0,
-            "frames": 0,
-            "decoded": 0,
-            "encoded": 0,
-            "dropped": 0,
-            "errors": 0,
-            "rejected": 0,
-            "last_rejection": None,
-            "passthrough": False,
-            "idle": False,
-        }
-        record = {**defaults, **record, "state": self.state, "error": self.error}
-        told = record.get("profiles") if isinstance(record.get("profiles"), dict) else {}
+        """The camera's JSON record, as its capture process last told it (checked by wire.py)."""
+        told = self._record or {}
         offline = self._offline()
         profiles = {}
         for name, sends in self.profile_sends.items():
             # A copy: the record kept from the capture process is never changed here.
-            kept = told.get(name)
-            profile = dict(kept) if isinstance(kept, dict) else {"viewers": 0, "fps": 0.0, "encoded": 0}
-            profile["bytes"] = sends.snapshot()[0]  # this worker's own
+            kept = {**_QUIET_PROFILE, **told.get("profiles", {}).get(name, {})}
+            kept["bytes"] = sends.snapshot()[0]  # this worker's own
             if offline:
-                profile["fps"] = 0.0
-            profiles[name] = profile
-        record["profiles"] = profiles
+                kept["fps"] = 0.0
+            profiles[name] = profile_record(**kept)
+        fields = {**_QUIET, "since": round(self._started, 3), **told}
+        for key in ("id", "name", "source", "kind", "test_pattern", "owner"):
+            fields.pop(key, None)  # who the camera is: this worker's own configuration says
+        fields["bus_rejected"] = told.get("bus_rejected", 0) + self._bus.rejections.count(self._prefix)
+        fields.update(state=self.state, error=self.error, profiles=profiles)
         if offline:
-            record["fps"] = 0.0
-        return record
+            fields["fps"] = 0.0
+        return record(self.config, **fields)
 
     # -- control ------------------------------------------------------------------------
 
     def _switch(self, action: bytes) -> None:
         self._bus.wait_connected(CONTROL_TIMEOUT)  # a worker just started may still be connecting
-        reply = self._bus.request(self._subject("control"), action, timeout=CONTROL_TIMEOUT)
+        subject = self._subjects.control(self.id)
+        reply = self._bus.request(subject, action, timeout=CONTROL_TIMEOUT)
         if not reply:
             raise CameraBusy(f"camera {self.id}: its capture process does not answer")
-        record = json.loads(reply)
-        if "state" not in record:  # not a record: why the capture process could not switch
-            raise CameraBusy(f"camera {self.id}: {record.get('error')}")
-        self._on_state(reply, {})
+        try:
+            self._on_state(wire.decode_control_reply(reply, self.id))
+        except wire.BadMessage as exc:  # why the capture process could not switch, or garbage
+            raise CameraBusy(f"camera {self.id}: {exc}") from None
 
     def start(self) -> None:
         """Ask the capture process to switch the camera on."""
@@ -190,42 +206,55 @@ class RemoteCamera:
         """A fresh live frame of ``profile``, waiting up to ``timeout`` for one; None if none comes."""
         return fresh_frame(self._feeds[profile], timeout)
 
-    def _on_state(self, payload: bytes, _headers: dict[str, str]) -> None:
-        """A record from the capture process (in the bus thread): keep it; follow on and off."""
-        try:
-            record = json.loads(payload)
-            state = record["state"]
-        except (ValueError, KeyError, TypeError):
-            return
+    def _on_state(self, told: dict[str, Any]) -> None:
+        """A record from the capture process, checked by wire.py: keep it; follow on and off."""
         with self._lock:
-            self._record, self._seen = record, time.monotonic()
-            if state == "off" and not self._feeds.closed:
+            self._record, self._seen = told, time.monotonic()
+            if told["state"] == "off" and not self._feeds.closed:
                 self._feeds.close()  # every stream of the camera ends, as in one process
-            elif state != "off" and self._feeds.closed:
+            elif told["state"] != "off" and self._feeds.closed:
                 self._feeds = self._new_feeds()
 
-    def _on_frame(self, profile: str, payload: bytes, headers: dict[str, str]) -> None:
+    def _on_frame(self, profile: str, frame: wire.FrameMessage) -> None:
         """A frame of ``profile`` from the capture process (in the bus thread): this worker's
         viewers of it get it."""
-        try:
-            timestamp = float(headers.get("ts", "0")) or time.time()
-        except ValueError:
-            timestamp = time.time()
-        self._feeds[profile].publish(payload, timestamp, placeholder=headers.get("ph") == "1")
+        self._feeds[profile].publish(
+            frame.jpeg, frame.timestamp or time.time(), placeholder=frame.placeholder
+        )
+
+    def _subscribe_frames(self, profile: str) -> Callable[[], None]:
+        """Receive ``profile``'s frames, each checked by wire.py first."""
+        subject = self._subjects.frame(self.id, profile)
+        decode = partial(wire.decode_frame, max_bytes=self._max_frame)
+        handler = wire.checked(decode, partial(self._on_frame, profile), self._bus.rejections, subject)
+        return self._bus.subscribe(subject, handler)
 
     def _fetch_latest(self, profile: str) -> None:
         """Ask for a profile's current frame, so that a new viewer sees one at once."""
-        reply = self._bus.request(self._subject("latest"), profile.encode(), timeout=1.0)
+        subject = self._subjects.latest(self.id)
+        reply = self._bus.request(subject, wire.encode_latest_request(profile), timeout=1.0)
         if reply:
-            head, _, jpeg = reply.partition(b"\n")
             try:
-                self._on_frame(profile, jpeg, json.loads(head))
-            except ValueError:
-                pass
+                frame = wire.decode_latest_reply(reply, self._max_frame)
+            except wire.BadMessage as exc:
+                self._bus.rejections.reject(subject, str(exc))
+                return
+            if frame is not None:
+                self._on_frame(profile, frame)
 
     def _follow(self) -> None:
         """While this worker has viewers: each wanted profile's frames subscribed, interest
-        renewed, placeholders while the capture process cannot be heard."""
+        renewed, placeholders while the capture process cannot be heard. Nothing a message
+        or a timing brings ends it: a failed round is logged and the next one comes."""
+        while not self._stop.is_set():
+            try:
+                self._follow_round()
+            except Exception:  # noqa: BLE001 - the camera must not die on this worker until restart
+                log.exception("camera %s: following the frame bus failed; going on", self.id)
+                self._stop.wait(1.0)
+
+    def _follow_round(self) -> None:
+        """The follow loop itself, until it stops or fails."""
         announced = placeholder_at = 0.0
         while not self._stop.is_set():
             feeds = self._feeds
@@ -241,8 +270,7 @@ class RemoteCamera:
                 if broadcaster.wanted:
                     self._wanted_at[name] = now
                     if name not in self._cancel_frames:
-                        handler = partial(self._on_frame, name)
-                        self._cancel_frames[name] = self._bus.subscribe(self._subject("frame", name), handler)
+                        self._cancel_frames[name] = self._subscribe_frames(name)
                         new.append(name)
             self._unsubscribe_unwanted()
             if new or now - announced >= ANNOUNCE_EVERY:
@@ -265,22 +293,21 @@ class RemoteCamera:
 
     def _announce(self, feeds: Feeds) -> None:
         profiles = {name: broadcaster.viewers for name, broadcaster in feeds.items() if broadcaster.wanted}
-        interest = {"worker": self._worker, "viewers": feeds.viewers, "profiles": profiles}
-        self._bus.publish(self._subject("interest"), json.dumps(interest).encode())
+        interest = wire.Interest(self._worker, profiles)
+        self._bus.publish(self._subjects.interest(self.id), wire.encode_interest(interest))
 
     def _placeholder(self, feeds: Feeds, reason: str) -> None:
-        sizes = (self._record or {}).get("profiles")
+        told = (self._record or {}).get("profiles", {})
         # Since when: the last word from the capture process (or this worker's start).
         since = time.time() - (time.monotonic() - self._seen) if self._seen else self._started
         for name, broadcaster in feeds.items():
             if not broadcaster.wanted:
                 continue
-            # The profile's size as the capture process last told it, else a 4:3 guess.
-            told = sizes.get(name) if isinstance(sizes, dict) else None
-            width, height = (told.get("width"), told.get("height")) if isinstance(told, dict) else (0, 0)
-            if not (isinstance(width, int) and isinstance(height, int)):
-                width, height = placeholder_size(stream_width(self.config, self.config.profiles[name], 640))
-            jpeg = encode(no_signal(width, height, self.config.name, reason, since), 80)
+            # The profile's size as the capture process last told it (checked), else a guess.
+            width, height = told.get(name, {}).get("width"), told.get(name, {}).get("height")
+            size = (width, height) if width and height else None
+            image = no_signal_image(self.config, self.config.profiles[name], size, reason, since)
+            jpeg = encode(image, 80)
             if jpeg is not None:
                 broadcaster.publish(jpeg, time.time(), placeholder=True)
 

@@ -19,9 +19,8 @@ import numpy as np
 
 from .broadcast import Broadcaster, Feeds
 from .config import FULL, CameraConfig, Profile
-from .frames import decode, encode, placeholder_size, stream_size, stream_width, transform
+from .frames import decode, encode, no_signal_image, stream_size, stream_width, transform
 from .jpeg import jpeg_size
-from .pattern import no_signal
 from .redaction import redact
 from .source_base import Source, SourceError
 from .stats import CaptureStats
@@ -311,15 +310,14 @@ class CaptureSession:
                 reason = redact(self._reason)
                 for name, broadcaster in feeds.items():
                     if broadcaster.wanted:
-                        width, height = self._placeholder_size(config.profiles[name])
-                        image = no_signal(width, height, config.name, reason, self._failing_since)
+                        profile = config.profiles[name]
+                        known = (
+                            stream_size(config, profile, self.stats.source_size)
+                            if self.stats.source_size
+                            else None
+                        )
+                        image = no_signal_image(config, profile, known, reason, self._failing_since)
                         broadcaster.publish(self._encode(image, None, name), time.time(), placeholder=True)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or stop.wait(min(PLACEHOLDER_INTERVAL, remaining)):
                 return
-
-    def _placeholder_size(self, profile: Profile) -> tuple[int, int]:
-        """A profile's frame size, or a 4:3 guess before the source ever delivered a frame."""
-        if self.stats.source_size:
-            return stream_size(self.config, profile, self.stats.source_size)
-        return placeholder_size(stream_width(self.config, profile, 640))

@@ -10,10 +10,10 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from .. import streams
 from ..appstate import get_registry
-from ..capture import Camera, CameraBusy
 from ..config import FULL
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
+from ..record import CameraBusy, CameraLike
 from ..security import requires
 
 bp = Blueprint("camera", __name__)
@@ -21,7 +21,7 @@ bp = Blueprint("camera", __name__)
 ACTIONS = ("status", "toggle", "start", "stop", "stream", "snapshot")
 
 
-def get_camera(camera_id: int) -> Camera:
+def get_camera(camera_id: int) -> CameraLike:
     """The camera this Blueprint registration serves.
 
     :raise 404: no such camera (only reachable if the registry changed under the app).
@@ -32,14 +32,14 @@ def get_camera(camera_id: int) -> Camera:
     return camera
 
 
-def record(camera: Camera) -> dict[str, Any]:
+def record(camera: CameraLike) -> dict[str, Any]:
     """The camera's JSON record with the URLs of its routes."""
     data = camera.status()
     data["urls"] = {action: url_for(f"camera{camera.id}.{action}") for action in ACTIONS}
     return data
 
 
-def profile_of(camera: Camera, name: str) -> str:
+def profile_of(camera: CameraLike, name: str) -> str:
     """``name`` if the camera has a stream profile of that name.
 
     :raise BadRequest: it has not; the message names the valid ones.
@@ -50,7 +50,7 @@ def profile_of(camera: Camera, name: str) -> str:
     return name
 
 
-def chosen_profile(camera: Camera) -> str:
+def chosen_profile(camera: CameraLike) -> str:
     """The stream profile the request names (``?profile=``; none: full).
 
     :raise BadRequest: a profile the camera does not have.
@@ -63,7 +63,7 @@ def _wants_html() -> bool:
     return any(mime == "text/html" and q > 0 for mime, q in request.accept_mimetypes)
 
 
-def _switch(camera: Camera, change: Callable[[], None], form: bool = False) -> Response:
+def _switch(camera: CameraLike, change: Callable[[], None], form: bool = False) -> Response:
     """Apply ``change`` (a camera's start, stop or toggle) and remember the outcome.
 
     :param form: the dashboard's form button: a browser gets sent back to the dashboard.

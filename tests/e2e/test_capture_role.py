@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from helpers import decode, wait_for
+from livecam import wire
 from livecam.bus import FrameBus
 from nats_server import Inbox, NatsServer
 
@@ -30,10 +31,8 @@ class Interest:
     def __init__(
         self, bus: FrameBus, cam_id: int, viewers: int, profiles: dict[str, int] | None = None
     ) -> None:
-        interest = {"worker": "test-worker", "viewers": viewers}
-        if profiles is not None:
-            interest["profiles"] = profiles
-        self._payload = json.dumps(interest).encode()
+        interest = wire.Interest("test-worker", profiles if profiles is not None else {"full": viewers})
+        self._payload = wire.encode_interest(interest)
         self._subject = bus.subject("camera", cam_id, "interest")
         self._bus = bus
         self._stop = threading.Event()

@@ -1,0 +1,461 @@
+"""Bus mode's wire protocol: every subject, header and message shape, encoded and checked here.
+
+Everything a process receives from NATS is outside input: anyone who can publish on a subject
+can send anything on it. Each message is decoded by one function of this module into a typed
+value, checked for types, ranges and sizes on the way; a message that fails raises
+BadMessage, and the frame bus drops it, counts it and logs it at most once a minute per
+subject (``Rejections``). The rest of livecam never sees raw bus bytes or JSON.
+
+Subjects, under a site's prefix P, for camera N:
+
+- ``P.camera.N.frame.PROFILE``: a frame of a stream profile; the JPEG is the payload, the
+  headers ``seq`` (its number), ``ts`` (capture time, Unix seconds) and ``ph`` ("1" for a
+  "no signal" placeholder);
+- ``P.camera.N.state``: the camera's record (JSON, the fields of record.py, plus ``owner``);
+- ``P.camera.N.interest``: a web worker's wish for frames (JSON: worker, viewers, profiles);
+- ``P.camera.N.control``: a request, ``start``, ``stop`` or ``toggle``; the answer is the
+  record, or ``{"error": ...}``;
+- ``P.camera.N.latest``: a request naming a profile (empty: full); the answer is a JSON line
+  of the frame's headers, then the JPEG, or empty when there is none;
+- ``P.camera.N.owner``: a request; the answer names the process that captures the camera.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .jpeg import jpeg_problem, jpeg_size
+from .record import PROFILE_FIELDS, RECORD_FIELDS, STATES
+
+log = logging.getLogger(__name__)
+
+MAX_SIDE = 8192  # the largest width or height a message may claim
+MAX_NAME = 200  # characters of a camera's name, an owner's or a worker's
+MAX_TEXT = 1000  # characters of an error or a rejection reason
+MAX_COUNT = 2**53  # counters stay exact in a JSON number
+MAX_RATE = 1000.0  # frames per second
+MAX_PROFILES = 32
+MAX_JSON = 64 * 1024  # bytes of a record, an interest or a control answer
+PROFILE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a prefix part: no dot, no wildcard
+ACTIONS = ("start", "stop", "toggle")
+LOG_EVERY = 60.0  # seconds between two log lines about bad messages on one subject
+
+T = TypeVar("T")
+
+
+class BadMessage(ValueError):
+    """A message from the bus that livecam will not use, and why."""
+
+
+# -- subjects -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subjects:
+    """The subjects of one site, under its prefix."""
+
+    prefix: str = "livecam"
+
+    def __post_init__(self) -> None:
+        if not all(TOKEN_RE.match(part) for part in self.prefix.split(".")):
+            raise ValueError(f"bus prefix {self.prefix!r}: expected dot-separated letters, digits, - and _")
+
+    def camera(self, cam_id: int, *parts: str) -> str:
+        """A subject of one camera: ``camera(3, "frame", "full")``."""
+        return ".".join([self.prefix, "camera", str(cam_id), *parts])
+
+    def frame(self, cam_id: int, profile: str) -> str:
+        """Where a camera's frames of ``profile`` are published."""
+        return self.camera(cam_id, "frame", profile)
+
+    def state(self, cam_id: int) -> str:
+        """Where a camera's record is published."""
+        return self.camera(cam_id, "state")
+
+    def interest(self, cam_id: int) -> str:
+        """Where web workers say which profiles they want."""
+        return self.camera(cam_id, "interest")
+
+    def control(self, cam_id: int) -> str:
+        """Where a camera's switches are asked for."""
+        return self.camera(cam_id, "control")
+
+    def latest(self, cam_id: int) -> str:
+        """Where a profile's current frame is asked for."""
+        return self.camera(cam_id, "latest")
+
+    def owner(self, cam_id: int) -> str:
+        """Where the process that captures a camera answers for it."""
+        return self.camera(cam_id, "owner")
+
+
+# -- checks of decoded JSON values --------------------------------------------------------
+
+
+def _count(value: object, limit: int = MAX_COUNT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise BadMessage(f"expected a whole number from 0 to {limit}, got {_shown(value)}")
+    return value
+
+
+def _rate(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_RATE:
+        raise BadMessage(f"expected a rate from 0 to {MAX_RATE:g}, got {_shown(value)}")
+    return float(value)
+
+
+def _side(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE:
+        raise BadMessage(f"expected a size from 1 to {MAX_SIDE}, got {_shown(value)}")
+    return value
+
+
+def _time(value: object) -> float:
+    # Finite and within a few centuries of now: enough to tell a clock from garbage.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**34:
+        raise BadMessage(f"expected a time in Unix seconds, got {_shown(value)}")
+    return float(value)
+
+
+def _text(limit: int, optional: bool = False, least: int = 0) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not least <= len(value) <= limit or not value.isprintable():
+            raise BadMessage(f"expected printable text of {least} to {limit} characters, got {_shown(value)}")
+        return value
+
+    return check
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise BadMessage(f"expected true or false, got {_shown(value)}")
+    return value
+
+
+def _state(value: object) -> str:
+    if value not in STATES:
+        raise BadMessage(f"expected a state ({', '.join(STATES)}), got {_shown(value)}")
+    return str(value)
+
+
+def _quality(value: object) -> int | None:
+    return None if value is None else _count(value, 100)
+
+
+def _max_fps(value: object) -> float | None:
+    return None if value is None else _rate(value)
+
+
+def _profile_name(value: object) -> str:
+    if not isinstance(value, str) or not PROFILE_NAME_RE.match(value):
+        raise BadMessage(f"expected a profile name, got {_shown(value)}")
+    return value
+
+
+CHECKS: dict[str, Callable[[object], Any]] = {
+    "count": _count,
+    "rate": _rate,
+    "side": _side,
+    "time": _time,
+    "name": _text(MAX_NAME, least=1),
+    "text": _text(MAX_TEXT),
+    "optional text": _text(MAX_TEXT, optional=True),
+    "flag": _flag,
+    "state": _state,
+    "quality": _quality,
+    "max fps": _max_fps,
+}
+
+
+def _shown(value: object) -> str:
+    """A value in a reason, short whatever its size."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _json_object(payload: bytes, what: str) -> dict[str, Any]:
+    if len(payload) > MAX_JSON:
+        raise BadMessage(f"{what} of {len(payload)} bytes: at most {MAX_JSON}")
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BadMessage(f"{what} is not JSON") from exc
+    if not isinstance(data, dict):
+        raise BadMessage(f"{what} is not a JSON object")
+    return data
+
+
+def _fields(data: Mapping[str, Any], table: Mapping[str, str], what: str) -> dict[str, Any]:
+    """The fields of ``table`` that ``data`` has, each checked; other keys are left out (a
+    newer sender may say more)."""
+    checked = {}
+    for key, kind in table.items():
+        if key in data:
+            try:
+                checked[key] = CHECKS[kind](data[key])
+            except BadMessage as exc:
+                raise BadMessage(f"{what} {key}: {exc}") from None
+    return checked
+
+
+# -- frames -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameMessage:
+    """A frame as it crosses the bus."""
+
+    jpeg: bytes
+    seq: int
+    timestamp: float
+    placeholder: bool = False
+
+
+def frame_headers(seq: int, timestamp: float, placeholder: bool) -> dict[str, str]:
+    """The bus headers of a frame."""
+    return {"seq": str(seq), "ts": f"{timestamp:.6f}", "ph": "1" if placeholder else "0"}
+
+
+def _header_int(headers: Mapping[str, str], key: str) -> int:
+    value = headers.get(key, "")
+    if not (value.isascii() and value.isdigit()) or len(value) > 16:
+        raise BadMessage(f"frame header {key}: expected a whole number, got {_shown(value)}")
+    return int(value)
+
+
+def _header_time(headers: Mapping[str, str]) -> float:
+    value = headers.get("ts", "")
+    try:
+        stamp = float(value) if value.isascii() and len(value) <= 32 else math.nan
+    except ValueError:
+        stamp = math.nan
+    return _time(stamp if math.isfinite(stamp) else None)
+
+
+def decode_frame(payload: bytes, headers: Mapping[str, str], max_bytes: int) -> FrameMessage:
+    """A frame from the bus: a whole JPEG of a sane size, within ``max_bytes``, with its headers.
+
+    :raise BadMessage: anything else.
+    """
+    if len(payload) > max_bytes:
+        raise BadMessage(f"frame of {len(payload)} bytes exceeds the {max_bytes} byte limit")
+    problem = jpeg_problem(payload)
+    if problem:
+        raise BadMessage(f"frame: {problem}")
+    size = jpeg_size(payload)
+    if size is None or not (1 <= size[0] <= MAX_SIDE and 1 <= size[1] <= MAX_SIDE):
+        raise BadMessage(f"frame of size {size}: expected at most {MAX_SIDE}x{MAX_SIDE}")
+    placeholder = headers.get("ph", "0")
+    if placeholder not in ("0", "1"):
+        raise BadMessage(f"frame header ph: expected 0 or 1, got {_shown(placeholder)}")
+    return FrameMessage(payload, _header_int(headers, "seq"), _header_time(headers), placeholder == "1")
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """A camera's record (with its ``owner``) as JSON."""
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+def decode_record(payload: bytes, cam_id: int | None = None) -> dict[str, Any]:
+    """A camera's record from the bus, with only the fields livecam knows, each checked.
+
+    :param cam_id: the camera the subject names: a record of another one is refused.
+    :raise BadMessage: a field of the wrong type or out of range, or no state.
+    """
+    data = _json_object(payload, "record")
+    record = _fields(data, RECORD_FIELDS, "record")
+    if "state" not in record:
+        raise BadMessage("record without a state")
+    if cam_id is not None and record.get("id", cam_id) != cam_id:
+        raise BadMessage(f"record of camera {record['id']} on camera {cam_id}'s subject")
+    if "owner" in data:
+        record["owner"] = CHECKS["name"](data["owner"])
+    profiles = data.get("profiles", {})
+    if not isinstance(profiles, dict) or len(profiles) > MAX_PROFILES:
+        raise BadMessage(f"record profiles: expected an object of at most {MAX_PROFILES} profiles")
+    record["profiles"] = {}
+    for name, figures in profiles.items():
+        if not isinstance(figures, dict):
+            raise BadMessage(f"record profile {_shown(name)}: expected an object")
+        record["profiles"][_profile_name(name)] = _fields(figures, PROFILE_FIELDS, f"record profile {name}")
+    return record
+
+
+# -- interest -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interest:
+    """A web worker's wish for a camera's frames: its viewers of each profile it wants."""
+
+    worker: str
+    profiles: dict[str, int]
+
+    @property
+    def viewers(self) -> int:
+        """The worker's viewers over every profile."""
+        return sum(self.profiles.values())
+
+
+def encode_interest(interest: Interest) -> bytes:
+    """An interest as JSON."""
+    body = {"worker": interest.worker, "viewers": interest.viewers, "profiles": interest.profiles}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_interest(payload: bytes) -> Interest:
+    """An interest from the bus.
+
+    :raise BadMessage: no worker, or profiles that are not names with viewer counts.
+    """
+    data = _json_object(payload, "interest")
+    worker = CHECKS["name"](data.get("worker"))
+    profiles = data.get("profiles")
+    if not isinstance(profiles, dict) or len(profiles) > MAX_PROFILES:
+        raise BadMessage(f"interest profiles: expected an object of at most {MAX_PROFILES} profiles")
+    wanted = {_profile_name(name): _count(viewers, 1_000_000) for name, viewers in profiles.items()}
+    return Interest(worker, wanted)
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+def decode_control(payload: bytes) -> str:
+    """A switch asked for: start, stop or toggle.
+
+    :raise BadMessage: anything else.
+    """
+    action = payload.strip().decode("ascii", errors="replace")
+    if action not in ACTIONS:
+        raise BadMessage(f"control: expected start, stop or toggle, got {_shown(payload[:40])}")
+    return action
+
+
+def encode_error(reason: str) -> bytes:
+    """A request's answer saying why it could not be done."""
+    return json.dumps({"error": reason[:MAX_TEXT]}).encode()
+
+
+def decode_control_reply(payload: bytes, cam_id: int) -> dict[str, Any]:
+    """A switch's answer: the camera's record.
+
+    :raise BadMessage: not a record; its message says why the switch failed when the
+        capture process said so.
+    """
+    data = _json_object(payload, "control answer")
+    if "state" not in data and "error" in data:
+        raise BadMessage(str(CHECKS["text"](data["error"])))
+    return decode_record(payload, cam_id)
+
+
+def encode_latest_request(profile: str) -> bytes:
+    """Ask for a profile's current frame."""
+    return profile.encode()
+
+
+def decode_latest_request(payload: bytes) -> str:
+    """The profile whose current frame is asked for (empty: full).
+
+    :raise BadMessage: not a profile name.
+    """
+    return _profile_name(payload.strip().decode("ascii", errors="replace") or "full")
+
+
+def encode_latest_reply(frame: FrameMessage | None) -> bytes:
+    """The answer to a latest request: the frame's headers as a JSON line, then the JPEG."""
+    if frame is None:
+        return b""
+    headers = frame_headers(frame.seq, frame.timestamp, frame.placeholder)
+    return json.dumps(headers).encode() + b"\n" + frame.jpeg
+
+
+def decode_latest_reply(payload: bytes, max_bytes: int) -> FrameMessage | None:
+    """A profile's current frame, or None when the capture process has none.
+
+    :raise BadMessage: a frame that does not pass decode_frame's checks.
+    """
+    if not payload:
+        return None
+    head, newline, jpeg = payload.partition(b"\n")
+    if not newline:
+        raise BadMessage("latest answer without its header line")
+    headers = _json_object(head, "latest answer header")
+    if not all(isinstance(value, str) for value in headers.values()):
+        raise BadMessage("latest answer header: expected text values")
+    return decode_frame(jpeg, headers, max_bytes)
+
+
+def decode_owner(payload: bytes) -> str:
+    """Who captures a camera, as its process answered.
+
+    :raise BadMessage: not a short printable name.
+    """
+    try:
+        return str(CHECKS["name"](payload.decode()))
+    except UnicodeDecodeError:
+        raise BadMessage("owner: not UTF-8") from None
+
+
+# -- bad messages -------------------------------------------------------------------------
+
+
+class Rejections:
+    """Bad messages dropped: counted per subject, logged at most once a minute per subject."""
+
+    def __init__(self, every: float = LOG_EVERY) -> None:
+        self._every = every
+        self._lock = threading.Lock()  # guards both dicts: the bus thread and request threads report
+        self._counts: dict[str, int] = {}
+        self._logged: dict[str, tuple[float, int]] = {}  # subject -> (when, count then)
+
+    def reject(self, subject: str, reason: str) -> None:
+        """Count a bad message on ``subject``; log it unless that subject was logged lately."""
+        now = time.monotonic()
+        with self._lock:
+            count = self._counts[subject] = self._counts.get(subject, 0) + 1
+            when, before = self._logged.get(subject, (-math.inf, 0))
+            if now - when < self._every:
+                return
+            self._logged[subject] = (now, count)
+        more = f" ({count - before - 1} more since the last report)" if count - before > 1 else ""
+        log.warning("frame bus: dropped a bad message on %s: %s%s", subject, reason[:MAX_TEXT], more)
+
+    def count(self, prefix: str = "") -> int:
+        """Bad messages dropped on the subjects that start with ``prefix``."""
+        with self._lock:
+            return sum(n for subject, n in self._counts.items() if subject.startswith(prefix))
+
+
+def checked(
+    decode: Callable[[bytes, dict[str, str]], T],
+    handler: Callable[[T], None],
+    rejections: Rejections,
+    subject: str,
+) -> Callable[[bytes, dict[str, str]], None]:
+    """A bus handler that decodes each message and passes it on, or drops it as bad."""
+
+    def deliver(payload: bytes, headers: dict[str, str]) -> None:
+        try:
+            message = decode(payload, headers)
+        except BadMessage as exc:
+            rejections.reject(subject, str(exc))
+            return
+        handler(message)
+
+    return deliver

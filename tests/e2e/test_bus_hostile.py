@@ -1,0 +1,142 @@
+"""Bus mode against hostile messages: a plain NATS client publishing junk on livecam's subjects.
+
+What NATS permissions cannot stop (a role's own subjects, test_bus_permissions.py) livecam
+checks itself: every bad message is dropped and counted, and the cameras' viewers, records,
+dashboard and metrics go on as if it had never come.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from helpers import Server, decode, read_for, read_parts, wait_for
+from livecam import wire
+from livecam.bus import FrameBus
+from nats_server import NatsServer
+
+CAMERAS = "0=testsrc:160x120@20"
+
+
+@pytest.fixture
+def attacker(nats_server: NatsServer) -> Iterator[FrameBus]:
+    """A NATS client with no livecam role: it publishes whatever it likes."""
+    bus = FrameBus(nats_server.url, name="attacker").start()
+    assert bus.wait_connected(5)
+    yield bus
+    bus.close()
+
+
+@pytest.fixture
+def site(
+    serve: Callable[..., Server], start_capture: Callable[..., subprocess.Popen], nats_server: NatsServer
+) -> tuple[Server, subprocess.Popen]:
+    """A capture process and a web host of one worker, camera 0 on."""
+    capture = start_capture(CAMERAS)
+    web = serve({"LIVECAM_BUS": nats_server.url, "LIVECAM_CAMERAS": CAMERAS})
+    assert wait_for(lambda: web.record(0)["state"] == "off", timeout=15)
+    status, body = web.request("POST", "/cameras/0/start")
+    assert status == 200, body
+    assert wait_for(lambda: web.record(0)["state"] == "on")
+    return web, capture
+
+
+def huge_jpeg() -> bytes:
+    """A real JPEG whose frame header claims 60000x60000."""
+    ok, buffer = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))
+    assert ok
+    data = bytearray(buffer.tobytes())
+    offset = 2
+    while data[offset + 1] != 0xC0:
+        offset += 2 + int.from_bytes(data[offset + 2 : offset + 4], "big")
+    data[offset + 5 : offset + 9] = (60000).to_bytes(2, "big") * 2
+    return bytes(data)
+
+
+def test_junk_on_the_frame_and_state_subjects_never_reaches_a_viewer(
+    site: tuple[Server, subprocess.Popen], attacker: FrameBus
+) -> None:
+    web, _ = site
+    subjects = attacker.subjects
+    conn, response = web.open_stream("/cameras/0/stream.mjpg")
+    try:
+        parts = read_parts(response)
+        next(parts)
+        headers = wire.frame_headers(10**6, 1.0, False)
+        records = [
+            {"id": 0, "name": "spoofed", "state": "on", "fps": "fast"},
+            {"id": 0, "name": "spoofed", "state": "on", "width": 0, "height": 0},
+            {"id": 0, "state": "on", "profiles": {"full": {"width": 60000, "height": 60000}}},
+            {"id": 0, "state": "<script>"},
+        ]
+
+        def attack() -> bool:
+            """One round of junk on every subject (the bus sends the newest per subject)."""
+            attacker.publish(subjects.frame(0, "full"), b"<html>not a picture</html>", headers)
+            attacker.publish(subjects.frame(0, "preview"), huge_jpeg(), headers)
+            for record in records:
+                attacker.publish(subjects.state(0), json.dumps(record).encode())
+                attacker.flush(1.0)
+            return web.record(0)["bus_rejected"] >= 20
+
+        assert wait_for(attack, timeout=20)
+        seen = read_for(parts, 2.0)
+        assert attack()
+    finally:
+        conn.close()
+    assert len(seen) >= 25  # the camera's 20 fps went on
+    for part in seen:
+        assert decode(part.body).shape == (120, 160, 3)  # every part a picture of the camera
+    record = web.record(0)
+    assert record["name"] != "spoofed" and record["state"] == "on" and isinstance(record["fps"], float)
+    for path in ("/", "/metrics", "/cameras"):
+        status, _ = web.request("GET", path, {"Accept": "text/html"})
+        assert status == 200, path
+    _, metrics = web.request("GET", "/metrics")
+    assert b"livecam_bus_messages_rejected_total" in metrics
+
+
+def test_junk_requests_to_the_capture_process_are_refused_and_counted(
+    site: tuple[Server, subprocess.Popen], attacker: FrameBus
+) -> None:
+    web, capture = site
+    subjects = attacker.subjects
+    for payload in (b"jump", b"\xff" * 100, b"start" * 1000):
+        answer = json.loads(attacker.request(subjects.control(0), payload, timeout=5))
+        assert "expected start, stop or toggle" in answer["error"]
+    for payload in (b"../../etc/passwd", b"\xff"):
+        assert b"expected a profile name" in attacker.request(subjects.latest(0), payload, timeout=5)
+    for interest in (b"junk", b'{"worker": "w", "profiles": {"full": -5}}', b'{"worker": 1}'):
+        attacker.publish(subjects.interest(0), interest)
+        attacker.flush(1.0)
+    assert wait_for(lambda: web.record(0)["bus_rejected"] >= 8)
+    assert capture.poll() is None and web.record(0)["state"] == "on"
+    status, _ = web.request("POST", "/cameras/0/stop")  # switches still work
+    assert status == 200 and wait_for(lambda: web.record(0)["state"] == "off")
+
+
+def test_a_record_that_would_size_the_placeholder_absurdly_is_ignored(
+    site: tuple[Server, subprocess.Popen], attacker: FrameBus
+) -> None:
+    """The capture process gone, a forged record sizes nothing: the placeholder keeps the
+    size the real record said, and the web worker's follow thread goes on."""
+    web, capture = site
+    conn, response = web.open_stream("/cameras/0/stream.mjpg")
+    try:
+        parts = read_parts(response)
+        next(parts)
+        capture.kill()
+        capture.wait(10)
+        forged = {"id": 0, "state": "on", "profiles": {"full": {"width": 60000, "height": 1}}}
+        attacker.publish(attacker.subjects.state(0), json.dumps(forged).encode())
+        placeholder = next(part for part in parts if float(np.median(decode(part.body)[..., 2])) < 60)
+        assert decode(placeholder.body).shape == (120, 160, 3)
+        # Still following: later placeholders come once a second on the same connection.
+        assert len(read_for(parts, 2.5)) >= 2
+    finally:
+        conn.close()

@@ -244,6 +244,7 @@ class Camera:
             passthrough=bool(stats.passthrough and self.state == "on"),
             idle=bool(stats.idle and self.state == "on"),
             bus_rejected=0,
+            bus_dropped=0,
             profiles=self._profiles(),
         )
 

@@ -64,6 +64,11 @@ class CameraCollector:
             "bytes": CounterMetricFamily(
                 "livecam_bytes_sent", "Stream bytes written to viewers", labels=labels
             ),
+            "bus_dropped": CounterMetricFamily(
+                "livecam_bus_frames_dropped",
+                "Frames the capture process replaced by newer ones while NATS was too slow to take them",
+                labels=labels,
+            ),
             "bus_rejected": CounterMetricFamily(
                 "livecam_bus_messages_rejected",
                 "Bad frame bus messages about the camera dropped, by its capture process and this worker",

@@ -106,6 +106,8 @@ class CameraPublisher:
             profile["viewers"] = self.viewers_of(name)
             profile["bytes"] = 0  # sent by the web workers, each of which counts its own
         data["bus_rejected"] = self._bus.rejections.count(self._subjects.camera(self.camera.id) + ".")
+        # Frames (and records) replaced by newer ones while NATS was too slow to take them.
+        data["bus_dropped"] = self._bus.dropped_on(self._subjects.camera(self.camera.id) + ".")
         data["owner"] = self.owner
         return data
 

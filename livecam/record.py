@@ -37,6 +37,7 @@ RECORD_FIELDS: dict[str, str] = {
     "passthrough": "flag",
     "idle": "flag",
     "bus_rejected": "count",
+    "bus_dropped": "count",
 }
 # Each stream profile's figures in the record's ``profiles``.
 PROFILE_FIELDS: dict[str, str] = {

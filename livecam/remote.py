@@ -55,6 +55,7 @@ _QUIET: dict[str, Any] = {
     "passthrough": False,
     "idle": False,
     "bus_rejected": 0,
+    "bus_dropped": 0,
 }
 _QUIET_PROFILE: dict[str, Any] = {
     "width": None,

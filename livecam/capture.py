@@ -15,6 +15,7 @@ from typing import Any
 
 from .broadcast import BroadcastClosed, Broadcaster, Feeds, Frame
 from .config import FULL, CameraConfig
+from .events import EventLog
 from .frames import output_size, stream_size
 from .record import CameraBusy, profile_record, record
 from .redaction import redact
@@ -22,6 +23,7 @@ from .session import IDLE_CLOSE, CaptureSession
 from .source_base import Source
 from .sources import open_source
 from .stats import CaptureStats, ProfileStats, SendStats
+from .watcher import MotionWatch
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,12 @@ class Camera:
         opener: Callable[..., Source] = open_source,
         idle_close: float = IDLE_CLOSE,
         max_frame: int = 16 * 2**20,
+        events: EventLog | None = None,
     ) -> None:
+        """:param events: where its state changes (and motion, when enabled) are noted."""
         self.config = config
+        self._events = events
+        self.motion = MotionWatch(config, events) if events is not None and config.motion.enabled else None
         self._opener = opener
         self._idle_close = idle_close
         self._max_frame = max_frame
@@ -131,6 +137,7 @@ class Camera:
                 ended=lambda: self._end_of_file(stop, feeds),
                 idle_close=self._idle_close,
                 max_frame=self._max_frame,
+                motion=self.motion,
             )
             self._thread = threading.Thread(
                 target=session.run, name=f"livecam-capture-{self.id}", daemon=True
@@ -193,6 +200,10 @@ class Camera:
         if state == self.state and error == self.error:
             return
         previous, self.state, self.error, self.since = self.state, state, error, time.time()
+        if self._events is not None:
+            self._events.add(
+                "camera.state", self.id, self.config.name, state=state, error=error, previous=previous
+            )
         if state == "error":
             log.warning("camera %s (%s): %s", self.id, self.config.name, error)
         elif previous == "error" and state == "on":
@@ -245,6 +256,8 @@ class Camera:
             idle=bool(stats.idle and self.state == "on"),
             bus_rejected=0,
             bus_dropped=0,
+            motion=self.motion is not None,
+            motion_active=bool(self.motion is not None and self.motion.active and self.state == "on"),
             profiles=self._profiles(),
         )
 

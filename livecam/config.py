@@ -66,6 +66,21 @@ class Profile:
     quality: int | None = None  # None: 80 (for full: the camera's own JPEGs where it sends JPEG)
 
 
+@dataclass(frozen=True)
+class MotionConfig:
+    """A camera's motion detector, as ``[cameras.ID.motion]`` sets it."""
+
+    enabled: bool = False
+    fps: float = 5.0  # pictures analysed a second, whether or not anyone watches
+    threshold: int = 25  # how much a pixel's brightness must change (0-255) to count as changed
+    area: float = 0.01  # how much of the picture (0-1) must change for motion
+    duration: float = 0.4  # seconds motion must go on before an event starts
+    end_after: float = 5.0  # seconds without motion before the event ends
+    recalibrate: float = 0.6  # a change of more of the picture than this at once (lights on)
+    # is a new background, not motion
+    ignore: tuple[tuple[float, float, float, float], ...] = ()  # areas left out: x0, y0, x1, y1 (0-1)
+
+
 FULL = "full"
 # Built-in profiles besides ``full`` (whose width, fps and quality are the camera's own keys).
 BUILTIN_PROFILES: dict[str, dict[str, Any]] = {"preview": {"width": 320, "fps": 5.0, "quality": 60}}
@@ -90,6 +105,7 @@ class CameraConfig:
     # Its stream profiles by name: ``full`` first (made from width, fps and quality), then
     # the built-in ``preview`` and any others, as configured globally and for the camera.
     profiles: Mapping[str, Profile] = field(default_factory=dict)
+    motion: MotionConfig = MotionConfig()
 
     def __post_init__(self) -> None:
         profiles = {FULL: Profile(FULL, self.width, self.fps, self.quality)}
@@ -280,6 +296,59 @@ def _camera_profiles(
     return full_keys, {name: Profile(name, **options) for name, options in merged.items()}
 
 
+def _fraction(label: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"{label}: must be a number from 0 to 1, got {value!r}")
+    return float(value)
+
+
+def _seconds(label: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 3600:
+        raise ConfigError(f"{label}: must be a number of seconds from 0 to 3600, got {value!r}")
+    return float(value)
+
+
+def _areas(label: str, value: Any) -> tuple[tuple[float, float, float, float], ...]:
+    """Areas as [x0, y0, x1, y1] lists in relative coordinates, 0 to 1, x0 < x1 and y0 < y1."""
+    shape = f"{label}: must be a list of [x0, y0, x1, y1] areas, each number from 0 to 1"
+    if not isinstance(value, list):
+        raise ConfigError(shape)
+    areas = []
+    for i, area in enumerate(value):
+        if not isinstance(area, list) or len(area) != 4:
+            raise ConfigError(shape)
+        x0, y0, x1, y1 = (_fraction(f"{label}[{i}]", number) for number in area)
+        if not (x0 < x1 and y0 < y1):
+            raise ConfigError(f"{label}[{i}]: x0 must be left of x1 and y0 above y1, got {area}")
+        areas.append((x0, y0, x1, y1))
+    return tuple(areas)
+
+
+# ``[cameras.ID.motion]``: the detector's knobs.
+MOTION_CHECKS: dict[str, Check] = {
+    "enabled": _flag,
+    "fps": _rate,
+    "threshold": _between(1, 255),
+    "area": _fraction,
+    "duration": _seconds,
+    "end_after": _seconds,
+    "recalibrate": _fraction,
+    "ignore": _areas,
+}
+
+
+def _motion(label: str, value: Any) -> MotionConfig:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{label}: must be a table ([cameras.ID.motion] in the TOML file)")
+    for option in value:
+        if option not in MOTION_CHECKS:
+            known = ", ".join(MOTION_CHECKS)
+            raise ConfigError(f"{label}.{option}: unknown key (motion has {known})")
+    return MotionConfig(
+        **{option: MOTION_CHECKS[option](f"{label}.{option}", v) for option, v in value.items()}
+    )
+
+
 # A camera table's keys besides ``source``: a new camera setting is one line here (and a
 # CameraConfig field with its default).
 CAMERA_CHECKS: dict[str, Check] = {
@@ -293,6 +362,7 @@ CAMERA_CHECKS: dict[str, Check] = {
     "loop": _flag,
     "tls_verify": _flag,
     "profiles": _profiles,
+    "motion": _motion,
 }
 CAMERA_KEYS = ("source", *CAMERA_CHECKS)
 

@@ -38,6 +38,8 @@ RECORD_FIELDS: dict[str, str] = {
     "idle": "flag",
     "bus_rejected": "count",
     "bus_dropped": "count",
+    "motion": "flag",
+    "motion_active": "flag",
 }
 # Each stream profile's figures in the record's ``profiles``.
 PROFILE_FIELDS: dict[str, str] = {

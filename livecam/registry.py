@@ -11,6 +11,7 @@ from . import state
 from .bus import FrameBus
 from .capture import Camera
 from .config import Settings, state_directory
+from .events import EventLog
 from .record import CameraLike
 from .remote import RemoteCamera
 from .sender import Sender
@@ -57,6 +58,9 @@ class Registry:
         self.settings = settings
         self.state_dir = state_directory(settings)
         self.bus: FrameBus | None = None
+        # What livecam noticed, for /events and the outputs (in the web role: what the capture
+        # processes noticed, as the bus brings it).
+        self.events = EventLog()
         self._cameras: dict[int, CameraLike]
         self._local: dict[int, Camera] = {}  # the cameras this process captures (none in the web role)
         self._remote: dict[int, RemoteCamera] = {}  # the cameras it follows through the bus
@@ -74,7 +78,8 @@ class Registry:
         else:
             max_frame = settings.max_frame_mb * 2**20
             self._local = {
-                cam_id: Camera(config, max_frame=max_frame) for cam_id, config in settings.cameras.items()
+                cam_id: Camera(config, max_frame=max_frame, events=self.events)
+                for cam_id, config in settings.cameras.items()
             }
             self._cameras = dict(self._local)
         self._save_lock = threading.Lock()
@@ -154,4 +159,5 @@ class Registry:
             if running:
                 log.info("stopped %d camera(s)", len(running))
         finally:
+            self.events.close()  # every event stream ends with the cameras
             self._shutdown_lock.release()

@@ -56,6 +56,8 @@ _QUIET: dict[str, Any] = {
     "idle": False,
     "bus_rejected": 0,
     "bus_dropped": 0,
+    "motion": False,
+    "motion_active": False,
 }
 _QUIET_PROFILE: dict[str, Any] = {
     "width": None,

@@ -24,6 +24,7 @@ from .jpeg import jpeg_size
 from .redaction import redact
 from .source_base import Source, SourceError
 from .stats import CaptureStats
+from .watcher import MotionWatch
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,11 @@ class CaptureSession:
         ended: Callable[[], None],
         idle_close: float = IDLE_CLOSE,
         max_frame: int = 16 * 2**20,
+        motion: MotionWatch | None = None,
     ) -> None:
+        """:param motion: the camera's motion watch, fed at its own rate whoever watches."""
         self.config = config
+        self._motion = motion
         self._opener = opener
         self._stop = stop
         self._feeds = feeds
@@ -129,6 +133,8 @@ class CaptureSession:
             except Exception as exc:  # noqa: BLE001 - a capture thread must never die silently
                 log.exception("camera %s: unexpected capture failure", self.config.id)
                 reason = f"capture failed: {exc}"
+            if self._motion is not None:
+                self._motion.interrupted()  # no more pictures: an event under way ends
             if stop.is_set():
                 break
             if outcome == "ended":
@@ -180,7 +186,7 @@ class CaptureSession:
         stats.passthrough = source.compressed and not (config.width or config.rotate or config.quality)
         # FFmpeg decodes in grab() whatever is not JPEG: such a source costs a decode per
         # frame even unwatched, so it is closed while nobody watches.
-        costly = config.source.kind in ("url", "file") and not source.compressed
+        costly = config.source.kind in ("url", "file") and not source.compressed and self._motion is None
         pacer = Pacer(config.fps)  # the camera's cap: every profile's frames come from these
         others = [ProfileFeed(p, feeds[name]) for name, p in config.profiles.items() if name != FULL]
         delivered = False
@@ -206,24 +212,43 @@ class CaptureSession:
                     stats.dropped += 1
                     continue
                 stats.rate.tick(now)
-                if not feeds.wanted:
-                    if costly and now - last_wanted > self._idle_close:
-                        return "idle"
-                    if source.compressed and now - size_seen > SIZE_CHECK:
-                        # Unwatched, the record still follows a change of resolution: reading
-                        # a JPEG's frame header costs no decode.
-                        size_seen = now
-                        self._follow_size(jpeg_size(source.jpeg() or b""))
-                    continue
-                last_wanted = now
-                self._deliver(source, timestamp, now, others)
+                image = None
+                if feeds.wanted:
+                    last_wanted = now
+                    image = self._deliver(source, timestamp, now, others)
+                elif costly and now - last_wanted > self._idle_close:
+                    return "idle"
+                elif source.compressed and now - size_seen > SIZE_CHECK:
+                    # Unwatched, the record still follows a change of resolution: reading
+                    # a JPEG's frame header costs no decode.
+                    size_seen = now
+                    self._follow_size(jpeg_size(source.jpeg() or b""))
+                if self._motion is not None and self._motion.due(now):
+                    self._look(source, image)
         finally:
             self._count_rejections(source, counted)  # those that made the source give up too
         return "stopped"
 
-    def _deliver(self, source: Source, timestamp: float, now: float, others: list[ProfileFeed]) -> None:
+    def _look(self, source: Source, image: np.ndarray | None) -> None:
+        """Show the frame just grabbed to the motion watch: the camera's JPEG small and gray
+        when it sends JPEG, else the pixels decoded for viewers, else retrieved for it."""
+        assert self._motion is not None
+        width = self.stats.source_size[0] if self.stats.source_size else 640
+        jpeg = (lambda: source.jpeg()) if source.compressed else (lambda: None)
+        pixels = (lambda: image) if image is not None else (lambda: self._motion_pixels(source))
+        self._motion.look(time.monotonic(), jpeg, pixels, width)
+
+    def _motion_pixels(self, source: Source) -> np.ndarray | None:
+        """The frame's pixels for motion alone (not counted as a decode for viewers); None for
+        a JPEG camera whose JPEG did not decode."""
+        return None if source.compressed else source.retrieve()
+
+    def _deliver(
+        self, source: Source, timestamp: float, now: float, others: list[ProfileFeed]
+    ) -> np.ndarray | None:
         """Publish the frame just grabbed to every profile that wants it now: decoded at most
-        once, encoded once per profile, and the full stream passed through where it can be."""
+        once, encoded once per profile, and the full stream passed through where it can be.
+        Returns the pixels when it decoded them (the motion watch may use them)."""
         config, stats = self.config, self.stats
         image: np.ndarray | None = None
         full = self._feeds[FULL]
@@ -239,7 +264,7 @@ class CaptureSession:
             self._publish(FULL, full, jpeg, timestamp, now)
         due = [feed for feed in others if feed.broadcaster.wanted and feed.pacer.due(now)]
         if not due:
-            return
+            return image
         source_width = stats.source_size[0] if stats.source_size else 0
         widths = [stream_width(config, feed.profile, source_width) for feed in due]
         if image is None:
@@ -250,6 +275,7 @@ class CaptureSession:
             small = transform(image, width, config.rotate, stats.source_size)
             jpeg = self._encode(small, feed.profile.quality, name)
             self._publish(name, feed.broadcaster, jpeg, timestamp, now)
+        return image
 
     def _pixels(self, source: Source, widest: int | None) -> np.ndarray:
         """The frame just grabbed as pixels, at least ``widest`` wide (None: full size).

@@ -9,12 +9,12 @@ from flask import Blueprint, Response, jsonify, redirect, request, url_for
 from werkzeug.exceptions import BadRequest, NotFound
 
 from .. import streams
+from ..access import requires
 from ..appstate import get_registry
 from ..capture import Camera, CameraBusy
 from ..config import FULL
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
-from ..security import requires
 
 bp = Blueprint("camera", __name__)
 

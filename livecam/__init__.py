@@ -36,6 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(flask_config)
 
     settings = load_settings(overrides=overrides)
+    auth.check_session_key(settings)  # before any camera or connection starts
     # With a frame bus, this is a web worker: its cameras are captured by `livecam capture`.
     registry = Registry(settings, remote=settings.bus is not None)
     if registry.settings.discovered and all(c.config.source.kind == "testsrc" for c in registry):

@@ -34,7 +34,7 @@ from flask.sessions import SecureCookieSessionInterface
 
 from .access import ROLES, access_of, public
 from .appstate import get_registry
-from .config import Settings
+from .config import ConfigError, Settings
 from .errors import json_error
 from .state import write_atomically
 
@@ -233,6 +233,25 @@ def logout() -> Response:
     """Forget the session."""
     session.clear()
     return redirect(url_for("auth.login"), code=303)
+
+
+def check_session_key(settings: Settings) -> None:
+    """Refuse bus mode with a token but no LIVECAM_SECRET_KEY: its logins would not hold.
+
+    A login is a cookie signed with the session key, and in bus mode the next request may
+    reach another worker or another web host. A key each one makes and keeps in its own
+    state directory differs from host to host (and from worker to worker when they race to
+    make it), so the cookie would be refused there. livecam cannot see the other hosts, so
+    one worker on one host is refused too.
+
+    :raise ConfigError: the key is missing.
+    """
+    if settings.bus and (settings.view_token or settings.control_token) and not settings.secret_key:
+        raise ConfigError(
+            "LIVECAM_SECRET_KEY: bus mode with a token needs it, the same on every web host, so that "
+            "a login holds whichever worker answers (make one: python3 -c 'import secrets; "
+            "print(secrets.token_hex(32))')"
+        )
 
 
 def secret_key(configured: str | None, state_dir: Path) -> str:

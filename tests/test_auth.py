@@ -13,6 +13,8 @@ from flask import Flask
 
 from helpers import call
 from livecam.access import access_of
+from livecam.auth import check_session_key
+from livecam.config import ConfigError, load_settings
 
 VIEW, CONTROL = "view-secret-123", "control-secret-456"
 CAMERAS = {"0": {"source": "testsrc:32x24@10", "autostart": True}}
@@ -187,3 +189,30 @@ def test_a_locked_out_address_learns_nothing_from_bearer_tokens(secured: Flask) 
     statuses = [call(client, "GET", "/cameras", f"guess-{i:04d}").status_code for i in range(6)]
     assert statuses == [403] * 5 + [429]
     assert call(client, "GET", "/cameras", VIEW).status_code == 429  # the right token waits too
+
+
+@pytest.mark.parametrize(
+    ("settings", "refused"),
+    [
+        ({"bus": "nats://127.0.0.1:4222", "view_token": VIEW}, True),
+        ({"bus": "nats://127.0.0.1:4222", "control_token": CONTROL, "workers": "1"}, True),
+        ({"bus": "nats://127.0.0.1:4222", "view_token": VIEW, "secret_key": "s" * 32}, False),
+        ({"bus": "nats://127.0.0.1:4222"}, False),  # no token, no login: nothing to sign
+        ({"view_token": VIEW}, False),  # one process: its key in the state directory
+    ],
+)
+def test_bus_mode_with_a_token_needs_the_session_key(settings: dict[str, str], refused: bool) -> None:
+    loaded = load_settings(environ={}, overrides={"cameras": "0=testsrc", **settings})
+    if not refused:
+        check_session_key(loaded)
+        return
+    with pytest.raises(ConfigError) as error:
+        check_session_key(loaded)
+    message = str(error.value)
+    assert message.startswith("LIVECAM_SECRET_KEY: bus mode with a token needs it, the same on every")
+    assert "\n" not in message
+
+
+def test_an_app_in_bus_mode_without_the_session_key_is_not_built(make_app: Callable[..., Flask]) -> None:
+    with pytest.raises(ConfigError, match="LIVECAM_SECRET_KEY"):
+        make_app({"bus": "nats://127.0.0.1:4222", "view_token": VIEW, "cameras": CAMERAS})

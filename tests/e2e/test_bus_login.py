@@ -1,4 +1,4 @@
-"""Logins in bus mode: two web hosts behind nginx share one session key.
+"""Logins in bus mode: two web hosts behind nginx share one session key; the throttle's reach.
 
 Each web host is a gunicorn of two workers with a state directory of its own, as on two
 machines, serving the cameras of a real capture process through a real nats-server. Which
@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import Server, wait_for
+from livecam.auth import FAILURES_ALLOWED
 from nats_server import NatsServer
 from nginx_proxy import Nginx
 
@@ -116,3 +117,32 @@ def test_bus_mode_with_a_token_and_no_session_key_stops_with_one_line(
     assert len(lines) == 1 and lines[0].startswith(
         "livecam: configuration error: LIVECAM_SECRET_KEY: bus mode with a token needs it"
     ), lines
+
+
+def test_the_throttle_answers_five_wrong_guesses_per_worker(
+    serve: Callable[..., Server], nats_server: NatsServer, tmp_path: Path
+) -> None:
+    env = bus_env(nats_server.url, LIVECAM_VIEW_TOKEN=VIEW, LIVECAM_SECRET_KEY=KEY)
+    host = WebHost(serve, tmp_path, "web", env)
+    port = host.server.port
+
+    def locked_workers() -> set[str]:
+        return {pid for pid, _, path, status in host.answers() if path == "/cameras" and status == 429}
+
+    sent = 0
+    # Each guess on a connection of its own, so that either worker may take it; until both
+    # workers refuse to answer (bounded: which worker accepts is the kernel's choice).
+    while len(locked_workers()) < 2 and sent < 400:
+        send(port, "GET", "/cameras", {"Authorization": f"Bearer guess-{sent:04d}", **JSON})
+        sent += 1
+    assert wait_for(lambda: len([a for a in host.answers() if a[2] == "/cameras"]) == sent)
+    guesses = [a for a in host.answers() if a[2] == "/cameras"]
+    workers = {pid for pid, *_ in guesses}
+    assert len(locked_workers()) == len(workers) == 2, f"{sent} guesses did not lock out both workers"
+    for worker in workers:
+        statuses = [status for pid, *_, status in guesses if pid == worker]
+        # Five wrong answers from each worker, then only "try again later".
+        assert statuses[:FAILURES_ALLOWED] == [403] * FAILURES_ALLOWED, statuses
+        assert set(statuses[FAILURES_ALLOWED:]) == {429}, statuses
+    wrong_answers = sum(1 for *_, status in guesses if status == 403)
+    assert wrong_answers == FAILURES_ALLOWED * len(workers)  # 5·W on one host

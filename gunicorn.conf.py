@@ -9,11 +9,13 @@ import signal
 import sys
 import threading
 
+from livecam.auth import check_session_key
 from livecam.config import ConfigError, beyond_loopback, load_settings
 
 try:
     # Discovery is the worker's business; here only the settings' validity matters.
     _settings = load_settings(discover=lambda: [])
+    check_session_key(_settings)
 except ConfigError as exc:
     sys.exit(f"livecam: configuration error: {exc}")
 

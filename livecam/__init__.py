@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import appstate, errors, metrics, security
+from . import appstate, auth, errors, metrics, origin
 from .config import load_settings
 from .registry import Registry
 from .views import camera, dashboard
@@ -36,13 +36,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(flask_config)
 
     settings = load_settings(overrides=overrides)
+    auth.check_session_key(settings)  # before any camera or connection starts
     # With a frame bus, this is a web worker: its cameras are captured by `livecam capture`.
     registry = Registry(settings, remote=settings.bus is not None)
     if registry.settings.discovered and all(c.config.source.kind == "testsrc" for c in registry):
         logger.warning("no camera configured and no V4L2 capture device found: serving a test pattern")
     appstate.init_app(app, registry)
     errors.init_app(app)
-    security.init_app(app)
+    # Where a request comes from is checked before who sent it: a request to a host or from a
+    # page refused is never counted as a wrong guess.
+    origin.init_app(app)
+    auth.init_app(app)
     app.register_blueprint(dashboard.bp)
     metrics.init_app(app, registry)
     for cam in registry:

@@ -13,9 +13,9 @@ from prometheus_client.core import (
     Metric,
 )
 
+from .access import requires
 from .record import STATES
 from .registry import Registry
-from .security import requires
 
 bp = Blueprint("metrics", __name__)
 KEY = "livecam.metrics"  # this module's own app.extensions: the app's Prometheus registry

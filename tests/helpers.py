@@ -109,6 +109,22 @@ def read_for(parts: Iterator[Part], seconds: float) -> list[Part]:
     return result
 
 
+def call(
+    client: Any, method: str, path: str, token: str | None = None, address: str = "127.0.0.1", **headers: str
+) -> Any:
+    """One request through a Flask test client, as an API client from ``address`` sends it."""
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    response = client.open(
+        path,
+        method=method,
+        headers={"Accept": "application/json", **headers},
+        environ_base={"REMOTE_ADDR": address},
+    )
+    response.close()  # streams too
+    return response
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, every: float = 0.05) -> bool:
     """Poll a condition that has no event to wait on (state seen from outside), bounded."""
     deadline = time.monotonic() + timeout

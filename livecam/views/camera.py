@@ -9,12 +9,12 @@ from flask import Blueprint, Response, jsonify, redirect, request, url_for
 from werkzeug.exceptions import BadRequest, NotFound
 
 from .. import streams
+from ..access import requires
 from ..appstate import get_registry
 from ..config import FULL
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
 from ..record import CameraBusy, CameraLike
-from ..security import requires
 
 bp = Blueprint("camera", __name__)
 

@@ -8,11 +8,11 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from werkzeug.exceptions import BadRequest, NotFound
 
 from .. import streams
+from ..access import public, requires
 from ..appstate import get_registry
 from ..config import FULL
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
-from ..security import public, requires
 from .camera import profile_of, record, too_many_viewers
 
 bp = Blueprint("dashboard", __name__)

@@ -55,14 +55,18 @@ def install(source: str, target: Path, replacements: dict[str, str]) -> None:
 
 
 class Nginx:
-    """nginx serving the shipped configuration on loopback ports, in front of ``upstream``."""
+    """nginx serving the shipped configuration on loopback ports, in front of ``upstream``.
 
-    def __init__(self, prefix: Path, upstream: int, certificate: Path, key: Path) -> None:
+    Several upstream ports are several web hosts, taken in turn (nginx's round robin).
+    """
+
+    def __init__(self, prefix: Path, upstream: int | tuple[int, ...], certificate: Path, key: Path) -> None:
         self.ports = {"root": free_port(), "subpath": free_port(), "tls": free_port()}
+        servers = (upstream,) if isinstance(upstream, int) else upstream
         install(
             "nginx/conf.d/livecam-upstream.conf",
             prefix / "conf.d/livecam-upstream.conf",
-            {"127.0.0.1:8000": f"127.0.0.1:{upstream}"},
+            {"server 127.0.0.1:8000;": "\n    ".join(f"server 127.0.0.1:{port};" for port in servers)},
         )
         install(
             "nginx/conf.d/livecam.conf",

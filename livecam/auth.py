@@ -1,27 +1,22 @@
-"""Who may watch and who may switch: tokens, the login session, hosts, cross-site checks, headers.
+"""Who you are: the tokens, the login session, the throttle on wrong guesses, the session key.
 
-Each route declares its access where it is declared: ``@public``, ``@requires("view")`` or
-``@requires("control")``; a route that declares nothing is refused. Two optional secrets: the
-view token guards every "view" route; the control token guards "control" routes (and, holding
-more power, lets its owner watch too). API clients send ``Authorization: Bearer TOKEN``;
-browsers log in once and carry a signed session cookie, so ``<img>`` streams need no token in
-their URL. Requests naming a host livecam does not answer to are refused before anything else,
-so a web page cannot reach livecam through a name it rebinds to this machine.
+Two optional secrets: the view token guards every "view" route; the control token guards
+"control" routes (and, holding more power, lets its owner watch too). API clients send
+``Authorization: Bearer TOKEN``; browsers log in once and carry a signed session cookie, so
+``<img>`` streams need no token in their URL. Each route declares which it needs
+(``access.py``); a route that declares nothing is refused. Where the request comes from
+(host, page, headers) is ``origin.py``'s question, asked before these.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import secrets
-import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from flask import (
@@ -37,8 +32,9 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 
+from .access import ROLES, access_of, public
 from .appstate import get_registry
-from .config import MAX_REQUEST_BODY, Settings
+from .config import ConfigError, Settings
 from .errors import json_error
 from .state import write_atomically
 
@@ -46,48 +42,10 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("auth", __name__)
 
-THROTTLE, HOSTS = "livecam.throttle", "livecam.hosts"  # this module's own app.extensions
-ACCESS = "livecam_access"  # the attribute a view function's access is declared in
-EMBEDDABLE = "livecam_embeddable"
-ROLES = ("public", "view", "control")
+THROTTLE = "livecam.throttle"  # this module's own app.extensions
 FAILURES_ALLOWED = 5  # wrong credentials from one address within FAILURE_WINDOW
 FAILURE_WINDOW = 300.0
 SECRET_FILE = "secret_key"
-CSP = (
-    "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
-    "form-action 'self'; frame-ancestors 'self'"
-)
-
-
-View = TypeVar("View", bound=Callable[..., Any])
-
-
-def requires(role: str, embeddable: bool = False) -> Callable[[View], View]:
-    """Declare who may use a route: "view" (the view token) or "control" (the control token).
-
-    ``embeddable``: its answer is a picture that the sites in LIVECAM_ALLOW_ORIGINS may embed.
-    """
-    if role not in ("view", "control"):
-        raise ValueError(f"unknown role {role!r}")
-
-    def declare(view: View) -> View:
-        setattr(view, ACCESS, role)
-        setattr(view, EMBEDDABLE, embeddable)
-        return view
-
-    return declare
-
-
-def public(view: View) -> View:
-    """Declare a route open to anyone, whatever the tokens."""
-    setattr(view, ACCESS, "public")
-    return view
-
-
-def access_of(app: Flask, endpoint: str) -> str | None:
-    """The access a route declared ("public", "view", "control"), or None if it declared none."""
-    view = app.view_functions.get(endpoint)
-    return getattr(view, ACCESS, None)
 
 
 class Throttle:
@@ -174,75 +132,6 @@ def _needed(access: str) -> str | None:
     return None
 
 
-def _origin(url: str) -> str | None:
-    """The origin (``scheme://host:port``) of a URL a client sent, or None if it is not one."""
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises ValueError for a port that is not one
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
-    return f"{parts.scheme}://{parts.netloc}".lower()
-
-
-def _page_origin() -> str | None:
-    """The origin of the page a browser sent this request from, if it told (Origin, Referer)."""
-    sent = request.headers.get("Origin") or request.headers.get("Referer")
-    return _origin(sent) if sent else None
-
-
-def _cross_site() -> bool:
-    """Whether a browser sent this request from a page of another origin (or a mangled one)."""
-    if request.headers.get("Origin") or request.headers.get("Referer"):
-        return _page_origin() != _origin(request.host_url)
-    # No Origin or Referer: not a browser page (curl, scripts), or one that hides them.
-    return request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
-
-
-def _absolute_target_host(target: str) -> str | None:
-    """The host of an absolute-form request target (``GET http://host/path``), which wins over Host."""
-    if not target.lower().startswith(("http://", "https://")):
-        return None
-    return target.partition("://")[2].split("/", 1)[0].rpartition("@")[2]
-
-
-class TrustedHosts:
-    """The host names livecam answers to: a page cannot reach it through a name it rebinds here.
-
-    Any IP address is trusted (a browser's page at an IP address is that address's own origin,
-    out of a rebinding attacker's reach), and so are ``localhost``, this machine's name, its
-    ``.local`` name, the bind address and the names in LIVECAM_TRUSTED_HOSTS (``.example``
-    for every subdomain, ``*`` for any).
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        machine = socket.gethostname().lower()
-        bind_host = settings.bind.rpartition(":")[0].strip("[]").lower()
-        self.names = {"localhost", machine, machine.split(".")[0] + ".local", bind_host}
-        self.names.update(settings.trusted_hosts)
-        self.any = "*" in self.names
-
-    def allows(self, host: str) -> bool:
-        """Whether a request's ``Host`` (as the client or the trusted proxy gave it) is trusted."""
-        if self.any:
-            return True
-        name = host.lower()
-        if name.startswith("["):
-            name = name[1 : name.find("]")] if "]" in name else name
-        elif name.count(":") == 1:
-            name = name.partition(":")[0]
-        name = name.rstrip(".")
-        try:
-            ipaddress.ip_address(name)
-            return True
-        except ValueError:
-            pass
-        if name in self.names or name.endswith(".localhost"):
-            return True
-        return any(t.startswith(".") and (name.endswith(t) or name == t[1:]) for t in self.names)
-
-
 def _unauthorised(status: int) -> Response:
     """401 (no credentials) or 403 (wrong ones): a login page for browsers, JSON otherwise."""
     browser = "text/html" in request.headers.get("Accept", "") and "Authorization" not in request.headers
@@ -260,22 +149,7 @@ def _unauthorised(status: int) -> Response:
 
 
 def check_request() -> Response | None:
-    """Refuse a request with a body too large, to an untrusted host, or lacking what its route needs."""
-    if request.content_length is not None and request.content_length > MAX_REQUEST_BODY:
-        # Refused unread, and the connection closed rather than drained.
-        limit = MAX_REQUEST_BODY // 1024
-        return json_error(413, f"request body too large (at most {limit} KB)", Connection="close")
-    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-        return json_error(411, "a request body needs a Content-Length", Connection="close")
-    hosts: TrustedHosts = current_app.extensions[HOSTS]
-    target = _absolute_target_host(request.environ.get("RAW_URI", ""))
-    # The Host header as sent (or as the trusted proxy gave it): werkzeug's own reading of an
-    # odd one is "", which would name the wrong host in the answer.
-    for host in (request.headers.get("Host") or request.host, target):
-        if host is not None and not hosts.allows(host):
-            shown = host[:100]
-            log.warning("refused host %r: add it to LIVECAM_TRUSTED_HOSTS if it is yours", shown)
-            return json_error(400, f"host {shown!r} is not trusted: add it to LIVECAM_TRUSTED_HOSTS")
+    """Refuse a request to a route that declares no access, or lacking the token it needs."""
     endpoint = request.endpoint
     if endpoint is None:  # 404 and 405: let the routing error answer
         return None
@@ -284,9 +158,6 @@ def check_request() -> Response | None:
         # Denied by default: a route that forgot to say who may use it is used by nobody.
         log.error("route %s declares no access: refused", endpoint)
         return json_error(403, "not allowed")
-    if request.method == "POST" and _cross_site():
-        # A page elsewhere must not switch cameras through a logged-in browser.
-        return json_error(403, "cross-site request refused")
     needed = _needed(access)
     if needed is None:
         return None
@@ -364,27 +235,23 @@ def logout() -> Response:
     return redirect(url_for("auth.login"), code=303)
 
 
-def add_headers(response: Response) -> Response:
-    """Security headers on every answer; a content policy on pages."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if response.mimetype == "text/html":
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-    view = current_app.view_functions.get(request.endpoint or "")
-    if getattr(view, EMBEDDABLE, False):
-        # An <img> sends no Origin: the embedding page is known from its Referer (and Origin
-        # for fetch()). Sec-Fetch-Site "same-origin" needs no permission.
-        page = _page_origin()
-        if page is not None and page in _settings().allow_origins:
-            response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
-            if request.headers.get("Origin"):
-                response.headers["Access-Control-Allow-Origin"] = page
-        else:
-            # Pictures of people's homes are not for other sites' pages to embed.
-            response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
-        response.vary.update(("Origin", "Referer"))
-    return response
+def check_session_key(settings: Settings) -> None:
+    """Refuse bus mode with a token but no LIVECAM_SECRET_KEY: its logins would not hold.
+
+    A login is a cookie signed with the session key, and in bus mode the next request may
+    reach another worker or another web host. A key each one makes and keeps in its own
+    state directory differs from host to host (and from worker to worker when they race to
+    make it), so the cookie would be refused there. livecam cannot see the other hosts, so
+    one worker on one host is refused too.
+
+    :raise ConfigError: the key is missing.
+    """
+    if settings.bus and (settings.view_token or settings.control_token) and not settings.secret_key:
+        raise ConfigError(
+            "LIVECAM_SECRET_KEY: bus mode with a token needs it, the same on every web host, so that "
+            "a login holds whichever worker answers (make one: python3 -c 'import secrets; "
+            "print(secrets.token_hex(32))')"
+        )
 
 
 def secret_key(configured: str | None, state_dir: Path) -> str:
@@ -413,15 +280,13 @@ class SessionInterface(SecureCookieSessionInterface):
 
 
 def init_app(app: Flask) -> None:
-    """Guard every route, add the headers, and set up the login session."""
+    """Guard every route by its declared access, and set up the login session."""
     registry = get_registry(app)
-    settings = registry.settings
-    app.secret_key = secret_key(settings.secret_key, registry.state_dir)
+    app.secret_key = secret_key(registry.settings.secret_key, registry.state_dir)
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_NAME="livecam_session",
-        MAX_CONTENT_LENGTH=MAX_REQUEST_BODY,
     )
     app.session_interface = SessionInterface()
     static = app.view_functions.get("static")
@@ -429,7 +294,5 @@ def init_app(app: Flask) -> None:
         # Flask's own route: livecam's stylesheet and script are for anyone.
         app.view_functions["static"] = public(lambda **kwargs: static(**kwargs))
     app.extensions[THROTTLE] = Throttle()
-    app.extensions[HOSTS] = TrustedHosts(settings)
     app.register_blueprint(bp)
     app.before_request(check_request)
-    app.after_request(add_headers)

@@ -181,6 +181,9 @@ class FrameBus:
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
+            # Requests' answers come to P._INBOX.<id>.<n> rather than nats-py's _INBOX.<id>.<n>,
+            # so that a role's permissions stay within the prefix (deploy/nats/livecam.conf).
+            inbox_prefix=f"{self.prefix}._INBOX",
             **self._auth,
         )
         if self._closing:

@@ -3,7 +3,7 @@ test's own in place of its CHANGE-ME placeholders, run by a real nats-server.
 
 Real livecam processes with their roles' keys have all they need; a plain nats-py client of
 either role is denied everything else (and a message it is denied reaches nobody); a site's
-account sees nothing of another's.
+account sees nothing of another's; livecam run with the wrong role's key says so once.
 
 "Reaches nobody" is checked without waiting a while: nats-server handles a connection's
 messages in order, so once the sender's PING is answered its message has been routed, and
@@ -29,12 +29,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from helpers import ROOT, Server, decode, free_port, read_parts, wait_for
+from livecam.bus import FrameBus
 from nats_keys import Key
 from nats_server import NatsServer
 
 CONF = ROOT / "deploy" / "nats" / "livecam.conf"
 USERS = ("site1-capture", "site1-web", "site2-capture", "site2-web")
 CAMERAS = "0=testsrc:160x120@20"
+DENIES = "permission to"  # in livecam's line about a permission NATS denies
 
 
 class Site:
@@ -196,6 +198,8 @@ def test_livecam_roles_have_what_they_need(
     assert capture.wait(10) == 0
     said = capture.stdout.read().decode()
     assert f"frame bus: connected to {site.url}" in said  # the log was read
+    # Nothing the roles did was denied.
+    assert DENIES not in said and DENIES not in livecam.output()
 
 
 # What each role must never do (under the prefix or outside it), one connection per role.
@@ -329,3 +333,52 @@ def test_a_site_sees_nothing_of_another(site: Site) -> None:
         await close(capture, viewer, other_capture, other_viewer)
 
     run(scenario)
+
+
+def test_capture_with_the_web_roles_key_says_what_is_denied_once(
+    site: Site, start_capture: Callable[..., subprocess.Popen]
+) -> None:
+    seed = site.seeds["site1-web"]
+    capture = start_capture(CAMERAS, url=site.url, bus_creds=str(seed))
+    # Its owner question, then a record every second: wait until nats-server has denied it
+    # four records.
+    assert wait_for(lambda: site.messages_from("livecam-capture") >= 5, timeout=20)
+    capture.send_signal(signal.SIGTERM)
+    assert capture.wait(10) == 0
+    said = capture.stdout.read().decode()
+
+    line = (
+        f"ERROR livecam.bus: frame bus: {site.url} denies livecam-capture (LIVECAM_BUS_CREDS {seed})"
+        " permission to {} to livecam.camera.0.{}: check the role's permissions"
+        " (deploy/nats/livecam.conf)"
+    )
+    for what, subject in [
+        ("publish", "state"),  # four times, said once
+        ("publish", "owner"),
+        ("subscribe", "owner"),
+        ("subscribe", "control"),
+        ("subscribe", "latest"),
+        ("subscribe", "interest"),
+    ]:
+        assert said.count(line.format(what, subject)) == 1, said
+    assert said.count(DENIES) == 6, said
+    assert site.keys["site1-web"].seed not in said and site.keys["site1-web"].seed[2:20] not in said
+
+
+def test_a_prefix_the_permissions_do_not_name_is_said_as_configured(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    # nats-py lowercases nats-server's text; livecam gives the prefix its case back.
+    bus = FrameBus(site.url, prefix="LiveCam", name="livecam-web", creds=str(site.seeds["site1-web"]))
+    bus.start()
+    try:
+        assert bus.wait_connected(5)
+        for _ in range(3):
+            assert bus.publish(bus.subject("camera", 0, "interest"), b"{}")
+        # Denied after the three publishes (one connection, in order): by the time it is
+        # said, so have they been.
+        bus.subscribe(bus.subject("camera", 0, "state"), lambda *_: None)
+        assert wait_for(lambda: "subscribe to LiveCam.camera.0.state" in caplog.text)
+    finally:
+        bus.close()
+    assert caplog.text.count("permission to publish to LiveCam.camera.0.interest:") == 1

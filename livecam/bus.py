@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -209,11 +210,32 @@ class FrameBus:
             self._connected.set()
             log.info("frame bus: connected again to %s", shown)
 
+        denials: set[tuple[str, str]] = set()  # (what, subject) NATS denied, said once each
+
         async def error(exc: Exception) -> None:
             # Refused credentials are said once, not at every retry.
             if "authorization" in str(exc).lower() and not self._refused:
                 self._refused = True
                 log.error("frame bus: %s refused livecam's credentials (%s); retrying", shown, self._given())
+            # A permission NATS denies this role comes back at each message (the connection
+            # stays): said once per subject, not once per frame. nats-py lowercases the
+            # server's text ('permissions violation for publish to "p.camera.0.frame.full"'),
+            # so the prefix gets its case back.
+            denied = re.search(r'permissions violation for (publish|subscription) to "([^"]+)"', str(exc))
+            if denied and denied.groups() not in denials and len(denials) < 100:
+                denials.add(denied.groups())
+                what, subject = denied.groups()
+                if subject.startswith(f"{self.prefix.lower()}."):
+                    subject = self.prefix + subject[len(self.prefix) :].replace("._inbox.", "._INBOX.", 1)
+                log.error(
+                    "frame bus: %s denies %s (%s) permission to %s to %s: check the role's permissions"
+                    " (deploy/nats/livecam.conf)",
+                    shown,
+                    self._name,
+                    self._given(),
+                    "subscribe" if what == "subscription" else "publish",
+                    subject,
+                )
             log.debug("frame bus: %s", exc)
 
         client = nats.NATS()
@@ -232,6 +254,9 @@ class FrameBus:
             disconnected_cb=disconnected,
             reconnected_cb=reconnected,
             error_cb=error,
+            # Requests' answers come to P._INBOX.<id>.<n> rather than nats-py's _INBOX.<id>.<n>,
+            # so that a role's permissions stay within the prefix (deploy/nats/livecam.conf).
+            inbox_prefix=f"{self.prefix}._INBOX",
             **self._auth,
         )
         if self._closing:

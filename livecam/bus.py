@@ -7,8 +7,9 @@ every wait has a timeout. It connects in the background and keeps reconnecting f
 it lives, so a web worker starts whether or not NATS is up, and resumes by itself after a
 restart of nats-server; nats-py restores the subscriptions on every reconnect.
 
-Subjects live under a prefix (``LIVECAM_BUS_PREFIX``, default ``livecam``), so that several
-sites can share one NATS.
+Subjects live under a prefix (``LIVECAM_BUS_PREFIX``, default ``livecam``); wire.py names them.
+A prefix is not isolation: sites that share one nats-server are kept apart by NATS accounts
+(deploy/nats/livecam.conf).
 
 Credentials go in the URL (``nats://user:password@host``) or in a file (``LIVECAM_BUS_CREDS``:
 a NATS .creds file, or a user nkey seed alone). nats-py reads the file at each connection and
@@ -163,7 +164,10 @@ class FrameBus:
             await asyncio.sleep(0.005)  # the sender task empties the outbox in its own turns
         client = self._client
         try:
-            await client.flush(max(0.1, deadline - self._loop.time()))  # a PING answered: all sent
+            # nats-py writes a flush's PING ahead of what still waits in its buffer: the second
+            # PING is sent after that buffer, so its answer means everything reached NATS.
+            for _ in range(2):
+                await client.flush(max(0.1, deadline - self._loop.time()))
         except Exception:  # noqa: BLE001 - not connected, or too slow: not flushed
             return False
         return not self._sending

@@ -133,7 +133,7 @@ class Settings:
     max_frame_mb: int = DEFAULT_MAX_FRAME_MB  # a camera's frame larger than this is dropped
     bus: str | None = None  # nats://HOST:4222 (or tls://): bus mode; None: one process
     bus_creds: str | None = None  # a NATS .creds file or a user nkey seed file for the frame bus
-    bus_prefix: str = "livecam"  # the subjects' prefix, so that several sites share one NATS
+    bus_prefix: str = "livecam"  # the subjects' prefix (not isolation: a site is a NATS account)
     workers: int = 1  # gunicorn workers: more than one only in bus mode
     discovered: bool = False  # cameras came from device discovery, not configuration
     # [profiles.NAME] tables for every camera, as validated (each keeps only the keys it sets)

@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
-from .jpeg import jpeg_end, jpeg_problem, with_huffman_tables
+from .jpeg import jpeg_span, with_huffman_tables
 from .redaction import redact
 from .source_base import MAX_FRAME, OPEN_TIMEOUT_MS, READ_TIMEOUT_MS, Screening, SourceError, human_size
 
@@ -248,12 +248,15 @@ class _HttpSource(Screening):
         return f"frame of {more}{human_size(size)} exceeds the {human_size(self._max_frame)} limit"
 
     def _keep(self, data: bytearray) -> bool:
-        """Hold ``data`` as the current frame if it is a whole JPEG; count it if not."""
-        problem = jpeg_problem(data)
-        if problem is not None:
-            self._reject(problem)
+        """Hold ``data`` as the current frame if it holds a whole JPEG; count it if not."""
+        span = jpeg_span(data)
+        if span.problem is not None:
+            self._reject(span.problem)
             return False
-        del data[jpeg_end(data) :]  # a camera's trailer after the picture is not for viewers
+        # Bytes around the picture (a stray CRLF before it, a trailer after it) are not for
+        # viewers. In place: a bytearray drops its first bytes without moving the rest.
+        del data[span.end :]
+        del data[: span.start]
         self._frame = data
         self._accept()
         return True

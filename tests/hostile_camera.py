@@ -3,8 +3,10 @@
 Streams (``multipart/x-mixed-replace``, 160x120 numbered frames):
 
 - ``/good.mjpg``: a well-behaved camera.
-- ``/garbage-first.mjpg``, ``/crlf-first.mjpg``: the first part is garbage, or a JPEG after a
-  stray CRLF; good parts follow.
+- ``/garbage-first.mjpg``, ``/crlf-first.mjpg``, ``/long-lead-first.mjpg``: the first part is
+  garbage, a JPEG after a stray CRLF, or one after 1 KB of spaces; good parts follow.
+- ``/crlf-every.mjpg``: every part is a stray CRLF then a good JPEG, its Content-Length
+  counting both (``?as=octet``: sent as ``application/octet-stream``, so FFmpeg reads it).
 - ``/garbage-payloads.mjpg``, ``/truncated.mjpg``: every other part is garbage, or a JPEG cut
   in half, in valid framing.
 - ``/only-garbage.mjpg``: nothing but garbage parts.
@@ -146,6 +148,8 @@ class HostileCamera:
             "/good.mjpg": lambda n: good[n % 10],
             "/garbage-first.mjpg": lambda n: GARBAGE if n == 0 else good[n % 10],
             "/crlf-first.mjpg": lambda n: b"\r\n" + good[0] if n == 0 else good[n % 10],
+            "/long-lead-first.mjpg": lambda n: b" " * 1024 + good[0] if n == 0 else good[n % 10],
+            "/crlf-every.mjpg": lambda n: b"\r\n" + good[n % 10],
             "/garbage-payloads.mjpg": lambda n: GARBAGE if n % 2 else good[n % 10],
             "/truncated.mjpg": lambda n: good[n % 10][:300] if n % 2 else good[n % 10],
             "/only-garbage.mjpg": lambda n: GARBAGE,
@@ -156,7 +160,8 @@ class HostileCamera:
             "/resize.mjpg": lambda n: good[n % 10] if n < self.fps else self._large,
         }
         if path in streams:
-            kind = "application/octet-stream" if path == "/octet.mjpg" else None
+            octet = path == "/octet.mjpg" or handler.path.endswith("?as=octet")
+            kind = "application/octet-stream" if octet else None
             self._stream(handler, streams[path], content_type=kind)
         elif path == "/huge-no-length.mjpg":
             self._stream(handler, lambda n: self._huge if n % 2 else good[n % 10], length=False)

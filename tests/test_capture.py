@@ -326,7 +326,7 @@ def test_a_camera_refusing_the_credentials_is_not_retried_every_second(
 
 
 @pytest.mark.parametrize(
-    "path", ["/garbage-first.mjpg", "/crlf-first.mjpg", "/garbage-payloads.mjpg", "/truncated.mjpg"]
+    "path", ["/garbage-first.mjpg", "/long-lead-first.mjpg", "/garbage-payloads.mjpg", "/truncated.mjpg"]
 )
 def test_bad_frames_are_dropped_counted_and_never_shown(
     make_camera: Callable[..., Camera], hostile: HostileCamera, path: str

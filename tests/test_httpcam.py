@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import decode
 from hostile_camera import CLAIMED, PASSWORD, USER, HostileCamera
 from livecam import httpcam
 from livecam.config import parse_source
@@ -76,13 +77,27 @@ def test_good_camera_hands_over_its_own_jpegs(camera: HostileCamera, opened) -> 
     assert (source.rejected, source.last_rejection) == (0, None)
 
 
-@pytest.mark.parametrize("path", ["/garbage-first.mjpg", "/crlf-first.mjpg"])
+@pytest.mark.parametrize("path", ["/garbage-first.mjpg", "/long-lead-first.mjpg"])
 def test_a_bad_first_part_does_not_poison_the_stream(camera: HostileCamera, opened, path: str) -> None:
     source = opened(camera.url(path))
     assert source.compressed is True
     assert (source.width, source.height) == (160, 120)  # not a 1xN strip
     assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 4))
     assert (source.rejected, source.last_rejection) == (1, "not a JPEG")
+
+
+@pytest.mark.parametrize("path", ["/crlf-first.mjpg", "/crlf-every.mjpg", "/crlf-every.mjpg?as=octet"])
+def test_a_stray_crlf_before_the_jpeg_is_cut_as_ffmpeg_skips_it(
+    camera: HostileCamera, opened, path: str
+) -> None:
+    # Every part is CRLF + JPEG, the Content-Length counting both; "?as=octet" is FFmpeg's to read.
+    source = opened(camera.url(path))
+    assert isinstance(source, CaptureSource if path.endswith("octet") else MjpegSource)
+    first = source.retrieve()
+    jpegs = grab_jpegs(source, 30)
+    assert all(jpeg in camera.frames for jpeg in jpegs)  # 30 of 30, clean: no CRLF forwarded
+    assert (source.rejected, source.last_rejection) == (0, None)
+    assert np.array_equal(first, decode(jpegs[0]))  # the picture the camera drew
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,9 @@ MAX_LEAD = 256
 # Marker segments before the picture data: real JPEGs have a few dozen, and a part made of
 # millions of tiny segments must not cost a Python step every four bytes.
 MAX_SEGMENTS = 256
+# Width and height a frame header may claim: sizes are read from headers without decoding,
+# and a claim of 60000x60000 must size nothing (a decode alone would want 10 GB).
+MAX_SIDE = 8192
 
 _SOI = re.compile(rb"\xff\xd8")
 # re rather than bytes.find: one C scan, about twice as fast here, and it reads any buffer
@@ -55,20 +58,35 @@ def jpeg_span(data: Bytes) -> Span:
     """Find the picture in a camera's frame bytes, checking its markers (nothing is decoded).
 
     The start marker may follow a few stray bytes (MAX_LEAD at most); the header segments are
-    walked from there to the picture data (a frame header must come first), then one search
-    finds the end marker. Bytes before the start and after the end are not the picture's.
+    walked from there to the picture data (a frame header of a bounded size must come first),
+    then one search finds the end marker. Bytes before the start and after the end are not
+    the picture's.
     """
     view = _view(data)
-    size = len(view)
     found = _SOI.search(view, 0, MAX_LEAD + 2)
-    if found is None or found.end() + 2 > size:  # a start marker alone is no picture either
+    if found is None or found.end() + 2 > len(view):  # a start marker alone is no picture either
         return _bad("not a JPEG")
-    offset, framed = found.end(), False
+    header = _header(view, found.end())
+    if isinstance(header, str):
+        return _bad(header)
+    # FF D9 cannot occur inside entropy-coded data (an FF there is followed by 00), so the
+    # first one after the header is the end; what follows (padding, a camera's trailer, even
+    # one holding FF D9 itself) is not the picture's.
+    end = _EOI.search(view, header[0])
+    if end is None:
+        return _bad("truncated JPEG")
+    return Span(found.start(), end.end())
+
+
+def _header(view: bytes | bytearray | memoryview, offset: int) -> tuple[int, int, int] | str:
+    """Walk the header segments from ``offset`` (just after the start marker) to the picture
+    data: where it begins and the frame header's width and height, or why there is none."""
+    size, frame = len(view), None
     for _ in range(MAX_SEGMENTS):
         if offset + 4 > size:
-            return _bad("truncated JPEG")
+            return "truncated JPEG"
         if view[offset] != 0xFF:
-            return _bad("not a JPEG")  # what follows a segment must be another marker
+            return "not a JPEG"  # what follows a segment must be another marker
         marker = view[offset + 1]
         if marker == 0xFF:  # fill bytes before a marker: skipped in one search, however many
             marker_at = _NOT_FILL.search(view, offset)
@@ -80,23 +98,23 @@ def jpeg_span(data: Bytes) -> Span:
         if marker == SOS:
             break
         if marker in (SOI, EOI):
-            return _bad("not a JPEG")
-        framed = framed or marker in SOF
+            return "not a JPEG"
+        if marker in SOF and frame is None:
+            if offset + 9 > size:
+                return "truncated JPEG"
+            height, width = struct.unpack_from(">HH", view, offset + 5)
+            if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+                return f"picture size {width}x{height} is not from 1x1 to {MAX_SIDE}x{MAX_SIDE}"
+            frame = width, height
         length = struct.unpack_from(">H", view, offset + 2)[0]
         if length < 2:
-            return _bad("not a JPEG")
+            return "not a JPEG"
         offset += 2 + length
     else:
-        return _bad("not a JPEG")  # more header segments than any camera writes
-    if not framed:
-        return _bad("not a JPEG")  # no frame header: nothing a decoder could draw
-    # FF D9 cannot occur inside entropy-coded data (an FF there is followed by 00), so the
-    # first one after the header is the end; what follows (padding, a camera's trailer, even
-    # one holding FF D9 itself) is not the picture's.
-    end = _EOI.search(view, offset)
-    if end is None:
-        return _bad("truncated JPEG")
-    return Span(found.start(), end.end())
+        return "not a JPEG"  # more header segments than any camera writes
+    if frame is None:
+        return "not a JPEG"  # no frame header: nothing a decoder could draw
+    return offset, *frame
 
 
 def jpeg_problem(data: Bytes) -> str | None:
@@ -152,15 +170,11 @@ def with_huffman_tables(jpeg: bytes) -> bytes:
     return jpeg
 
 
-def jpeg_size(jpeg: bytes) -> tuple[int, int] | None:
-    """Width and height from a JPEG's frame header, without decoding; None if it has none."""
-    offset = 2
-    while offset + 9 <= len(jpeg) and jpeg[offset] == 0xFF:
-        marker = jpeg[offset + 1]
-        if marker in SOF:
-            height, width = struct.unpack_from(">HH", jpeg, offset + 5)
-            return width, height
-        if marker == SOS:
-            return None
-        offset += 2 + struct.unpack_from(">H", jpeg, offset + 2)[0]
-    return None
+def jpeg_size(jpeg: Bytes) -> tuple[int, int] | None:
+    """Width and height from a JPEG's frame header, without decoding; None if it has none, or
+    claims 0 or more than MAX_SIDE (such frames are dropped before anything sees them)."""
+    view = _view(jpeg)
+    if view[:2] != b"\xff\xd8":
+        return None
+    header = _header(view, 2)
+    return None if isinstance(header, str) else header[1:]

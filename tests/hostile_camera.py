@@ -14,6 +14,8 @@ Streams (``multipart/x-mixed-replace``, 160x120 numbered frames):
 - ``/trailer.mjpg``: every part is a good JPEG followed by bytes of garbage.
 - ``/odd-length.mjpg``: good parts whose Content-Length is ``²``.
 - ``/resize.mjpg``: 160x120 for a second, then 320x240.
+- ``/claims-60000.mjpg``: every other part, the first included, is a good JPEG whose frame
+  header claims 60000x60000 pixels.
 - ``/trickle.mjpg``: one good part, then a part that arrives a byte every 0.2 s.
 - ``/huge.mjpg``, ``/huge-no-length.mjpg``: every other part is 30 MB (with and without a
   Content-Length).
@@ -36,6 +38,7 @@ import hashlib
 import re
 import socket
 import ssl
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +56,12 @@ CLAIMED = 2 * 2**30
 GARBAGE = b"<html><body>Camera busy</body></html>" * 4
 FAKE_JPEG = b"\xff\xd8<html><body>not a jpeg</body></html>\xff\xd9"  # a JPEG's markers, no JPEG
 TRAILER = b"GARBAGE<html>" * 20  # some cameras append bytes after the picture
+
+
+def claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """``jpeg`` with a frame header claiming ``width`` x ``height`` (baseline JPEGs from OpenCV)."""
+    at = jpeg.index(b"\xff\xc0") + 5  # after the marker, the length and the precision
+    return jpeg[:at] + struct.pack(">HH", height, width) + jpeg[at + 4 :]
 
 
 def jpeg_sized(size: int) -> bytes:
@@ -158,6 +167,9 @@ class HostileCamera:
             "/fake-jpeg.mjpg": lambda n: FAKE_JPEG if n % 2 else good[n % 10],
             "/trailer.mjpg": lambda n: good[n % 10] + TRAILER,
             "/resize.mjpg": lambda n: good[n % 10] if n < self.fps else self._large,
+            "/claims-60000.mjpg": lambda n: (
+                claiming(good[n % 10], 60000, 60000) if n % 2 == 0 else good[n % 10]
+            ),
         }
         if path in streams:
             octet = path == "/octet.mjpg" or handler.path.endswith("?as=octet")

@@ -341,6 +341,19 @@ def test_bad_frames_are_dropped_counted_and_never_shown(
     assert json.loads(json.dumps(record)) == record  # plain JSON types only
 
 
+def test_a_frame_claiming_a_huge_size_sizes_nothing(
+    make_camera: Callable[..., Camera], hostile: HostileCamera
+) -> None:
+    camera = make_camera(hostile.url("/claims-60000.mjpg"), width=80)  # every other part
+    camera.start()
+    for frame in next_frames(camera, 4):
+        assert decode(frame.jpeg).shape == (60, 80, 3)
+    record = camera.status()
+    assert (record["width"], record["height"]) == (80, 60)
+    assert record["rejected"] >= 4
+    assert record["last_rejection"] == "picture size 60000x60000 is not from 1x1 to 8192x8192"
+
+
 def test_the_record_follows_a_change_of_resolution_unwatched(
     make_camera: Callable[..., Camera], hostile: HostileCamera
 ) -> None:

@@ -112,6 +112,14 @@ def test_bad_payloads_in_valid_framing_are_dropped_and_counted(
     assert source.last_rejection == reason
 
 
+def test_a_frame_claiming_60000_pixels_square_is_dropped_and_counted(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/claims-60000.mjpg"))  # its first part claims it too
+    assert (source.width, source.height) == (160, 120)
+    assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 4))
+    assert source.rejected >= 4
+    assert source.last_rejection == "picture size 60000x60000 is not from 1x1 to 8192x8192"
+
+
 def test_a_camera_sending_only_garbage_fails_clearly(camera: HostileCamera, opened) -> None:
     with pytest.raises(SourceError, match=r"^camera sends no valid JPEG: not a JPEG"):
         opened(camera.url("/only-garbage.mjpg"))

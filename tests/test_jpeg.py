@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 
 from helpers import decode
+from hostile_camera import claiming
 from livecam.jpeg import (
     DHT,
     MAX_LEAD,
     MAX_SEGMENTS,
+    MAX_SIDE,
     SOS,
     STANDARD_TABLES,
     is_jpeg,
     jpeg_problem,
+    jpeg_size,
     jpeg_span,
     with_huffman_tables,
 )
@@ -125,3 +128,20 @@ def test_a_header_of_endless_tiny_segments_is_not_walked_to_its_end() -> None:
     comments = b"\xff\xfe\x00\x02" * MAX_SEGMENTS
     assert jpeg_problem(jpeg[:2] + comments + jpeg[2:]) == "not a JPEG"
     assert jpeg_problem(jpeg[:2] + comments[: -4 * 20] + jpeg[2:]) is None  # a long header still passes
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(60000, 60000), (MAX_SIDE + 1, 48), (64, MAX_SIDE + 1), (0, 48), (64, 0)]
+)
+def test_a_frame_header_claiming_a_size_out_of_bounds_is_refused(width: int, height: int) -> None:
+    claimed = claiming(encoded(), width, height)
+    assert jpeg_problem(claimed) == f"picture size {width}x{height} is not from 1x1 to 8192x8192"
+    assert jpeg_size(claimed) is None  # never used to size anything
+
+
+def test_sizes_up_to_the_bound_are_read_from_the_header() -> None:
+    assert jpeg_size(encoded()) == (64, 48)
+    claimed = claiming(encoded(), MAX_SIDE, MAX_SIDE)
+    assert jpeg_problem(claimed) is None and jpeg_size(claimed) == (MAX_SIDE, MAX_SIDE)
+    padded = encoded()[:2] + b"\xff" * 10 + encoded()[2:]  # fill bytes before the first marker
+    assert jpeg_size(padded) == (64, 48)

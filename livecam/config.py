@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .integers import parse_int
 from .redaction import redact, url_port
 from .state import load_device_ids, save_device_ids
 from .v4l2 import Device, assign_ids, device_path, list_devices
@@ -26,11 +27,12 @@ ENV_PREFIX = "LIVECAM_"
 DEFAULT_BIND = "127.0.0.1:8000"
 DEFAULT_THREADS = 256
 ROTATIONS = (0, 90, 180, 270)
-TESTSRC_RE = re.compile(r"^testsrc(?::(\d{1,5})x(\d{1,5})(?:@(\d{1,3}(?:\.\d+)?))?)?$")
-DEVICE_PATH_RE = re.compile(r"^/dev/(video\d+|v4l/.+)$")
+# re.ASCII: \d alone matches "٣", which int() reads as 3.
+TESTSRC_RE = re.compile(r"^testsrc(?::(\d{1,5})x(\d{1,5})(?:@(\d{1,3}(?:\.\d+)?))?)?$", re.ASCII)
+DEVICE_PATH_RE = re.compile(r"^/dev/(video\d+|v4l/.+)$", re.ASCII)
 
 ENV_ONLY = ("config",)
-SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$", re.ASCII)
 DEFAULT_MAX_FRAME_MB = 16
 # livecam's only request bodies are small forms: larger ones are refused (413) unread.
 MAX_REQUEST_BODY = 64 * 1024
@@ -128,8 +130,8 @@ def parse_source(value: Any, key: str) -> SourceSpec:
     """Turn a configured source (index, URL, path or testsrc spec) into a SourceSpec."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ConfigError(f"{key}: must be a device index, URL, file path or testsrc")
-    if isinstance(value, int) or value.strip().isdigit():
-        index = int(value)
+    index = value if isinstance(value, int) else parse_int(value.strip())
+    if index is not None:
         if not 0 <= index < 1024:
             raise ConfigError(f"{key}: device index must be 0-1023, got {index}")
         return SourceSpec("device", index)
@@ -155,7 +157,7 @@ def parse_source(value: Any, key: str) -> SourceSpec:
         return spec
     if "://" in text:
         port = url_port(text)
-        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+        if port and not 1 <= (parse_int(port) or 0) <= 65535:
             # The port's text is not shown: where a URL is mangled it may be part of a password.
             raise ConfigError(f"{key}: {redact(text)} names a port that is not one from 1 to 65535")
         return SourceSpec("url", text)
@@ -185,9 +187,10 @@ def _count(low: int, high: int) -> Check:
 
     def check(label: str, value: Any) -> int:
         if isinstance(value, str):
-            if not value.strip().isdigit():
+            number = parse_int(value.strip())
+            if number is None:
                 raise ConfigError(f"{label}: must be an integer, got {value!r}")
-            value = int(value)
+            value = number
         return _integer(value, label, low, high)
 
     return check
@@ -318,7 +321,8 @@ def _camera(
 
 def _camera_id(raw: Any, key: str) -> int:
     text = str(raw).strip()
-    if not text.isdigit() or len(text) > 6:
+    cam_id = parse_int(text, 6)
+    if cam_id is None:
         if len(text) > 12 or any(c in text for c in "@/:?#"):
             # Never echoed: a comma inside a camera URL splits it here, password and all.
             raise ConfigError(
@@ -326,7 +330,7 @@ def _camera_id(raw: Any, key: str) -> int:
                 "or put the camera in the TOML file)"
             )
         raise ConfigError(f"{key}: camera id must be an integer from 0 to 999999, got {raw!r}")
-    return int(text)
+    return cam_id
 
 
 def parse_camera_list(text: str, key: str = "LIVECAM_CAMERAS") -> dict[int, Any]:
@@ -475,7 +479,7 @@ def _bus_url(label: str, value: Any) -> str:
     if not re.fullmatch(r"(nats|tls)://\S+", text):
         raise ConfigError(f"{label}: expected nats://HOST:PORT or tls://HOST:PORT, got {redact(text)!r}")
     port = url_port(text)
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+    if port and not 1 <= (parse_int(port) or 0) <= 65535:
         raise ConfigError(f"{label}: {redact(text)} names a port that is not one from 1 to 65535")
     return text
 

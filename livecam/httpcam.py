@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 import cv2
 import numpy as np
 
+from .integers import parse_int
 from .jpeg import jpeg_span, with_huffman_tables
 from .redaction import redact
 from .source_base import MAX_FRAME, OPEN_TIMEOUT_MS, READ_TIMEOUT_MS, Screening, SourceError, human_size
@@ -376,9 +377,7 @@ class MjpegSource(_HttpSource):
     @staticmethod
     def _content_length(headers: dict[str, str]) -> int | None:
         """The part's declared size, None when absent or unreadable (then: scan)."""
-        value = headers.get("content-length", "")
-        # isdigit() alone takes "²" and 5,000 digits, which int() refuses.
-        return int(value) if value.isascii() and value.isdigit() and len(value) <= 15 else None
+        return parse_int(headers.get("content-length", ""), 15)
 
     def _skip(self, length: int) -> None:
         """Read past ``length`` bytes in small chunks, keeping none of them."""
@@ -486,9 +485,9 @@ class SnapshotSource(_HttpSource):
 
     def _body(self, response: http.client.HTTPResponse) -> bytearray | None:
         """The snapshot's bytes, or None (counted) when it is larger than the cap."""
-        length = response.headers.get("Content-Length", "")
-        if length.isascii() and length.isdigit() and len(length) <= 15 and int(length) > self._max_frame:
-            self._reject(self._too_big(int(length)))
+        length = parse_int(response.headers.get("Content-Length", ""), 15)
+        if length is not None and length > self._max_frame:
+            self._reject(self._too_big(length))
             return None  # closed unread
         data = bytearray()
         while True:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .integers import parse_int
-from .redaction import redact, url_port
+from .redaction import redact, split_url, url_port
 from .state import load_device_ids, save_device_ids
 from .v4l2 import Device, assign_ids, device_path, list_devices
 
@@ -156,14 +156,66 @@ def parse_source(value: Any, key: str) -> SourceSpec:
             raise ConfigError(f"{key}: test pattern fps must be above 0 and at most 120")
         return spec
     if "://" in text:
-        port = url_port(text)
-        if port and not 1 <= (parse_int(port) or 0) <= 65535:
-            # The port's text is not shown: where a URL is mangled it may be part of a password.
-            raise ConfigError(f"{key}: {redact(text)} names a port that is not one from 1 to 65535")
+        _check_url(text, key)
         return SourceSpec("url", text)
     if DEVICE_PATH_RE.match(text):
         return SourceSpec("device", text)
     return SourceSpec("file", text)
+
+
+# What a character typed in a URL's password must be written as, where every reader of the
+# URL (FFmpeg, VLC, livecam's HTTP reader) takes it for the end of the host part.
+ENDS_HOST = {"/": "%2F", "?": "%3F", "#": "%23"}
+
+
+def _check_url(text: str, key: str) -> None:
+    """Refuse a URL whose host part, read as FFmpeg and livecam read it, is no host and port.
+
+    An "@" or "[" typed in a password is fine (the userinfo ends at the last "@" before the
+    host), but a "/", "?" or "#" ends the host part for every reader: "user:pa" would be a
+    host and a port, the rest of the password a path. Guessing instead where the password
+    ends would send an "@" of a path or query (``?email=a@b``) to the wrong host. Messages
+    show the URL masked: its text may be all password.
+    """
+    parts = split_url(text)
+    if parts is None:
+        return
+    problem = _host_problem(parts.host)
+    if problem is None:
+        return
+    # The password as redaction.py finds it (up to the URL's last "@"): what cut it short?
+    typed = [c for c in ENDS_HOST if c in text.partition("://")[2].rpartition("@")[0]]
+    if typed and "@" in parts.rest:
+        names = " and ".join(f"'{c}'" for c in typed)
+        codes = " and ".join(ENDS_HOST[c] for c in typed)
+        verb, them = ("ends", "it") if len(typed) == 1 else ("end", "them")
+        raise ConfigError(
+            f"{key}: {redact(text)}: {names} typed in its password (or user name) {verb} the host "
+            f"part for every reader: percent-encode {them} as {codes}"
+        )
+    raise ConfigError(f"{key}: {redact(text)} {problem}")
+
+
+def _host_problem(host: str) -> str | None:
+    """What is wrong with a URL's host part (``host``, ``host:port``, ``[v6]:port``), or None."""
+    if host.startswith("["):
+        address, closed, after = host[1:].partition("]")
+        if not closed:
+            return "opens an IPv6 address with '[' and never closes it (write [::1]:8080)"
+        if "[" in address or (after and not after.startswith(":")):
+            return "has a host that is not a bracketed IPv6 address"
+        port = after[1:] if after else None
+    else:
+        if "[" in host or "]" in host:
+            return "has '[' or ']' in its host, where only an IPv6 address in brackets may"
+        name, colon, port_text = host.rpartition(":")
+        if ":" in name:
+            return "has an IPv6 address without brackets (write [::1]:8080)"
+        port = port_text if colon else None
+    if port is not None and not 1 <= (parse_int(port) or 0) <= 65535:
+        # The port's text is not shown: where a URL is mangled it may be part of a password.
+        return "names a port that is not one from 1 to 65535"
+    return None
 
 
 Check = Callable[[str, Any], Any]  # (label, value) -> the validated value, or ConfigError

@@ -28,14 +28,14 @@ from collections.abc import Callable
 from email.message import Message
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
 
 from .integers import parse_int
 from .jpeg import jpeg_span, with_huffman_tables
-from .redaction import redact
+from .redaction import redact, split_url
 from .source_base import MAX_FRAME, OPEN_TIMEOUT_MS, READ_TIMEOUT_MS, Screening, SourceError, human_size
 
 log = logging.getLogger(__name__)
@@ -56,15 +56,13 @@ class _StreamEnded(Exception):
 
 def split_credentials(url: str) -> tuple[str, str | None, str]:
     """The URL without its userinfo, and the user name and password it carried, decoded."""
-    # Not urlsplit: it refuses a password with "[" in it, which cameras' generated ones have.
-    scheme, sep, rest = url.partition("://")
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    # rpartition: the password may itself contain an unencoded "@".
-    userinfo, at, hostport = rest[:end].rpartition("@")
-    if not (sep and at):
+    # Not urlsplit: it refuses a password with "[" in it, which cameras' generated ones have;
+    # split_url reads an "@" or "[" typed in a password as FFmpeg and VLC do.
+    parts = split_url(url)
+    if parts is None or parts.userinfo is None:
         return url, None, ""
-    user, _, password = userinfo.partition(":")
-    return f"{scheme}://{hostport}{rest[end:]}", unquote(user), unquote(password)
+    user, _, password = parts.userinfo.partition(":")
+    return f"{parts.scheme}://{parts.host}{parts.rest}", unquote(user), unquote(password)
 
 
 class _DigestAuthHandler(urllib.request.HTTPDigestAuthHandler):
@@ -95,21 +93,24 @@ def tls_context(verify: bool) -> ssl.SSLContext:
 def make_opener(url: str, tls_verify: bool = False) -> tuple[str, Opener]:
     """The URL to send (no userinfo) and a function that GETs it, answering auth challenges."""
     bare, user, password = split_credentials(url)
+    shown = redact(bare)  # no userinfo left to leak, whatever characters the password has
     handlers: list[urllib.request.BaseHandler] = [
         urllib.request.HTTPSHandler(context=tls_context(tls_verify))
     ]
-    if user is not None:
-        parts = urlsplit(bare)
+    parts = split_url(bare)
+    if user is not None and parts is not None:
         passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-        # Every path of the camera's own origin (redirects to it included), no other host.
-        passwords.add_password(None, f"{parts.scheme}://{parts.netloc}/", user, password)
+        try:
+            # Every path of the camera's own origin (redirects to it included), no other host.
+            passwords.add_password(None, f"{parts.scheme}://{parts.host}/", user, password)
+        except ValueError as exc:  # urlsplit's "Invalid IPv6 URL": a reason, not a traceback
+            raise SourceError(f"cannot open {shown}: {exc}") from None
         # Not sent up front: a camera that asks for Digest never sees the password in clear.
         handlers += [
             _DigestAuthHandler(passwords),
             urllib.request.HTTPBasicAuthHandler(passwords),
         ]
     opener = urllib.request.build_opener(*handlers)
-    shown = redact(bare)  # no userinfo left to leak, whatever characters the password has
 
     def fetch() -> http.client.HTTPResponse:
         try:

@@ -9,6 +9,7 @@ secrets in a URL or in any text that contains one (an error message, a log line)
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 MASK = "***"
 # scheme://userinfo@ — up to the last "@" of the URL: a password may hold "@", "/", "?" or
@@ -34,12 +35,37 @@ def redact(text: str) -> str:
     return _QUERY.sub(lambda m: f"{m[1]}{m[2]}={MASK}", text)
 
 
+class UrlParts(NamedTuple):
+    """A URL cut into the pieces that matter for credentials, each as written."""
+
+    scheme: str
+    userinfo: str | None  # None when the URL has no "@" before its host
+    host: str  # the host and any port: "cam:554", "[::1]:8080"
+    rest: str  # the path, query and fragment, from their first "/", "?" or "#"
+
+
+def split_url(url: str) -> UrlParts | None:
+    """Cut ``url`` where FFmpeg (av_url_split) and VLC cut it; None if it has no "://".
+
+    The host part ends at the first "/", "?" or "#" after "://", and the userinfo at the last
+    "@" before that: a password may hold "@", "[" or ":" as typed, not "/", "?" or "#"
+    (config.py refuses those, since no reader can tell them from a path).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    return UrlParts(scheme, userinfo if at else None, host, rest[end:])
+
+
 def url_port(url: str) -> str | None:
     """The port a URL names, as written (None if it names none), found without a URL parser."""
-    authority = url.partition("://")[2].rpartition("@")[2]  # after any userinfo, as above
-    authority = re.split(r"[/?#]", authority, maxsplit=1)[0]
-    if authority.startswith("["):
-        rest = authority.partition("]")[2]
-        return rest[1:] if rest.startswith(":") else None
-    host, colon, port = authority.rpartition(":")
+    parts = split_url(url)
+    if parts is None:
+        return None
+    if parts.host.startswith("["):
+        after = parts.host.partition("]")[2]
+        return after[1:] if after.startswith(":") else None
+    _, colon, port = parts.host.rpartition(":")
     return port if colon else None

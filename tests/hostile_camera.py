@@ -72,8 +72,11 @@ def jpeg_sized(size: int) -> bytes:
 class HostileCamera:
     """The camera's server on 127.0.0.1 (HTTPS given a certificate); records every request."""
 
-    def __init__(self, fps: float = 30.0, certificate: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self, fps: float = 30.0, certificate: tuple[Path, Path] | None = None, password: str = PASSWORD
+    ) -> None:
         self.frames = numbered_frames(160, 120, 10)
+        self.password = password  # what /basic.mjpg and /digest.mjpg require, with USER
         self.fps = fps
         self.port = 0
         self.requests: list[tuple[str, dict[str, str]]] = []  # path as sent, headers
@@ -229,13 +232,11 @@ class HostileCamera:
         handler.end_headers()
         handler.wfile.write(body)
 
-    @staticmethod
-    def _basic_ok(handler: BaseHTTPRequestHandler) -> bool:
+    def _basic_ok(self, handler: BaseHTTPRequestHandler) -> bool:
         scheme, _, value = handler.headers.get("Authorization", "").partition(" ")
-        return scheme == "Basic" and base64.b64decode(value) == f"{USER}:{PASSWORD}".encode()
+        return scheme == "Basic" and base64.b64decode(value) == f"{USER}:{self.password}".encode()
 
-    @staticmethod
-    def _digest_ok(handler: BaseHTTPRequestHandler) -> bool:
+    def _digest_ok(self, handler: BaseHTTPRequestHandler) -> bool:
         scheme, _, value = handler.headers.get("Authorization", "").partition(" ")
         if scheme != "Digest":
             return False
@@ -244,7 +245,7 @@ class HostileCamera:
         def md5(text: str) -> str:
             return hashlib.md5(text.encode()).hexdigest()
 
-        ha1 = md5(f"{USER}:{REALM}:{PASSWORD}")
+        ha1 = md5(f"{USER}:{REALM}:{self.password}")
         ha2 = md5(f"GET:{fields.get('uri')}")
         expected = md5(f"{ha1}:{NONCE}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}")
         return fields.get("username") == USER and fields.get("response") == expected

@@ -15,7 +15,7 @@ import pytest
 from helpers import decode
 from hostile_camera import CLAIMED, PASSWORD, USER, HostileCamera
 from livecam import httpcam
-from livecam.config import parse_source
+from livecam.config import SourceSpec, load_settings, parse_source
 from livecam.httpcam import MjpegSource, SnapshotSource, split_credentials
 from livecam.sources import READ_TIMEOUT_MS, CaptureSource, Source, SourceError, open_source
 
@@ -336,6 +336,33 @@ def test_a_stalled_stream_ends_with_the_read_timeout(opened) -> None:
 )
 def test_split_credentials(url: str, bare: str, user: str | None, password: str) -> None:
     assert split_credentials(url) == (bare, user, password)
+
+
+@pytest.mark.parametrize("path", ["/basic.mjpg", "/digest.mjpg"])
+def test_a_password_typed_with_at_signs_brackets_and_colons_is_read_as_ffmpeg_reads_it(path: str) -> None:
+    # The userinfo ends at the last "@" before the host, as FFmpeg and VLC read it.
+    password = "p@a[s]:w@rd"
+    server = HostileCamera(password=password).start()
+    try:
+        url = f"http://{USER}:{password}@127.0.0.1:{server.port}{path}"
+        spec = load_settings(environ={"LIVECAM_CAMERAS": f"5={url}"}).cameras[5].source
+        source = open_source(spec, "Net", threading.Event())
+        try:
+            assert all(jpeg in server.frames for jpeg in grab_jpegs(source, 3))
+        finally:
+            source.release()
+        assert server.requests[-1][1]["Authorization"].startswith("Basic" if "basic" in path else "Digest")
+        assert all("127.0.0.1" in headers["Host"] for _, headers in server.requests)
+    finally:
+        server.stop()
+
+
+def test_a_bracket_left_open_is_a_reason_not_a_traceback() -> None:
+    # What the configuration refuses, opened anyway: a SourceError (the retry shows it),
+    # never urlsplit's ValueError escaping to the capture thread's traceback log.
+    for url in ("http://[::1:8080/x", "http://admin:pw@[::1:8080/x"):
+        with pytest.raises(SourceError, match=r"^cannot open http://(admin:\*\*\*@)?\[::1:8080/x: "):
+            open_source(SourceSpec("url", url), "Net", threading.Event())
 
 
 def test_frames_decode_to_what_the_camera_drew(camera: HostileCamera, opened) -> None:

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import re
 from typing import NamedTuple
+from urllib.parse import unquote
 
 MASK = "***"
 # scheme://userinfo@ — up to the last "@" of the URL: a password may hold "@", "/", "?" or
 # "#" unescaped, and cameras accept it; an "@" later in a path masks a little too much.
 # Spaces and tabs count too: cameras accept them unescaped. A line's later "@" masks more.
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\r\n]*)@")
-# A query or fragment value whose key looks like a credential (user, pwd, loginpas, token...).
-_QUERY = re.compile(
-    r"(?i)([?&;#])((?:[a-z0-9_.\-]*)(?:user|usr|login|account|pw|pass|psw|secret|token|auth|key|sig|cred)"
-    r"[a-z0-9_.\-]*|u|p)=([^&;#\s]*)"
+# A query or fragment key: after "?", "&", ";", "#" or a space (cameras take unescaped ones,
+# so "?user=admin pwd=x" is two pairs to them), up to its "=".
+_KEY = re.compile(r"[?&;#\s]([^=?&;#\s]{1,64})\s*=")
+# Keys that hold credentials once percent-decoded (pw%64 is pwd): user, pwd, loginpas,
+# token, code, authcode...; and "u" and "p" alone.
+_SECRET_KEY = re.compile(
+    r"(?is).*(?:user|usr|login|account|pw|pass|psw|secret|token|auth|key|sig|cred).*|u|p|.*code"
 )
+# A secret value runs to the next "&", ";" or "#", over spaces (a password may hold one
+# unescaped), to the end of the line or to ": ", the way livecam's messages put a reason
+# after a URL (so a URL masked once keeps its reason when its message is masked again).
+_VALUE = re.compile(r"(?:(?!: )[^&;#\r\n])*")
 
 
 def _userinfo(match: re.Match[str]) -> str:
@@ -29,10 +37,22 @@ def _userinfo(match: re.Match[str]) -> str:
     return f"{match[1]}{user}:{MASK}@" if colon else f"{match[1]}{MASK}@"
 
 
+def _query(text: str) -> str:
+    """``text`` with the value of every credential-looking query or fragment key masked."""
+    pieces, done = [], 0
+    for key in _KEY.finditer(text):
+        if key.start() < done or not _SECRET_KEY.fullmatch(unquote(key[1]).strip()):
+            continue  # inside a value already masked, or not a credential's key
+        value = _VALUE.match(text, key.end())
+        assert value is not None  # it matches the empty string at least
+        pieces += [text[done : key.end()], MASK]
+        done = value.end()
+    return "".join(pieces) + text[done:]
+
+
 def redact(text: str) -> str:
     """``text`` with every URL password, and every credential-looking query value, masked."""
-    text = _USERINFO.sub(_userinfo, text)
-    return _QUERY.sub(lambda m: f"{m[1]}{m[2]}={MASK}", text)
+    return _query(_USERINFO.sub(_userinfo, text))
 
 
 class UrlParts(NamedTuple):

@@ -39,6 +39,26 @@ SECRET = "hunter2"
             "cannot open rtsp://u:***@cam:99999/s: refused",
         ),
         ("http://host/cam.mjpg?fps=5", "http://host/cam.mjpg?fps=5"),
+        # A value with an unescaped space, or after one; a key with spaces around it.
+        ("http://cam/x?pwd=hunter 2&res=1", "http://cam/x?pwd=***&res=1"),
+        ("http://cam/x?pwd= hunter2", "http://cam/x?pwd=***"),
+        ("http://cam/x?res=1 pwd=hunter2", "http://cam/x?res=1 pwd=***"),
+        ("http://cam/x?user=admin pwd=hunter2", "http://cam/x?user=***"),
+        ("http://cam/x? pwd =hunter2", "http://cam/x? pwd =***"),
+        # A percent-encoded key is the key a camera decodes: pw%64 is pwd.
+        ("http://cam/x?pw%64=hunter2", "http://cam/x?pw%64=***"),
+        ("http://cam/x?%70%61ss=hunter2&a=1", "http://cam/x?%70%61ss=***&a=1"),
+        ("http://cam/x?code=hunter2&authcode=hunter2", "http://cam/x?code=***&authcode=***"),
+        ("http://cam/x?codec=h264&fps=5", "http://cam/x?codec=h264&fps=5"),
+        # A URL masked once keeps the reason after it when its message is masked again.
+        (
+            "cannot open http://cam/x?pwd=hunter 2: camera answered 401",
+            "cannot open http://cam/x?pwd=***: camera answered 401",
+        ),
+        (
+            "cannot open http://cam/x?pwd=***: camera answered 401",
+            "cannot open http://cam/x?pwd=***: camera answered 401",
+        ),
         ("/videos/a.mp4", "/videos/a.mp4"),
         ("testsrc:640x480@15", "testsrc:640x480@15"),
     ],

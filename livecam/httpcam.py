@@ -206,7 +206,8 @@ class _HttpSource(Screening):
                 if pixels is not None:
                     break
                 self._reject("undecodable JPEG")
-        except BaseException:
+        except BaseException as error:
+            self._opening_failed(error)
             self.release()
             raise
         self.height, self.width = pixels.shape[:2]

@@ -81,7 +81,8 @@ class CaptureSource(Screening):
         self.compressed = hands_over_jpeg(cap)
         try:
             self.height, self.width = self._first_size()
-        except BaseException:
+        except BaseException as error:
+            self._opening_failed(error)
             self._cap.release()
             raise
         # The frame read to learn the size is the first one grab() and retrieve() hand out.

@@ -341,6 +341,19 @@ def test_bad_frames_are_dropped_counted_and_never_shown(
     assert json.loads(json.dumps(record)) == record  # plain JSON types only
 
 
+def test_frames_dropped_by_an_open_that_fails_are_counted(
+    make_camera: Callable[..., Camera], hostile: HostileCamera
+) -> None:
+    camera = make_camera(hostile.url("/only-garbage.mjpg"))  # the camera never comes "on"
+    camera.start()
+    assert wait_for(lambda: camera.errors >= 2, timeout=15)
+    record = camera.status()
+    assert record["state"] == "error"
+    assert record["error"].startswith("camera sends no valid JPEG: not a JPEG")
+    # 50 per open (fewer only if a loaded machine took 3 s over them); none counted before.
+    assert record["rejected"] >= 50 and record["last_rejection"] == "not a JPEG"
+
+
 def test_a_frame_claiming_a_huge_size_sizes_nothing(
     make_camera: Callable[..., Camera], hostile: HostileCamera
 ) -> None:

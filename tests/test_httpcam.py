@@ -121,8 +121,10 @@ def test_a_frame_claiming_60000_pixels_square_is_dropped_and_counted(camera: Hos
 
 
 def test_a_camera_sending_only_garbage_fails_clearly(camera: HostileCamera, opened) -> None:
-    with pytest.raises(SourceError, match=r"^camera sends no valid JPEG: not a JPEG"):
+    with pytest.raises(SourceError, match=r"^camera sends no valid JPEG: not a JPEG") as caught:
         opened(camera.url("/only-garbage.mjpg"))
+    # No source is left to ask: the error carries the frames dropped, to be counted.
+    assert (caught.value.rejected, caught.value.last_rejection) == (50, "not a JPEG")
 
 
 @pytest.mark.parametrize(

@@ -148,8 +148,9 @@ def test_packets_above_the_cap_are_skipped(tmp_path: Path, jpegs: list[bytes]) -
 
 def test_a_file_of_nothing_but_bad_packets_fails_clearly(tmp_path: Path) -> None:
     clip = multipart_file(tmp_path / "cam.mjpg", [b"junk" * 30] * 60)
-    with pytest.raises(SourceError, match="^camera sends no valid JPEG: not a JPEG"):
+    with pytest.raises(SourceError, match="^camera sends no valid JPEG: not a JPEG") as caught:
         open_source(parse_source(str(clip), "s"), "Clip", threading.Event())
+    assert (caught.value.rejected, caught.value.last_rejection) == (50, "not a JPEG")
 
 
 def test_pattern_source_never_rejects() -> None:

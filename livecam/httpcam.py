@@ -28,13 +28,14 @@ from collections.abc import Callable
 from email.message import Message
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
 
-from .jpeg import jpeg_end, jpeg_problem, with_huffman_tables
-from .redaction import redact
+from .integers import parse_int
+from .jpeg import jpeg_span, with_huffman_tables
+from .redaction import redact, split_url
 from .source_base import MAX_FRAME, OPEN_TIMEOUT_MS, READ_TIMEOUT_MS, Screening, SourceError, human_size
 
 log = logging.getLogger(__name__)
@@ -55,15 +56,13 @@ class _StreamEnded(Exception):
 
 def split_credentials(url: str) -> tuple[str, str | None, str]:
     """The URL without its userinfo, and the user name and password it carried, decoded."""
-    # Not urlsplit: it refuses a password with "[" in it, which cameras' generated ones have.
-    scheme, sep, rest = url.partition("://")
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    # rpartition: the password may itself contain an unencoded "@".
-    userinfo, at, hostport = rest[:end].rpartition("@")
-    if not (sep and at):
+    # Not urlsplit: it refuses a password with "[" in it, which cameras' generated ones have;
+    # split_url reads an "@" or "[" typed in a password as FFmpeg and VLC do.
+    parts = split_url(url)
+    if parts is None or parts.userinfo is None:
         return url, None, ""
-    user, _, password = userinfo.partition(":")
-    return f"{scheme}://{hostport}{rest[end:]}", unquote(user), unquote(password)
+    user, _, password = parts.userinfo.partition(":")
+    return f"{parts.scheme}://{parts.host}{parts.rest}", unquote(user), unquote(password)
 
 
 class _DigestAuthHandler(urllib.request.HTTPDigestAuthHandler):
@@ -94,21 +93,24 @@ def tls_context(verify: bool) -> ssl.SSLContext:
 def make_opener(url: str, tls_verify: bool = False) -> tuple[str, Opener]:
     """The URL to send (no userinfo) and a function that GETs it, answering auth challenges."""
     bare, user, password = split_credentials(url)
+    shown = redact(bare)  # no userinfo left to leak, whatever characters the password has
     handlers: list[urllib.request.BaseHandler] = [
         urllib.request.HTTPSHandler(context=tls_context(tls_verify))
     ]
-    if user is not None:
-        parts = urlsplit(bare)
+    parts = split_url(bare)
+    if user is not None and parts is not None:
         passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-        # Every path of the camera's own origin (redirects to it included), no other host.
-        passwords.add_password(None, f"{parts.scheme}://{parts.netloc}/", user, password)
+        try:
+            # Every path of the camera's own origin (redirects to it included), no other host.
+            passwords.add_password(None, f"{parts.scheme}://{parts.host}/", user, password)
+        except ValueError as exc:  # urlsplit's "Invalid IPv6 URL": a reason, not a traceback
+            raise SourceError(f"cannot open {shown}: {exc}") from None
         # Not sent up front: a camera that asks for Digest never sees the password in clear.
         handlers += [
             _DigestAuthHandler(passwords),
             urllib.request.HTTPBasicAuthHandler(passwords),
         ]
     opener = urllib.request.build_opener(*handlers)
-    shown = redact(bare)  # no userinfo left to leak, whatever characters the password has
 
     def fetch() -> http.client.HTTPResponse:
         try:
@@ -204,7 +206,8 @@ class _HttpSource(Screening):
                 if pixels is not None:
                     break
                 self._reject("undecodable JPEG")
-        except BaseException:
+        except BaseException as error:
+            self._opening_failed(error)
             self.release()
             raise
         self.height, self.width = pixels.shape[:2]
@@ -248,12 +251,15 @@ class _HttpSource(Screening):
         return f"frame of {more}{human_size(size)} exceeds the {human_size(self._max_frame)} limit"
 
     def _keep(self, data: bytearray) -> bool:
-        """Hold ``data`` as the current frame if it is a whole JPEG; count it if not."""
-        problem = jpeg_problem(data)
-        if problem is not None:
-            self._reject(problem)
+        """Hold ``data`` as the current frame if it holds a whole JPEG; count it if not."""
+        span = jpeg_span(data)
+        if span.problem is not None:
+            self._reject(span.problem)
             return False
-        del data[jpeg_end(data) :]  # a camera's trailer after the picture is not for viewers
+        # Bytes around the picture (a stray CRLF before it, a trailer after it) are not for
+        # viewers. In place: a bytearray drops its first bytes without moving the rest.
+        del data[span.end :]
+        del data[: span.start]
         self._frame = data
         self._accept()
         return True
@@ -373,9 +379,7 @@ class MjpegSource(_HttpSource):
     @staticmethod
     def _content_length(headers: dict[str, str]) -> int | None:
         """The part's declared size, None when absent or unreadable (then: scan)."""
-        value = headers.get("content-length", "")
-        # isdigit() alone takes "²" and 5,000 digits, which int() refuses.
-        return int(value) if value.isascii() and value.isdigit() and len(value) <= 15 else None
+        return parse_int(headers.get("content-length", ""), 15)
 
     def _skip(self, length: int) -> None:
         """Read past ``length`` bytes in small chunks, keeping none of them."""
@@ -483,9 +487,9 @@ class SnapshotSource(_HttpSource):
 
     def _body(self, response: http.client.HTTPResponse) -> bytearray | None:
         """The snapshot's bytes, or None (counted) when it is larger than the cap."""
-        length = response.headers.get("Content-Length", "")
-        if length.isascii() and length.isdigit() and len(length) <= 15 and int(length) > self._max_frame:
-            self._reject(self._too_big(int(length)))
+        length = parse_int(response.headers.get("Content-Length", ""), 15)
+        if length is not None and length > self._max_frame:
+            self._reject(self._too_big(length))
             return None  # closed unread
         data = bytearray()
         while True:

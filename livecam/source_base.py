@@ -26,12 +26,16 @@ class SourceError(Exception):
     """The source cannot be opened or stopped delivering frames; the message says why.
 
     ``refused`` is True when the camera turned livecam away (HTTP 401 or 403): retrying soon
-    cannot help until someone fixes the credentials.
+    cannot help until someone fixes the credentials. ``rejected`` and ``last_rejection`` are
+    the frames a source dropped while it was opening, when the open fails: no source is left
+    to ask for them.
     """
 
     def __init__(self, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.refused = refused
+        self.rejected = 0
+        self.last_rejection: str | None = None
 
 
 def human_size(size: int) -> str:
@@ -79,6 +83,11 @@ class Screening:
         """A good frame: the camera is healthy again."""
         self._bad_in_row = 0
         self._bad_since = None
+
+    def _opening_failed(self, error: BaseException) -> None:
+        """Hand the frames dropped so far to the error that ends an open, to be counted."""
+        if isinstance(error, SourceError):
+            error.rejected, error.last_rejection = self.rejected, self.last_rejection
 
 
 class Source(Protocol):

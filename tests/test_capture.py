@@ -326,7 +326,7 @@ def test_a_camera_refusing_the_credentials_is_not_retried_every_second(
 
 
 @pytest.mark.parametrize(
-    "path", ["/garbage-first.mjpg", "/crlf-first.mjpg", "/garbage-payloads.mjpg", "/truncated.mjpg"]
+    "path", ["/garbage-first.mjpg", "/long-lead-first.mjpg", "/garbage-payloads.mjpg", "/truncated.mjpg"]
 )
 def test_bad_frames_are_dropped_counted_and_never_shown(
     make_camera: Callable[..., Camera], hostile: HostileCamera, path: str
@@ -339,6 +339,32 @@ def test_bad_frames_are_dropped_counted_and_never_shown(
     assert record["rejected"] >= 1 and record["last_rejection"] in ("not a JPEG", "truncated JPEG")
     assert record["passthrough"] is True and record["state"] == "on"
     assert json.loads(json.dumps(record)) == record  # plain JSON types only
+
+
+def test_frames_dropped_by_an_open_that_fails_are_counted(
+    make_camera: Callable[..., Camera], hostile: HostileCamera
+) -> None:
+    camera = make_camera(hostile.url("/only-garbage.mjpg"))  # the camera never comes "on"
+    camera.start()
+    assert wait_for(lambda: camera.errors >= 2, timeout=15)
+    record = camera.status()
+    assert record["state"] == "error"
+    assert record["error"].startswith("camera sends no valid JPEG: not a JPEG")
+    # 50 per open (fewer only if a loaded machine took 3 s over them); none counted before.
+    assert record["rejected"] >= 50 and record["last_rejection"] == "not a JPEG"
+
+
+def test_a_frame_claiming_a_huge_size_sizes_nothing(
+    make_camera: Callable[..., Camera], hostile: HostileCamera
+) -> None:
+    camera = make_camera(hostile.url("/claims-60000.mjpg"), width=80)  # every other part
+    camera.start()
+    for frame in next_frames(camera, 4):
+        assert decode(frame.jpeg).shape == (60, 80, 3)
+    record = camera.status()
+    assert (record["width"], record["height"]) == (80, 60)
+    assert record["rejected"] >= 4
+    assert record["last_rejection"] == "picture size 60000x60000 is not from 1x1 to 8192x8192"
 
 
 def test_the_record_follows_a_change_of_resolution_unwatched(

@@ -133,6 +133,23 @@ def test_unknown_environment_variable_is_only_logged(caplog: pytest.LogCaptureFi
         ("", {"LIVECAM_CAMERAS": "-1"}, "LIVECAM_CAMERAS: camera id must be an integer"),
         ("", {"LIVECAM_CAMERAS": ","}, "LIVECAM_CAMERAS: names no camera"),
         ("", {"LIVECAM_THREADS": "many"}, "LIVECAM_THREADS: must be an integer"),
+        # Unicode digits are no numbers: "²" made int() raise a ValueError, "٣" read as 3.
+        ("", {"LIVECAM_THREADS": "²"}, "LIVECAM_THREADS: must be an integer, got '²'"),
+        ("", {"LIVECAM_THREADS": "٦٤"}, "LIVECAM_THREADS: must be an integer, got '٦٤'"),
+        ("", {"LIVECAM_THREADS": "1_000"}, "LIVECAM_THREADS: must be an integer, got '1_000'"),
+        (
+            "",
+            {"LIVECAM_CAMERAS": "²"},
+            "LIVECAM_CAMERAS: camera id must be an integer from 0 to 999999, got '²'",
+        ),
+        ("", {"LIVECAM_CAMERAS": "٣=testsrc"}, "LIVECAM_CAMERAS: camera id must be an integer"),
+        ("", {"LIVECAM_CAMERAS": "0=testsrc:٣٢٠x٢٤٠"}, "cameras.0.source: expected testsrc"),
+        ('[cameras.0]\nsize = "٦٤٠x٤٨٠"\n', {}, "cameras.0.size: expected WIDTHxHEIGHT"),
+        (
+            "",
+            {"LIVECAM_CAMERAS": "0=http://cam:²/x"},
+            "cameras.0.source: http://cam:²/x names a port that is not",
+        ),
         ("", {"LIVECAM_PROXY_HOPS": "11"}, "LIVECAM_PROXY_HOPS: must be from 0 to 10"),
     ],
 )

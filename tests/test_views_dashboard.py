@@ -160,6 +160,10 @@ def test_the_multiplexed_stream_carries_each_camera_named_and_counts_its_viewers
         ("?cameras=0:nope", 400, "camera 0 has no stream profile 'nope': expected one of full, preview"),
         ("?cameras=0,0:full", 400, "cameras: 0:full is named twice"),
         ("?cameras=zero", 400, "cameras: expected ID or ID:PROFILE items, got 'zero'"),
+        # Unicode digits are no camera id: "²" made int() fail (a 500), "٣" was camera 3.
+        ("?cameras=%C2%B2", 400, "cameras: expected ID or ID:PROFILE items, got '²'"),
+        ("?cameras=%D9%A3", 400, "cameras: expected ID or ID:PROFILE items, got '٣'"),
+        ("?cameras=%2B0", 400, "cameras: expected ID or ID:PROFILE items, got '+0'"),
         ("?cameras=" + "9," * 65, 400, "cameras: at most 64 in one stream"),
         ("?cameras=9", 404, "no camera 9"),
         ("?cameras=1", 503, "none of these cameras is on"),

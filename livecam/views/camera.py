@@ -15,10 +15,11 @@ from ..config import FULL
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
 from ..record import CameraBusy, CameraLike
+from .events import listed
 
 bp = Blueprint("camera", __name__)
 
-ACTIONS = ("status", "toggle", "start", "stop", "stream", "snapshot")
+ACTIONS = ("status", "toggle", "start", "stop", "stream", "snapshot", "events")
 
 
 def get_camera(camera_id: int) -> CameraLike:
@@ -164,4 +165,30 @@ def snapshot(camera_id: int) -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Disposition"] = f'inline; filename="camera{camera_id}.jpg"'
     response.headers["X-Timestamp"] = f"{frame.timestamp:.6f}"
+    return response
+
+
+@bp.get("/events")
+@requires("view")
+def events(camera_id: int) -> Response:
+    """The camera's kept events as JSON, newest first (``?limit=N``, default 100), each with
+    the URL of its picture while one is kept."""
+    return listed(get_camera(camera_id).id)
+
+
+@bp.get("/events/<int:event_id>.jpg")
+@requires("view", embeddable=True)
+def event_snapshot(camera_id: int, event_id: int) -> Response:
+    """The picture of one of the camera's motion events (its strongest moment).
+
+    :raise 404: no such event of this camera, or its picture is no longer kept.
+    """
+    registry = get_registry()
+    event = registry.events.get(event_id)
+    jpeg = registry.events.snapshot(event_id) if event is not None and event.camera == camera_id else None
+    if jpeg is None:
+        return json_error(404, f"camera {camera_id} has no kept picture of event {event_id}")
+    response = Response(jpeg, content_type="image/jpeg")
+    response.headers["Cache-Control"] = "private, max-age=86400"  # an event's picture never changes
+    response.headers["Content-Disposition"] = f'inline; filename="camera{camera_id}-event{event_id}.jpg"'
     return response

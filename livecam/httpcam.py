@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import socket
 import ssl
 import threading
 import time
@@ -36,7 +37,15 @@ import numpy as np
 from .integers import parse_int
 from .jpeg import jpeg_span, with_huffman_tables
 from .redaction import redact, split_url
-from .source_base import MAX_FRAME, OPEN_TIMEOUT_MS, READ_TIMEOUT_MS, Screening, SourceError, human_size
+from .source_base import (
+    MAX_FRAME,
+    OPEN_TIMEOUT_MS,
+    READ_TIMEOUT_MS,
+    Screening,
+    SourceError,
+    human_size,
+    on_stop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,10 @@ Opener = Callable[[], http.client.HTTPResponse]
 
 class _StreamEnded(Exception):
     """The camera closed the connection."""
+
+
+def _nothing() -> None:
+    """Nothing to undo."""
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str]:
@@ -149,11 +162,33 @@ def answered(code: int, media: str | None) -> SourceError:
     return SourceError(message, refused=code in (401, 403))
 
 
+def _socket(response: http.client.HTTPResponse) -> socket.socket | None:
+    """The socket an open response reads from (urllib keeps it out of reach)."""
+    return getattr(getattr(response.fp, "raw", None), "_sock", None)
+
+
 def set_read_timeout(response: http.client.HTTPResponse, seconds: float) -> None:
     """Give the open connection the read timeout (urllib applies one timeout to everything)."""
-    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+    sock = _socket(response)
     if sock is not None:
         sock.settimeout(seconds)
+
+
+def shutter(response: http.client.HTTPResponse) -> Callable[[], None]:
+    """A function that wakes a read of ``response`` blocked in another thread: it then ends."""
+    sock = _socket(response)
+
+    def shut() -> None:
+        if sock is None:
+            return
+        try:
+            # socket.socket's own shutdown: SSLSocket's would also drop its TLS state under
+            # the reading thread. The reader sees the end of the stream, then closes it.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected any more: nothing to wake
+
+    return shut
 
 
 def open_http(
@@ -195,6 +230,17 @@ class _HttpSource(Screening):
         self._frame: bytes | bytearray | None = None
         self._fresh = False
         self._deadline = time.monotonic() + FRAME_TIMEOUT
+        self._unwatch: Callable[[], None] = _nothing
+
+    def _watch(self, response: http.client.HTTPResponse) -> None:
+        """Let a switch-off wake a read of ``response`` blocked on a silent camera."""
+        self._unwatch = on_stop(self._stop, shutter(response))
+
+    def _close(self, response: http.client.HTTPResponse) -> None:
+        """Close ``response``, once a switch-off can no longer reach for its socket."""
+        self._unwatch()
+        self._unwatch = _nothing
+        response.close()
 
     def _start(self) -> None:
         """Read the first good frame and learn the size from it; it is the first handed out."""
@@ -231,6 +277,8 @@ class _HttpSource(Screening):
         except TimeoutError:
             raise SourceError(f"camera sent nothing for {READ_TIMEOUT_MS / 1000:g} s") from None
         except (OSError, http.client.HTTPException) as exc:
+            if self._stop.is_set():
+                return False  # a switch-off shut the connection (TLS says so with an error)
             raise SourceError(f"camera connection failed: {exc}") from None
 
     def _next_frame(self) -> bool:
@@ -295,6 +343,7 @@ class MjpegSource(_HttpSource):
     ) -> None:
         super().__init__(max_frame, stop)
         self._response = response
+        self._watch(response)
         self._buffer = bytearray()
         self._boundary: bytes | None = None
         self._delimiter: re.Pattern[bytes] | None = None
@@ -309,7 +358,7 @@ class MjpegSource(_HttpSource):
 
     def release(self) -> None:
         """Close the connection."""
-        self._response.close()
+        self._close(self._response)
 
     # -- reading the stream ------------------------------------------------------------
 
@@ -457,6 +506,7 @@ class SnapshotSource(_HttpSource):
     ) -> None:
         super().__init__(max_frame, stop)
         self._response: http.client.HTTPResponse | None = response
+        self._watch(response)
         self._fetch = fetch
         self._interval = 1.0 / fps
         self._next = time.monotonic()
@@ -465,7 +515,7 @@ class SnapshotSource(_HttpSource):
     def release(self) -> None:
         """Close a fetch still open."""
         if self._response is not None:
-            self._response.close()
+            self._close(self._response)
             self._response = None
 
     def _next_frame(self) -> bool:
@@ -477,6 +527,7 @@ class SnapshotSource(_HttpSource):
                 if delay > 0 and self._stop.wait(delay):
                     return False
                 self._response = self._fetch()
+                self._watch(self._response)
                 self._deadline = time.monotonic() + FRAME_TIMEOUT  # for this snapshot alone
             try:
                 data = self._body(self._response)

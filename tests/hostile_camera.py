@@ -17,6 +17,8 @@ Streams (``multipart/x-mixed-replace``, 160x120 numbered frames):
 - ``/claims-60000.mjpg``: every other part, the first included, is a good JPEG whose frame
   header claims 60000x60000 pixels.
 - ``/trickle.mjpg``: one good part, then a part that arrives a byte every 0.2 s.
+- ``/stall.mjpg``: three good parts, then silence on an open connection (``stalled`` is set)
+  until the client leaves (``left`` is set) or the camera stops.
 - ``/huge.mjpg``, ``/huge-no-length.mjpg``: every other part is 30 MB (with and without a
   Content-Length).
 - ``/claims-2gb.mjpg``: a part claiming 2 GiB, then data trickling at 100 MB/s.
@@ -27,7 +29,8 @@ Streams (``multipart/x-mixed-replace``, 160x120 numbered frames):
   without it a 401 HTML page with the challenge.
 - ``/octet.mjpg``: a multipart stream sent as ``application/octet-stream`` (left to FFmpeg).
 
-Other answers: ``/snapshot.jpg`` (one JPEG per request), ``/missing`` (404), ``/error``
+Other answers: ``/snapshot.jpg`` (one JPEG per request), ``/stall.jpg`` (a JPEG, then for
+every later request 100 bytes of one and silence, as ``/stall.mjpg``), ``/missing`` (404), ``/error``
 (500), ``/page.html`` (a 200 HTML page), ``/redirect`` (302 to ``/good.mjpg?from=redirect``).
 """
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import select
 import socket
 import ssl
 import struct
@@ -86,6 +90,8 @@ class HostileCamera:
         self._clients: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.stalled = threading.Event()  # a /stall.mjpg stream has gone silent
+        self.left = threading.Event()  # and its client has gone
         self._large = numbered_frames(320, 240, 1)[0]
         self._huge = jpeg_sized(HUGE)  # built once, so the test's memory baseline includes it
 
@@ -184,6 +190,8 @@ class HostileCamera:
             self._stream(handler, lambda n: good[n % 10], length=False, extra=b"Content-Length: \xb2\r\n")
         elif path == "/trickle.mjpg":
             self._trickle(handler)
+        elif path == "/stall.mjpg":
+            self._stall(handler)
         elif path == "/no-length.mjpg":
             self._stream(handler, lambda n: good[n % 10], length=False, declared='"--camframe"')
         elif path == "/big-header.mjpg":
@@ -204,6 +212,16 @@ class HostileCamera:
                 )
         elif path == "/snapshot.jpg":
             self._send(handler, 200, "image/jpeg", good[len(self.requests) % 10])
+        elif path == "/stall.jpg" and self.paths().count(handler.path) > 1:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "image/jpeg")
+            handler.send_header("Content-Length", str(len(good[0])))
+            handler.end_headers()
+            handler.wfile.write(good[0][:100])
+            handler.wfile.flush()
+            self._hang(handler)
+        elif path == "/stall.jpg":
+            self._send(handler, 200, "image/jpeg", good[0])
         elif path == "/page.html":
             self._send(handler, 200, "text/html; charset=utf-8", b"<html><body>Login</body></html>")
         elif path == "/redirect":
@@ -296,6 +314,24 @@ class HostileCamera:
             handler.wfile.write(b"\0")
             handler.wfile.flush()
             time.sleep(0.2)  # the trickle's pace, not synchronisation
+
+    def _stall(self, handler: BaseHTTPRequestHandler) -> None:
+        """Three good parts, then nothing on the open connection, like a camera that hangs."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
+        handler.end_headers()
+        for jpeg in self.frames[:3]:
+            handler.wfile.write(b"--%s\r\nContent-Length: %d\r\n\r\n%s\r\n" % (BOUNDARY, len(jpeg), jpeg))
+        handler.wfile.flush()
+        self._hang(handler)
+
+    def _hang(self, handler: BaseHTTPRequestHandler) -> None:
+        """Send nothing more, the connection open, until the client leaves or the camera stops."""
+        self.stalled.set()
+        # The client sends nothing after its request: readable means it closed or shut down.
+        while self._server is not None and not select.select([handler.connection], [], [], 0.1)[0]:
+            pass
+        self.left.set()
 
     def _claim_2gb(self, handler: BaseHTTPRequestHandler) -> None:
         """Announce a 2 GiB part, then send zeros at about 100 MB/s until the client leaves."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import capture_threads, decode, wait_for
+from helpers import blocked_reading, capture_threads, decode, wait_for
 from hostile_camera import HostileCamera
 from livecam.broadcast import BroadcastClosed, Broadcaster, Frame
 from livecam.capture import Camera
@@ -339,6 +339,28 @@ def test_bad_frames_are_dropped_counted_and_never_shown(
     assert record["rejected"] >= 1 and record["last_rejection"] in ("not a JPEG", "truncated JPEG")
     assert record["passthrough"] is True and record["state"] == "on"
     assert json.loads(json.dumps(record)) == record  # plain JSON types only
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_switching_off_during_a_stalled_read_returns_at_once(
+    make_camera: Callable[..., Camera], request: pytest.FixtureRequest, tls: bool
+) -> None:
+    server = HostileCamera(certificate=request.getfixturevalue("certificate") if tls else None).start()
+    request.addfinalizer(server.stop)
+    camera = make_camera(server.url("/stall.mjpg"))  # three frames, then silence
+    camera.start()
+    assert server.stalled.wait(10) and wait_for(lambda: camera.state == "on")
+    [thread] = capture_threads()
+    # The capture thread now waits on a camera that sends nothing: a read that would only
+    # end with the 3 s read timeout (a switch-off took 1.1-2.7 s before it could wake it).
+    assert wait_for(lambda: blocked_reading(thread))
+    started = time.monotonic()
+    camera.stop()
+    elapsed = time.monotonic() - started
+    assert not thread.is_alive()
+    assert elapsed < 0.5, f"stop took {elapsed:.2f} s"
+    assert server.left.wait(5)  # the connection was closed, not left behind
+    assert (camera.state, camera.error, camera.errors) == ("off", None, 0)
 
 
 def test_frames_dropped_by_an_open_that_fails_are_counted(

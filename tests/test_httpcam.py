@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import decode
+from helpers import blocked_reading, decode, wait_for
 from hostile_camera import CLAIMED, PASSWORD, USER, HostileCamera
 from livecam import httpcam
 from livecam.config import SourceSpec, load_settings, parse_source
 from livecam.httpcam import MjpegSource, SnapshotSource, split_credentials
+from livecam.source_base import StopSignal
 from livecam.sources import READ_TIMEOUT_MS, CaptureSource, Source, SourceError, open_source
 
 MB = 2**20
@@ -365,6 +366,25 @@ def test_a_bracket_left_open_is_a_reason_not_a_traceback() -> None:
     for url in ("http://[::1:8080/x", "http://admin:pw@[::1:8080/x"):
         with pytest.raises(SourceError, match=r"^cannot open http://(admin:\*\*\*@)?\[::1:8080/x: "):
             open_source(SourceSpec("url", url), "Net", threading.Event())
+
+
+def test_a_switch_off_wakes_a_snapshot_read_stalled_mid_body(camera: HostileCamera) -> None:
+    stop = StopSignal()  # what a camera's capture thread is given
+    source = open_source(parse_source(camera.url("/stall.jpg?from=switch-off"), "s"), "Net", stop, fps=20)
+    grabbed: list[bool] = []
+    reader = threading.Thread(target=lambda: grabbed.append(source.grab()))
+    try:
+        assert source.grab()  # the first snapshot, fetched whole by the open
+        camera.stalled.clear()
+        reader.start()  # the next one stops after 100 bytes: a read of up to 3 s
+        assert camera.stalled.wait(5) and wait_for(lambda: blocked_reading(reader))
+        stop.set()
+        reader.join(0.5)
+        assert not reader.is_alive() and grabbed == [False]
+    finally:
+        stop.set()
+        reader.join(5)
+        source.release()
 
 
 def test_frames_decode_to_what_the_camera_drew(camera: HostileCamera, opened) -> None:

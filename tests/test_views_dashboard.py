@@ -171,3 +171,25 @@ def test_a_bad_multiplexed_stream_request_is_a_clear_error(
     response = client.get(f"/streams.mjpg{query}")
     assert response.status_code == status
     assert error in response.json["error"]
+
+
+@pytest.mark.parametrize(
+    ("allow_origins", "referer", "policy"),
+    [
+        ("", "https://other.example/wall", "same-origin"),
+        ("https://other.example", "https://other.example/wall", "cross-origin"),
+        ("https://other.example", "https://elsewhere.example/", "same-origin"),
+    ],
+)
+def test_the_multiplexed_stream_carries_a_resource_policy_like_a_camera_s_stream(
+    make_app, allow_origins: str, referer: str, policy: str
+) -> None:
+    cameras = {"0": {"source": "testsrc:32x24@10", "autostart": True}}
+    allowed = {"allow_origins": allow_origins} if allow_origins else {}
+    client = make_app({"cameras": cameras, **allowed}).test_client()
+    assert wait_for(lambda: client.get("/cameras/0").json["state"] == "on")
+    headers = {"Referer": referer, "Sec-Fetch-Site": "cross-site"}
+    for path in ("/streams.mjpg?cameras=0", "/cameras/0/stream.mjpg"):
+        with client.get(path, headers=headers) as response:
+            assert response.status_code == 200
+            assert response.headers["Cross-Origin-Resource-Policy"] == policy, path

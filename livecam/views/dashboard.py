@@ -75,7 +75,7 @@ def _tracks(text: str) -> list[tuple[int, str]]:
 
 
 @bp.get("/streams.mjpg")
-@requires("view")
+@requires("view", embeddable=True)
 def multiplexed() -> Response:
     """Several cameras' streams in one response (``?cameras=0:preview,3:full``): the
     dashboard's way to keep every tile live on one HTTP/1.1 connection.

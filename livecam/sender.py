@@ -18,7 +18,6 @@ import selectors
 import socket
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from functools import partial
 
@@ -144,8 +143,9 @@ class Sender:
         # streams under gunicorn holds no descriptors.
         self._waker: Waker | None = None
         self._selector: selectors.BaseSelector | None = None
-        self._viewers: dict[Broadcaster, set[Viewer]] = {}  # the loop's own: no lock
-        self._listening: weakref.WeakSet[Broadcaster] = weakref.WeakSet()
+        # The loop's own (no lock): the viewers of each camera it listens to, and only those, so
+        # a camera nobody watches through the sender never wakes it.
+        self._viewers: dict[Broadcaster, set[Viewer]] = {}
         self._chunks: dict[Broadcaster, tuple[int, bytes]] = {}  # each frame chunk-framed once
         self._fanned: dict[Broadcaster, int] = {}  # the last frame fanned out, per camera
         self._stopping = False
@@ -243,10 +243,10 @@ class Sender:
             incoming, self._incoming = self._incoming, []
         for viewer in incoming:
             broadcaster = viewer.broadcaster
-            if broadcaster not in self._listening:
-                self._listening.add(broadcaster)
+            if broadcaster not in self._viewers:
                 broadcaster.add_listener(self.wake)
-            self._viewers.setdefault(broadcaster, set()).add(viewer)
+                self._viewers[broadcaster] = set()
+            self._viewers[broadcaster].add(viewer)
             # Readable tells a client that reset at once, without waiting for a write.
             if not self._watch(viewer):
                 self._release(viewer)
@@ -408,9 +408,7 @@ class Sender:
         if viewers is not None:
             viewers.discard(viewer)
             if not viewers:
-                del self._viewers[viewer.broadcaster]
-                self._chunks.pop(viewer.broadcaster, None)
-                self._fanned.pop(viewer.broadcaster, None)
+                self._forget(viewer.broadcaster)
         if viewer.events:
             try:
                 self._selector.unregister(viewer.sock)
@@ -421,6 +419,14 @@ class Sender:
             with self._lock:
                 self.owned -= 1
         _let_go(viewer, clean=viewer.pending is None)
+
+    def _forget(self, broadcaster: Broadcaster) -> None:
+        """Stop listening to a camera whose last viewer left, and drop what was kept for it."""
+        # Left listening, the camera would wake this loop at every frame for as long as it runs.
+        broadcaster.remove_listener(self.wake)
+        del self._viewers[broadcaster]
+        self._chunks.pop(broadcaster, None)
+        self._fanned.pop(broadcaster, None)
 
 
 def _let_go(viewer: Viewer, clean: bool) -> None:

@@ -185,3 +185,29 @@ def test_stopping_the_sender_lets_every_viewer_go(sender: Sender) -> None:
     sender.wake()  # a camera publishing after the stop writes to no stale descriptor
     for client, _ in [*clients_viewers, (late_client, late)]:
         client.close()
+
+
+def test_the_sender_stops_listening_to_a_camera_when_its_last_viewer_leaves(sender: Sender) -> None:
+    door, yard = Broadcaster(), Broadcaster()
+    (first, first_viewer), (second, second_viewer) = connect(sender, door), connect(sender, door)
+    other, _ = connect(sender, yard)
+    assert wait_for(lambda: len(door._listeners) == 1 and len(yard._listeners) == 1)  # one per camera
+    for client, viewer in ((first, first_viewer), (second, second_viewer)):
+        client.close()
+        for number in range(50):  # the hang-up is noticed at a write
+            publish(door, b"frame %d" % number)
+            if viewer.done.wait(0.1):
+                break
+        assert viewer.done.is_set()
+        # Until the last viewer leaves, the sender still wakes for the camera's frames.
+        assert len(door._listeners) == (0 if viewer is second_viewer else 1)
+    assert len(yard._listeners) == 1  # the other camera's viewer still watches
+    publish(yard, b"still here")
+    assert next(read_parts(other.makefile("rb"))).body == b"still here"
+    reader, viewer = connect(sender, door)  # a new viewer: listening again
+    assert wait_for(lambda: len(door._listeners) == 1)
+    publish(door, b"again")
+    parts = read_parts(reader.makefile("rb"))
+    assert b"again" in (next(parts).body, next(parts).body)  # after the current frame, if fresh
+    for client in (other, reader):
+        client.close()

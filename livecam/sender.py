@@ -161,18 +161,32 @@ class Sender:
         """Whether the loop has finished, having let every viewer go."""
         return self._thread is not None and not self._thread.is_alive()
 
-    def has_room(self) -> bool:
-        """Whether one more viewer whose socket the sender would own fits."""
-        return self.alive and self.owned < self.capacity
+    def reserve(self) -> bool:
+        """Take a place for a viewer whose socket the sender will own, if one is left.
+
+        Taken when the stream's answer is decided, so a stream with no place left is refused
+        with a 503 rather than cut after its 200; ``add()`` hands the viewer in on it.
+        """
+        with self._lock:
+            if not self.alive or self.owned >= self.capacity:
+                return False
+            self.owned += 1
+            return True
+
+    def unreserve(self) -> None:
+        """Give back a place taken by ``reserve()`` for a viewer never handed over."""
+        with self._lock:
+            self.owned -= 1
 
     def add(self, viewer: Viewer) -> None:
-        """Hand a viewer over; the loop starts on the first one. A viewer refused (the sender
-        is stopping, or owns as many sockets as it may) is let go at once."""
+        """Hand a viewer over; the loop starts on the first one. A viewer whose socket the
+        sender will own comes in on a place ``reserve()`` took. A viewer refused (the sender
+        is stopping) is let go at once, and its place with it."""
         with self._lock:
-            owns = viewer.ended is not None
-            refused = self._stopping or (owns and self.owned >= self.capacity)
-            if not refused:
-                self.owned += owns
+            refused = self._stopping
+            if refused:
+                self.owned -= viewer.ended is not None
+            else:
                 self._incoming.append(viewer)
                 if self._thread is None:
                     self._waker = Waker()

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 import pytest
 
 from helpers import ChunkReader, decode, read_parts, wait_for
+from livecam.appstate import get_registry
 
 
 class Tags(HTMLParser):
@@ -193,3 +194,19 @@ def test_the_multiplexed_stream_carries_a_resource_policy_like_a_camera_s_stream
         with client.get(path, headers=headers) as response:
             assert response.status_code == 200
             assert response.headers["Cross-Origin-Resource-Policy"] == policy, path
+
+
+def test_a_multiplexed_stream_whose_response_fails_after_the_view_holds_no_slot(make_app) -> None:
+    cameras = {"0": {"source": "testsrc:32x24@10", "autostart": True}}
+    app = make_app({"PROPAGATE_EXCEPTIONS": False, "cameras": cameras})
+
+    @app.after_request
+    def broken(response):  # any failure between the view and the server
+        raise RuntimeError("a hook failed")
+
+    client = app.test_client()
+    assert wait_for(lambda: get_registry(app).get(0).is_on)
+    for _ in range(5):
+        with client.get("/streams.mjpg?cameras=0") as response:
+            assert response.status_code == 500
+    assert get_registry(app).viewer_slots.taken == 0

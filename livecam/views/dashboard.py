@@ -13,7 +13,7 @@ from ..config import FULL
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
 from ..security import public, requires
-from .camera import profile_of, record, too_many_viewers
+from .camera import profile_of, record, stream_response, too_many_viewers
 
 bp = Blueprint("dashboard", __name__)
 
@@ -104,8 +104,7 @@ def multiplexed() -> Response:
     )
     if body is None:
         return too_many_viewers()
-    headers = streams.headers(request.environ)
-    return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
+    return stream_response(body)
 
 
 @bp.get("/healthz")

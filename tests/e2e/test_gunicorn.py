@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import signal
 import socket
 import ssl
@@ -234,3 +235,41 @@ def test_tls_straight_to_gunicorn_streams_and_answers(serve, certificate: tuple[
     conn.close()
     for _ in range(3):  # the closed stream's connection lingers in the event loop, never blocks it
         assert request("GET", "/cameras/0")[0] == 200
+
+
+def test_streams_beyond_the_slots_get_a_503_never_an_empty_200(serve) -> None:
+    # 6 threads: 4 slots for streams that keep a thread (the dashboard's multiplexed one).
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:64x48@15", "LIVECAM_THREADS": "6"})
+    livecam.request("POST", "/cameras/0/start")
+    clients = 12
+    ready = threading.Barrier(clients)
+    answers: list[tuple[int, http.client.HTTPResponse, http.client.HTTPConnection]] = []
+    lock = threading.Lock()
+
+    def ask() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", livecam.port, timeout=10)
+        conn.connect()
+        ready.wait(10)  # all at once, so that several views decide together
+        conn.request("GET", "/streams.mjpg?cameras=0:preview")
+        response = conn.getresponse()
+        with lock:
+            answers.append((response.status, response, conn))
+
+    askers = [threading.Thread(target=ask) for _ in range(clients)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(20)
+    try:
+        assert sorted(status for status, _, _ in answers) == [200] * 4 + [503] * 8
+        for status, response, _ in answers:
+            if status == 200:
+                assert next(read_parts(response)).body  # a stream, not an empty 200
+            else:
+                assert response.getheader("Retry-After") == "5"
+                assert "too many viewers" in json.loads(response.read())["error"]
+    finally:
+        for _, response, conn in answers:
+            response.close()
+            conn.close()
+    assert wait_for(lambda: livecam.request("GET", "/healthz")[1]["streams"] == 0)

@@ -16,6 +16,7 @@ import logging
 import os
 import selectors
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -29,8 +30,49 @@ log = logging.getLogger(__name__)
 
 SWEEP = 0.25  # how often heartbeats and stuck viewers are looked at
 CLOSING_GRACE = 2.0  # a stopped camera's viewers may finish the part they are receiving
+# A TCP viewer's kernel send buffer holds a few parts, not the megabytes Linux autotunes it
+# to for a client that reads nothing (up to tcp_wmem's 4 MiB): a stream needs only the part
+# under way and the next ones, since a slow viewer skips to the newest frame anyway. Three
+# parts, and at least 256 KiB, keep a full rate across a link of about 100 ms round trip.
+# Linux doubles the size asked for (its bookkeeping), so 2 MiB asked is autotuning's ceiling.
+FRAMES_BUFFERED = 3
+MIN_SEND_BUFFER = 256 * 1024
+MAX_SEND_BUFFER = 2 * 1024 * 1024
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, for 0 s: close() resets the connection
 
 Sent = Callable[[int, float | None, int], None]  # (part size, latency or None, viewers)
+
+
+def send_buffer_for(part_size: int) -> int:
+    """The send buffer for a stream whose parts are ``part_size`` bytes: a few parts, within bounds."""
+    return min(MAX_SEND_BUFFER, max(MIN_SEND_BUFFER, FRAMES_BUFFERED * part_size))
+
+
+def limit_send_buffer(sock: socket.socket, size: int) -> int:
+    """Bound a TCP socket's kernel send buffer to ``size`` bytes (which Linux doubles, capped
+    at net.core.wmem_max); return ``size``, or 0 for a socket left as it is.
+
+    Only TCP buffers grow by themselves: a Unix socket keeps its fixed, smaller default.
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return 0
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:
+        return 0
+    return size
+
+
+def reset_on_close(sock: socket.socket) -> None:
+    """Make the last close of ``sock`` reset the connection and free its send buffer at once.
+
+    A plain close keeps unsent data in FIN-WAIT-1 until the client reads it or the kernel
+    gives up, minutes later: for a viewer cut off for not reading, a whole send buffer.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    except OSError:
+        pass  # already closed, or not a socket that lingers: nothing to free
 
 
 class Waker:
@@ -101,6 +143,7 @@ class Viewer:
         self.closing_since: float | None = None
         self.reading = True  # selected for readable until the client says anything, or EOF
         self.events = 0  # what the selector watches this socket for now
+        self.send_buffer = 0  # the bound set on the socket's send buffer, 0 before the first part
 
     @property
     def broadcaster(self) -> Broadcaster:
@@ -109,6 +152,11 @@ class Viewer:
 
     def begin(self, frame: Frame, fresh: bool, data: bytes) -> None:
         """Start writing ``frame``'s part (``data``, framed for this viewer)."""
+        if self.send_buffer < MAX_SEND_BUFFER and FRAMES_BUFFERED * len(data) > self.send_buffer:
+            # Set before the first part, while the buffer is empty; raised for larger parts.
+            # A socket left as it is (not TCP, or refusing) is not asked again.
+            wanted = send_buffer_for(len(data))
+            self.send_buffer = limit_send_buffer(self.sock, wanted) or MAX_SEND_BUFFER
         self.pending = memoryview(data)
         self.pending_frame, self.pending_fresh = frame, fresh
 
@@ -412,12 +460,16 @@ class Sender:
         if viewer.done.is_set():
             return
         if viewer.pending is not None:
-            # Half a part is out: the stream cannot end cleanly, and gunicorn's closing write
-            # could block on a client that reads nothing. Cut the connection so it fails at once.
-            try:
-                viewer.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            # Half a part is out: the stream cannot end cleanly. Reset the connection when it
+            # is closed, freeing what waits in its send buffer (see reset_on_close).
+            reset_on_close(viewer.sock)
+            if viewer.ended is None:
+                # gunicorn's closing write could block on a client that reads nothing: cut
+                # the connection so it fails at once.
+                try:
+                    viewer.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         viewers = self._viewers.get(viewer.broadcaster)
         if viewers is not None:
             viewers.discard(viewer)

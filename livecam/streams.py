@@ -23,12 +23,13 @@ from .broadcast import BroadcastClosed, Broadcaster
 from .cursor import HEARTBEAT, Cursor
 from .mjpeg import OPENING, STREAM_HEADERS, label
 from .registry import Slots
-from .sender import Sender, Sent, Viewer
+from .sender import Sender, Sent, Viewer, limit_send_buffer, reset_on_close, send_buffer_for
 
 PARKED_CHECK = 30.0  # how often a parked request thread looks whether the sender still runs
 # The WSGI environ key under which livecam's worker offers to let go of the connection: a
 # callable returning a socket of its own for it (see worker.py).
 DETACH = "livecam.detach"
+HTTP1 = ("HTTP/1.0", "HTTP/1.1")  # protocols whose connection carries the one stream alone
 
 
 def _ignore(size: int, latency: float | None, count: int = 1) -> None:
@@ -138,10 +139,8 @@ def open_multiplexed(
     of ``slots``; None when none is left (the caller answers 503)."""
     if not slots.take():
         return None
-    sock = environ.get("gunicorn.socket")
-    if sock is not None:
-        sock.settimeout(send_timeout)  # a client that stops reading cannot hold the thread
-    return Held(multiplexed(tracks), Place(slots.give_back))
+    frames = on_connection(multiplexed(tracks), environ, send_timeout, [t.broadcaster for t in tracks])
+    return Held(frames, Place(slots.give_back))
 
 
 class Place:
@@ -244,7 +243,7 @@ def open_stream(
     if (
         type(sock) is socket.socket  # plain TCP: not TLS, which gunicorn would have to encrypt
         and sock.gettimeout() is None
-        and protocol in ("HTTP/1.0", "HTTP/1.1")
+        and protocol in HTTP1
         and sender.alive
     ):
         # gunicorn frames an HTTP/1.1 body of unknown length in chunks; the sender must too.
@@ -257,14 +256,46 @@ def open_stream(
             return Held(handed_over(broadcaster, sender, detach, chunked, place, sent), place)
         frames = written_by_sender(broadcaster, sender, sock, chunked, sent)
     else:
-        if sock is not None:
-            # A viewer that stops reading fills its socket buffer; without a timeout the write
-            # would block its thread forever. gunicorn resets the socket mode after.
-            sock.settimeout(send_timeout)
         frames = written_by_thread(broadcaster, sent=sent)
+        frames = on_connection(frames, environ, send_timeout, [broadcaster])
     if not slots.take():
         return None  # the body never started: it holds nothing yet
     return Held(frames, Place(slots.give_back))
+
+
+def on_connection(
+    frames: Iterator[bytes], environ: dict[str, Any], send_timeout: float, broadcasters: list[Broadcaster]
+) -> Iterator[bytes]:
+    """``frames`` for the server's thread to write, its connection set up for a stream.
+
+    A viewer that stops reading fills its socket buffer: without a timeout the write would
+    block the thread forever (gunicorn resets the socket's mode after). Where the connection
+    is the stream's alone (HTTP/1.x), its send buffer is bounded as the sender bounds its
+    viewers', and a body the server gives up on resets the connection.
+    """
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return frames
+    sock.settimeout(send_timeout)
+    if environ.get("SERVER_PROTOCOL") not in HTTP1:
+        return frames  # HTTP/2: the connection carries other streams too
+    parts = sum(len(b.latest.part) for b in broadcasters if b.latest is not None)
+    limit_send_buffer(sock, send_buffer_for(parts))
+    return _reset_if_abandoned(frames, sock)
+
+
+def _reset_if_abandoned(frames: Iterator[bytes], sock: socket.socket) -> Iterator[bytes]:
+    """Yield ``frames``; when the server closes the body before its end (a write failed or
+    timed out), reset the connection, freeing what waits in its send buffer at once."""
+    try:
+        yield from frames
+    except GeneratorExit:
+        reset_on_close(sock)
+        try:  # and end gunicorn's graceful close, which would wait for the client, at once
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        raise
 
 
 def headers(environ: dict[str, Any]) -> dict[str, str]:

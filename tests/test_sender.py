@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from helpers import read_parts, wait_for
 from livecam.broadcast import Broadcaster
 from livecam.cursor import Cursor
-from livecam.sender import Sender, Viewer
+from livecam.sender import Sender, Viewer, send_buffer_for
 
 OPENING = b"--frame\r\n"
 
@@ -211,3 +215,71 @@ def test_the_sender_stops_listening_to_a_camera_when_its_last_viewer_leaves(send
     assert b"again" in (next(parts).body, next(parts).body)  # after the current frame, if fresh
     for client in (other, reader):
         client.close()
+
+
+def tcp_viewer(sender: Sender, broadcaster: Broadcaster, owned: bool) -> tuple[socket.socket, Viewer]:
+    """A viewer on a real loopback TCP connection whose client keeps a tiny window and never
+    reads; with ``owned`` the sender owns the server's socket (livecam's worker lets go of it)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(listener.getsockname())
+        server, _ = listener.accept()
+    sender.sockets += [server, client]
+    ended = (lambda: None) if owned else None
+    viewer = Viewer(server, Cursor(broadcaster), False, lambda size, latency, count: None, ended=ended)
+    sender.add(viewer)
+    return client, viewer
+
+
+def fill(broadcaster: Broadcaster, viewer: Viewer, part: bytes) -> None:
+    """Publish frames until the viewer's socket takes no more and a part waits half sent."""
+    for _ in range(200):
+        publish(broadcaster, part)
+        if wait_for(lambda: viewer.pending is not None, timeout=0.1, every=0.01):
+            return
+    raise AssertionError("the socket never filled")
+
+
+def queued(sock: socket.socket) -> int:
+    """Bytes in a TCP socket's send queue, not yet acknowledged by the peer (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def kernel_keeps(ports: tuple[int, int]) -> bool:
+    """Whether the kernel keeps a TCP socket of local and remote ``ports`` (say in FIN-WAIT-1)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if tuple(int(address.rsplit(":", 1)[1], 16) for address in fields[1:3]) == ports:
+            return True
+    return False
+
+
+def test_a_viewer_that_never_reads_costs_a_few_parts_of_send_buffer(sender: Sender) -> None:
+    broadcaster = Broadcaster()
+    part = bytes(100_000)
+    client, viewer = tcp_viewer(sender, broadcaster, owned=False)
+    fill(broadcaster, viewer, part)
+    bound = send_buffer_for(len(broadcaster.latest.part))  # the JPEG with its part's headers
+    # Linux reports (and allows for) twice the size asked for, its bookkeeping included.
+    assert viewer.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * bound
+    assert len(part) < queued(viewer.sock) <= 2 * bound  # autotuned, it grows to megabytes
+    client.close()
+
+
+@pytest.mark.parametrize("owned", [True, False])
+def test_a_viewer_cut_off_for_not_reading_is_reset_freeing_its_buffer(sender: Sender, owned: bool) -> None:
+    broadcaster = Broadcaster()
+    client, viewer = tcp_viewer(sender, broadcaster, owned)
+    server_end = (viewer.sock.getsockname()[1], client.getsockname()[1])
+    fill(broadcaster, viewer, bytes(100_000))
+    assert kernel_keeps(server_end)
+    assert viewer.done.wait(10)  # the send timeout (1 s) cut it off
+    if not owned:
+        viewer.sock.close()  # what gunicorn's thread does with the socket it gets back
+    # Reset, not closed with a FIN behind the unsent rest: no socket lingers in FIN-WAIT-1.
+    assert not kernel_keeps(server_end)
+    with pytest.raises(ConnectionResetError):
+        while client.recv(65536):  # what was delivered before the reset, then the reset
+            pass
+    client.close()

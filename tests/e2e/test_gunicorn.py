@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import gunicorn
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import Server, decode, read_for, read_parts, run_cli, wait_for
+from helpers import ROOT, Server, decode, free_port, read_for, read_parts, run_cli, wait_for
 
 
 @pytest.fixture
@@ -154,6 +158,40 @@ def test_bad_configuration_stops_startup_with_one_line(serve: Callable[..., Serv
     assert server.process.wait(20) != 0
     lines = server.output().strip().splitlines()
     assert lines == ["livecam: configuration error: LIVECAM_CAMERAS: duplicate camera id 0"]
+
+
+# gunicorn itself, its gthread worker replaced by a subclass without a hook livecam relies on,
+# as a gunicorn of another series could be.
+OLDER_GUNICORN = """
+import sys
+from gunicorn.workers import gthread
+
+class ThreadWorker(gthread.ThreadWorker):
+    on_client_socket_readable = None
+
+gthread.ThreadWorker = ThreadWorker
+from gunicorn.app.wsgiapp import run
+sys.exit(run())
+"""
+
+
+def test_a_gunicorn_without_the_internals_livecam_uses_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
+    env |= {"LIVECAM_CAMERAS": "0=testsrc:32x24@10", "LIVECAM_STATE_DIR": str(tmp_path / "state")}
+    command = [sys.executable, "-c", OLDER_GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"]
+    command += ["--bind", f"127.0.0.1:{free_port()}"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    assert process.returncode != 0
+    assert output.decode().strip().splitlines() == [
+        f"livecam: livecam's worker needs gunicorn 27.x, found gunicorn {gunicorn.__version__}, which "
+        "lacks gthread.ThreadWorker.on_client_socket_readable (pip install 'gunicorn>=27,<28')"
+    ]
 
 
 def test_more_than_one_worker_is_refused(serve: Callable[..., Server]) -> None:

@@ -266,35 +266,31 @@ def open_stream(
 def on_connection(
     frames: Iterator[bytes], environ: dict[str, Any], send_timeout: float, broadcasters: list[Broadcaster]
 ) -> Iterator[bytes]:
-    """``frames`` for the server's thread to write, its connection set up for a stream.
+    """Yield ``frames`` for the server's thread to write, its connection set up for a stream
+    at the first step, before the server writes anything.
 
     A viewer that stops reading fills its socket buffer: without a timeout the write would
     block the thread forever (gunicorn resets the socket's mode after). Where the connection
     is the stream's alone (HTTP/1.x), its send buffer is bounded as the sender bounds its
-    viewers', and a body the server gives up on resets the connection.
+    viewers', and a body the server gives up on before its end (a write failed or timed
+    out) resets the connection, freeing what waits in that buffer at once.
     """
     sock = environ.get("gunicorn.socket")
-    if sock is None:
-        return frames
-    sock.settimeout(send_timeout)
-    if environ.get("SERVER_PROTOCOL") not in HTTP1:
-        return frames  # HTTP/2: the connection carries other streams too
-    parts = sum(len(b.latest.part) for b in broadcasters if b.latest is not None)
-    limit_send_buffer(sock, send_buffer_for(parts))
-    return _reset_if_abandoned(frames, sock)
-
-
-def _reset_if_abandoned(frames: Iterator[bytes], sock: socket.socket) -> Iterator[bytes]:
-    """Yield ``frames``; when the server closes the body before its end (a write failed or
-    timed out), reset the connection, freeing what waits in its send buffer at once."""
+    own = sock is not None and environ.get("SERVER_PROTOCOL") in HTTP1  # not HTTP/2's shared one
+    if sock is not None:
+        sock.settimeout(send_timeout)
+    if own:
+        parts = sum(len(b.latest.part) for b in broadcasters if b.latest is not None)
+        limit_send_buffer(sock, send_buffer_for(parts))
     try:
         yield from frames
     except GeneratorExit:
-        reset_on_close(sock)
-        try:  # and end gunicorn's graceful close, which would wait for the client, at once
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        if own:
+            reset_on_close(sock)
+            try:  # and end gunicorn's graceful close, which would wait for the client, at once
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         raise
 
 

@@ -93,9 +93,12 @@ def test_chunked_framing_for_http_11(sender: Sender) -> None:
     client.close()
 
 
-def test_a_slow_viewer_gets_the_newest_frame_not_a_backlog(sender: Sender) -> None:
+@pytest.mark.parametrize("tcp", [False, True], ids=["unix", "tcp"])
+def test_a_slow_viewer_gets_the_newest_frame_not_a_backlog(sender: Sender, tcp: bool) -> None:
     broadcaster = Broadcaster()
-    client, viewer = connect(sender, broadcaster, SO_RCVBUF=4096)
+    # Over TCP the sender bounds the socket's send buffer: the guarantee holds all the same.
+    client, viewer = tcp_viewer(sender, broadcaster) if tcp else connect(sender, broadcaster, SO_RCVBUF=4096)
+    client.settimeout(10)
     payloads = [bytes([n]) * 3_000_000 for n in range(10)]
     publish(broadcaster, payloads[0])  # more than the socket buffers hold: it waits half sent
     assert wait_for(lambda: viewer.pending is not None)
@@ -217,15 +220,16 @@ def test_the_sender_stops_listening_to_a_camera_when_its_last_viewer_leaves(send
         client.close()
 
 
-def tcp_viewer(sender: Sender, broadcaster: Broadcaster, owned: bool) -> tuple[socket.socket, Viewer]:
-    """A viewer on a real loopback TCP connection whose client keeps a tiny window and never
-    reads; with ``owned`` the sender owns the server's socket (livecam's worker lets go of it)."""
+def tcp_viewer(sender: Sender, broadcaster: Broadcaster, owned: bool = False) -> tuple[socket.socket, Viewer]:
+    """A viewer on a real loopback TCP connection whose client keeps a tiny window; with
+    ``owned`` the sender owns the server's socket (livecam's worker lets go of it)."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         client.connect(listener.getsockname())
         server, _ = listener.accept()
     sender.sockets += [server, client]
+    server.sendall(OPENING)  # as gunicorn would
     ended = (lambda: None) if owned else None
     viewer = Viewer(server, Cursor(broadcaster), False, lambda size, latency, count: None, ended=ended)
     sender.add(viewer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, redirect, request, url_for
+from flask import Blueprint, Response, g, jsonify, redirect, request, url_for
 from werkzeug.exceptions import BadRequest, NotFound
 
 from .. import streams
@@ -114,6 +114,26 @@ def too_many_viewers() -> Response:
     return json_error(503, "too many viewers: livecam serves no more streams now", **{"Retry-After": "5"})
 
 
+_OPENED = "livecam_stream"  # the flask.g attribute naming the stream body a request opened
+
+
+def stream_response(body: streams.Held) -> Response:
+    """The 200 answer carrying a stream ``body`` that holds its viewer place."""
+    setattr(g, _OPENED, body)
+    headers = streams.headers(request.environ)
+    return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
+
+
+@bp.teardown_app_request
+def _close_unsent_stream(error: BaseException | None) -> None:
+    """Give back the place of a stream whose answer failed after its view (a hook raised)."""
+    body = g.pop(_OPENED, None)
+    # The failure's traceback keeps the discarded response alive for as long as anything
+    # (a log handler) keeps the exception: without this its place would be held as long.
+    if body is not None and error is not None:
+        body.close()
+
+
 @bp.get("/stream.mjpg", endpoint="stream")
 @requires("view", embeddable=True)
 def stream_mjpg(camera_id: int) -> Response:
@@ -141,8 +161,7 @@ def stream_mjpg(camera_id: int) -> Response:
     )
     if body is None:
         return too_many_viewers()
-    headers = streams.headers(request.environ)
-    return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
+    return stream_response(body)
 
 
 @bp.get("/snapshot.jpg")

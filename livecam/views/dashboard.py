@@ -14,7 +14,7 @@ from ..config import FULL
 from ..errors import json_error
 from ..integers import parse_int
 from ..mjpeg import CONTENT_TYPE
-from .camera import profile_of, record, too_many_viewers
+from .camera import profile_of, record, stream_response, too_many_viewers
 
 bp = Blueprint("dashboard", __name__)
 
@@ -77,7 +77,7 @@ def _tracks(text: str) -> list[tuple[int, str]]:
 
 
 @bp.get("/streams.mjpg")
-@requires("view")
+@requires("view", embeddable=True)
 def multiplexed() -> Response:
     """Several cameras' streams in one response (``?cameras=0:preview,3:full``): the
     dashboard's way to keep every tile live on one HTTP/1.1 connection.
@@ -106,8 +106,7 @@ def multiplexed() -> Response:
     )
     if body is None:
         return too_many_viewers()
-    headers = streams.headers(request.environ)
-    return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
+    return stream_response(body)
 
 
 @bp.get("/healthz")

@@ -133,6 +133,7 @@ class Settings:
     trusted_hosts: tuple[str, ...] = ()  # host names answered besides IP literals, localhost, this host
     state_dir: str | None = None
     max_frame_mb: int = DEFAULT_MAX_FRAME_MB  # a camera's frame larger than this is dropped
+    media_dir: str | None = None  # files a camera added at run time may play; none: no file
     bus: str | None = None  # nats://HOST:4222 (or tls://): bus mode; None: one process
     bus_creds: str | None = None  # a NATS .creds file or a user nkey seed file for the frame bus
     bus_prefix: str = "livecam"  # the subjects' prefix (not isolation: a site is a NATS account)
@@ -140,6 +141,8 @@ class Settings:
     discovered: bool = False  # cameras came from device discovery, not configuration
     # [profiles.NAME] tables for every camera, as validated (each keeps only the keys it sets)
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Each camera's table as configured (the TOML's keys), for a change made at run time
+    tables: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def parse_source(value: Any, key: str) -> SourceSpec:
@@ -441,6 +444,15 @@ def _camera(
     return CameraConfig(id=cam_id, source=source, profiles=profiles, **options, **full)
 
 
+def camera_config(cam_id: int, table: Mapping[str, Any], settings: Settings, key: str) -> CameraConfig:
+    """One camera table validated as the configuration file's ``[cameras.ID]`` would be, with
+    the settings' global profiles (a camera added or changed at run time).
+
+    :raise ConfigError: the same one-line message as at startup, naming ``key``.
+    """
+    return _camera(cam_id, table, key, settings.profiles)
+
+
 def _camera_id(raw: Any, key: str) -> int:
     text = str(raw).strip()
     cam_id = parse_int(text, 6)
@@ -549,6 +561,7 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
     if cameras is None:
         cameras = _discovered_cameras(discover, state_directory(Settings({}, **values)))
     configs: dict[int, CameraConfig] = {}
+    tables: dict[int, Mapping[str, Any]] = {}
     # Each device by its real node: 0, /dev/video0 and a by-id link to it are one camera.
     devices: dict[str, CameraConfig] = {}
     for raw_id, table in cameras.items():
@@ -565,7 +578,8 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
                     f"cameras.{raw_id}.source: device {target} is already camera {other.id}{same}"
                 )
         configs[cam_id] = camera
-    return Settings(cameras=dict(sorted(configs.items())), discovered=discovered, **values)
+        tables[cam_id] = dict(table) if isinstance(table, Mapping) else {"source": table}
+    return Settings(cameras=dict(sorted(configs.items())), discovered=discovered, tables=tables, **values)
 
 
 def _origins(label: str, value: Any) -> tuple[str, ...]:
@@ -684,6 +698,7 @@ SETTING_CHECKS: dict[str, Check] = {
     "trusted_hosts": _hosts,
     "state_dir": _text,
     "max_frame_mb": _count(1, 1024),
+    "media_dir": _text,
     "bus": _bus_url,
     "bus_creds": _bus_creds,
     "bus_prefix": _subject_token,

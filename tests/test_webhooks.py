@@ -23,6 +23,7 @@ import pytest
 from helpers import ROOT
 from livecam.config import ConfigError, Settings, load_settings
 from livecam.events import EventLog
+from livecam.registry import SHUTDOWN_BUDGET, Registry
 from livecam.webhooks import WebhookOutput
 
 SECRET = "hook-secret-123"
@@ -312,6 +313,46 @@ def test_an_event_json_cannot_hold_is_skipped_never_raised_into_capture(
     assert [r.id for r in receiver.requests] == [good.id]
 
 
+def test_a_slow_receiver_delays_neither_another_receiver_nor_capture(
+    hook: Callable[..., Hook], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    slow, healthy = hook(hang), hook()
+    registry = Registry(
+        settings(
+            [slow.url, healthy.url],
+            cameras={"0": {"source": "testsrc:160x120@30", "name": "Bench"}},
+            state_dir=str(tmp_path),
+        )
+    )
+    try:
+        (out,) = registry.outputs
+        assert sorted(t.name for t in webhook_threads()) == ["livecam-webhook-0", "livecam-webhook-1"]
+        camera = registry.get(0)
+        assert camera is not None
+        camera.start()
+        assert camera.snapshot(5.0) is not None  # capture runs while the slow receiver hangs
+        states = [json.loads(r.body)["state"] for r in healthy.wait_for(2)]
+        assert states == ["starting", "on"]
+        slowest = 0.0
+        for n in range(300):
+            started = time.monotonic()
+            registry.events.add("motion.start", 0, "Bench", score=n / 1000, box=[0, 0, 1, 1])
+            slowest = max(slowest, time.monotonic() - started)
+        assert slowest < 0.5  # waiting for the slow receiver would take its attempt's 5 s
+        got = healthy.wait_for(302)
+        assert [json.loads(r.body)["score"] for r in got[2:]] == [n / 1000 for n in range(300)]
+        assert len(slow.requests) == 1  # still its first event, in the order they came
+        assert out.receivers[1].wait_idle(time.monotonic() + 5)
+        assert out.receivers[1].sent == 302 and out.receivers[0].sent == 0
+    finally:
+        started = time.monotonic()
+        registry.shutdown()
+        assert time.monotonic() - started < SHUTDOWN_BUDGET + 0.5
+    assert webhook_threads() == []
+    assert out.receivers[0].dropped > 300  # the slow one's queue, let go at the end
+    assert "hook-secret" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("answer", "said"),
     [
@@ -454,6 +495,33 @@ def test_an_endless_answer_body_is_not_read(
     events.add("motion.end", 0, "Bench", score=0.1, box=[0, 0, 1, 1], duration=1.0)
     assert out.wait_idle(5)
     assert (out.sent, out.failed) == (2, 0)
+
+
+def test_only_the_capturing_process_sends_webhooks(hook: Callable[..., Hook], tmp_path: Path) -> None:
+    receiver = hook()
+    bus = f"nats://127.0.0.1:{closed_port()}"
+    cameras = {"0": {"source": "testsrc:160x120@30"}}
+    configured = settings([receiver.url], bus=bus, cameras=cameras, state_dir=str(tmp_path))
+    web = Registry(configured, remote=True)  # bus mode's web worker
+    try:
+        assert web.outputs == [] and webhook_threads() == []
+    finally:
+        web.shutdown()
+    capture = Registry(configured)  # `livecam capture`, as cli.py makes it
+    try:
+        (out,) = capture.outputs
+        assert isinstance(out, WebhookOutput)
+        event = capture.events.add("motion.start", 0, "Test pattern", score=0.1, box=[0, 0, 1, 1])
+        assert receiver.wait_for(1)[0].id == event.id
+    finally:
+        capture.shutdown()
+    assert webhook_threads() == []
+
+
+def test_one_process_without_webhooks_has_no_output(tmp_path: Path) -> None:
+    registry = Registry(load_settings(environ={}, overrides={"cameras": {}, "state_dir": str(tmp_path)}))
+    assert registry.outputs == [] and webhook_threads() == []
+    registry.shutdown()
 
 
 def test_good_settings() -> None:

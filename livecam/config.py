@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,8 @@ class Settings:
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # Each camera's table as configured (the TOML's keys), for a change made at run time
     tables: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    webhook_url: tuple[str, ...] = ()  # receivers every event is POSTed to (webhooks.py)
+    webhook_secret: str | None = None  # signs each webhook delivery (HMAC-SHA256)
 
 
 def parse_source(value: Any, key: str) -> SourceSpec:
@@ -684,6 +687,48 @@ def _subject_token(label: str, value: Any) -> str:
     return text
 
 
+MAX_WEBHOOKS = 16  # a thread each
+
+
+def _webhook_urls(label: str, value: Any) -> tuple[str, ...]:
+    """Validate webhook receivers' http(s) URLs, from a comma list or a TOML array."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{label}: must be a comma list or an array of http(s) URLs")
+    urls: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{label}: {item!r} is not an http(s) URL")
+        text = item.strip()
+        if not text and isinstance(value, str):
+            continue  # "a,,b" or a trailing comma
+        # Only the redacted URL is ever shown: it may carry a password or a token.
+        if not re.match(r"(?i)https?://", text):
+            raise ConfigError(f"{label}: {redact(text)!r} is not an http:// or https:// URL")
+        if re.search(r"[\x00-\x20\x7f]", text):
+            raise ConfigError(f"{label}: {redact(text)!r} holds a space or control character (write it %20)")
+        if "#" in text:
+            raise ConfigError(f"{label}: {redact(text)} holds a '#' (in a password it is written %23)")
+        parts = urllib.parse.urlsplit(text)
+        try:
+            port = parts.port  # None when the URL names none
+        except ValueError:  # not a number, or past 65535
+            port = 0
+        if not parts.hostname or port == 0:
+            raise ConfigError(
+                f"{label}: {redact(text)} names no valid host and port (a '/' or '?' in a user name or "
+                "password is written %2F or %3F; a port is 1 to 65535)"
+            )
+        if text in urls:
+            raise ConfigError(f"{label}: {redact(text)} is named twice")
+        urls.append(text)
+    if not urls:
+        raise ConfigError(f"{label}: names no URL")
+    if len(urls) > MAX_WEBHOOKS:
+        raise ConfigError(f"{label}: at most {MAX_WEBHOOKS} URLs, got {len(urls)}")
+    return tuple(urls)
+
+
 # Every top-level setting (LIVECAM_<NAME> in the environment) but ``cameras``: a new setting
 # is one line here (and a Settings field with its default).
 SETTING_CHECKS: dict[str, Check] = {
@@ -704,6 +749,8 @@ SETTING_CHECKS: dict[str, Check] = {
     "bus_prefix": _subject_token,
     "workers": _count(1, 64),
     "profiles": _profiles,
+    "webhook_url": _webhook_urls,
+    "webhook_secret": _secret,
 }
 TOP_KEYS = ("cameras", *SETTING_CHECKS)
 

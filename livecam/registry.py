@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from . import catalog, state
 from .bus import FrameBus
@@ -18,6 +18,7 @@ from .record import CameraLike
 from .remote import RemoteCamera
 from .sender import Sender
 from .v4l2 import device_path
+from .webhooks import WebhookOutput
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,16 @@ class CameraConflict(Exception):
 # The whole shutdown fits in gunicorn's graceful timeout (5 s), or the arbiter kills the
 # worker before the sources are released.
 SHUTDOWN_BUDGET = 4.0
+# Of what is left of it once the cameras have stopped, the most the outputs get to deliver
+# their last events (the cameras' "off" among them) before they are dropped.
+OUTPUTS_BUDGET = 2.0
+
+
+class Output(Protocol):
+    """An output of the events (webhooks, MQTT...): following the event log once started."""
+
+    def close(self, timeout: float) -> None:
+        """Stop following, deliver what is queued until ``timeout``, drop the rest."""
 
 
 class Slots:
@@ -102,6 +113,11 @@ class Registry:
         self.viewer_slots = Slots(viewer_capacity(settings.threads))
         # One thread writes every stream under gunicorn (see sender.py).
         self.sender = Sender(settings.send_timeout)
+        # The events' outputs run where the cameras are captured, so each event leaves once:
+        # never in bus mode's web workers, which only follow the capture processes' events.
+        self.outputs: list[Output] = []
+        if self.bus is None and settings.webhook_url:
+            self.outputs.append(WebhookOutput(settings, self.events).start())
 
     def _new_camera(self, config: CameraConfig) -> Camera:
         return Camera(config, max_frame=self.settings.max_frame_mb * 2**20, events=self.events)
@@ -283,6 +299,8 @@ class Registry:
                 if not camera.join(max(0.0, deadline - time.monotonic()))
             ]
             self.sender.stop(max(0.1, deadline - time.monotonic()))
+            for output in self.outputs:
+                output.close(max(0.1, min(OUTPUTS_BUDGET, deadline - time.monotonic())))
             if busy:
                 # Threads stuck in a device or a network open; the process's exit releases them.
                 log.warning("camera(s) %s still releasing their source after %.0f s", busy, budget)

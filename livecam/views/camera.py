@@ -269,7 +269,7 @@ def change(camera_id: int) -> Response:
     registry = get_registry()
     camera = get_camera(camera_id)
     changes = json_table()
-    if "id" in changes and changes.pop("id") != camera_id:
+    if "id" in changes:
         return json_error(400, "id: a camera's id cannot change (add a new one, then remove this one)")
     table = {**registry.current_table(camera.id), **changes}
     table = {key: value for key, value in table.items() if value is not None}  # null removes a key

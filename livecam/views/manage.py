@@ -46,10 +46,11 @@ def add() -> Response:
         return refusal
     registry = get_registry()
     table = json_table()
-    raw_id = table.pop("id", None)
-    if raw_id is None:
+    if "id" not in table:
         cam_id = registry.free_id()
-    elif isinstance(raw_id, int) and not isinstance(raw_id, bool) and 0 <= raw_id <= 999_999:
+    elif (
+        isinstance(raw_id := table.pop("id"), int) and not isinstance(raw_id, bool) and 0 <= raw_id <= 999_999
+    ):
         cam_id = raw_id
     else:
         return json_error(400, f"id: expected a whole number from 0 to 999999, got {str(raw_id)[:20]!r}")
@@ -74,8 +75,9 @@ def probe() -> Response:
     """Open a source without adding it: what it is (kind, size, fps, whether its JPEGs pass
     through) and a snapshot, or why not, within PROBE_BUDGET seconds.
 
+    A source that cannot be read is still an answer: ``ok`` false and the reason.
+
     :raise 400: no source, or one a run-time camera may not read.
-    :raise 422: the source could not be read (the reason says why).
     """
     table = json_table()
     settings = get_registry().settings
@@ -90,9 +92,7 @@ def probe() -> Response:
         found = _probe(spec, settings.max_frame_mb * 2**20)
     finally:
         _probing.release()
-    if "error" in found:
-        return json_error(422, found["error"])
-    return jsonify(found)
+    return jsonify({"ok": "error" not in found, **found})
 
 
 def _probe(spec: Any, max_frame: int) -> dict[str, Any]:

@@ -13,8 +13,18 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from . import catalog
 from .auth import check_session_key
-from .config import FULL, ConfigError, MotionConfig, Profile, Settings, bus_creds_kind, load_settings
+from .config import (
+    FULL,
+    ConfigError,
+    MotionConfig,
+    Profile,
+    Settings,
+    bus_creds_kind,
+    load_settings,
+    state_directory,
+)
 from .integers import parse_int
 from .redaction import redact
 from .state import write_atomically_bytes
@@ -69,7 +79,14 @@ def check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         # The capture role needs no key: only gunicorn (the web role) refuses to start.
         print(f"the web role (gunicorn) will refuse to start: {exc}")
-    for camera in settings.cameras.values():
+    changed = catalog.load(state_directory(settings))
+    if changed.tables or changed.removed:
+        added = ", ".join(str(i) for i in sorted(changed.tables)) or "none"
+        removed = ", ".join(str(i) for i in sorted(changed.removed)) or "none"
+        print(
+            f"changed at run time ({catalog.RUNTIME_FILE}, wins over the file): {added}; removed: {removed}"
+        )
+    for camera in catalog.apply(settings, changed).values():
         start = "autostart" if camera.autostart else "off at start"
         print(f"{camera.id}\t{camera.name}\t{camera.source.kind}\t{redact(str(camera.source))}\t{start}")
         print("\tprofiles: " + ", ".join(_profile(p) for p in camera.profiles.values()))

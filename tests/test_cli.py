@@ -135,3 +135,15 @@ def test_check_config_says_motion_and_a_missing_session_key(tmp_path: Path) -> N
     assert "the web role (gunicorn) will refuse to start: LIVECAM_SECRET_KEY" in result.stdout
     result = run("check-config", env={**env, "LIVECAM_SECRET_KEY": "k" * 32})
     assert "will refuse" not in result.stdout
+
+
+def test_check_config_lists_what_changed_at_run_time(tmp_path: Path) -> None:
+    (tmp_path / "runtime-cameras.json").write_text(
+        '{"cameras": {"4": {"source": "testsrc", "name": "Added"}}, "removed": [1]}'
+    )
+    env = {"LIVECAM_STATE_DIR": str(tmp_path), "LIVECAM_CAMERAS": "0=testsrc,1=testsrc"}
+    result = run("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "changed at run time (runtime-cameras.json, wins over the file): 4; removed: 1" in result.stdout
+    listed = [line.split("\t")[0] for line in result.stdout.splitlines() if line[:1].isdigit()]
+    assert listed == ["0", "4"]

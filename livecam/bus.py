@@ -41,6 +41,7 @@ from .wire import Rejections, Subjects
 
 log = logging.getLogger(__name__)
 
+MAX_ANSWERING = 16  # requests answered at once; more are dropped (a flood never queues up)
 QUEUED = 1000  # messages sent with send() that may wait while NATS is slow
 RECONNECT_WAIT = 0.5  # seconds between attempts to reach NATS, at start and after a loss
 # What one subscription may hold for a slow consumer before NATS drops its messages: a few
@@ -83,6 +84,7 @@ class FrameBus:
         self._queue: deque[tuple[str, bytes]] = deque(maxlen=QUEUED)  # messages sent one and all
         self._sending = False
         self.dropped: dict[str, int] = {}
+        self._answering = 0  # requests being answered (the bus thread's own count)
         self.rejections = Rejections()  # bad messages received, counted and logged by subject
 
     # -- life -----------------------------------------------------------------------
@@ -374,11 +376,23 @@ class FrameBus:
             return await client.subscribe(subject, cb=deliver, pending_bytes_limit=pending)
 
         async def answer(msg: Msg) -> None:
+            if not msg.reply:
+                # Not a request (nobody to answer): never acted on, a switch included.
+                self.rejections.reject(subject, "a request without a reply subject")
+                return
+            if self._answering >= MAX_ANSWERING:
+                self.rejections.reject(subject, f"more than {MAX_ANSWERING} requests at once")
+                return
+            self._answering += 1
             try:
                 reply = await self._loop.run_in_executor(None, callback, msg.data)
                 await msg.respond(reply)
             except Exception:  # noqa: BLE001 - the asker times out; the server goes on
-                log.exception("frame bus: answering %s failed", subject)
+                log.warning(
+                    "frame bus: answering %s failed", subject, exc_info=log.isEnabledFor(logging.DEBUG)
+                )
+            finally:
+                self._answering -= 1
 
         return await client.subscribe(subject, cb=answer)
 

@@ -64,6 +64,11 @@ class EventLog:
         self._listeners: list[Callable[[Event], None]] = []
 
     @property
+    def kept_bytes(self) -> int:
+        """Bytes of event pictures kept."""
+        return self._snapshot_bytes
+
+    @property
     def last_id(self) -> int:
         """The id of the newest event (0 before the first)."""
         return self._last_id
@@ -88,8 +93,14 @@ class EventLog:
     def _keep(self, event: Event) -> None:
         """Store, wake, tell the listeners (under the Condition: listeners must be quick)."""
         self._last_id = max(self._last_id, event.id)
+        own = self._by_camera.setdefault(event.camera, deque(maxlen=self._per_camera))
+        # What falls out of both lists is forgotten, its picture with it.
+        leaving = [q[0] for q in (self._recent, own) if len(q) == q.maxlen]
         self._recent.append(event)
-        self._by_camera.setdefault(event.camera, deque(maxlen=self._per_camera)).append(event)
+        own.append(event)
+        for gone in leaving:
+            if gone not in self._recent and gone not in self._by_camera.get(gone.camera, ()):
+                self._snapshot_bytes -= len(self._snapshots.pop(gone.id, b""))
         if event.snapshot is not None:
             self._snapshots[event.id] = event.snapshot
             self._snapshot_bytes += len(event.snapshot)

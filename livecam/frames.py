@@ -12,7 +12,9 @@ import numpy as np
 from .config import FULL, CameraConfig, Profile
 from .pattern import no_signal
 
-MAX_SIDE = 8192  # the widest or tallest frame livecam makes or takes from outside
+# The largest "no signal" picture livecam draws (4K UHD): a size told by a record or a frame
+# header is trusted only up to this, never to the 8192x8192 a header may claim.
+MAX_PLACEHOLDER = 3840 * 2160
 DEFAULT_QUALITY = 80  # when livecam has to encode and the camera sets no quality
 # Exact right-angle rotations; imutils.rotate_bound interpolates and shifts by a pixel.
 ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
@@ -97,8 +99,8 @@ def no_signal_image(
 ) -> np.ndarray:
     """The "no signal" picture of a profile: at ``size`` (the profile's frames' size, when
     known and sane), else a 4:3 guess at the profile's width."""
-    if size is None or not all(1 <= side <= MAX_SIDE for side in size):
-        # Never trusted beyond MAX_SIDE: a size from a JPEG header or a bus message could
+    if size is None or not (min(size) >= 1 and size[0] * size[1] <= MAX_PLACEHOLDER):
+        # Never trusted beyond MAX_PLACEHOLDER: a size from a JPEG header or a bus message could
         # otherwise ask for a picture of gigabytes.
         size = placeholder_size(stream_width(config, profile, 640))
     return no_signal(size[0], size[1], config.name, reason, since)

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 INTEREST_TTL = 3.0  # seconds an interest keeps a camera encoding without being renewed
 STATE_EVERY = 1.0  # seconds between two state messages of a camera
 OWNER_ASK = 0.5  # seconds to wait for another process that already captures a camera
+MAX_WORKERS = 1024  # web workers whose interest a camera follows at once
+CLAIM_LOG_EVERY = 60.0  # seconds between two log lines about a second owner of a camera
 
 T = TypeVar("T")
 
@@ -60,7 +62,8 @@ class CameraPublisher:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._cancels: list[Callable[[], None]] = []
-        self._claims: set[str] = set()  # other owners seen claiming this camera
+        self._claimed_said = 0.0  # when a second owner of this camera was last logged (monotonic)
+        self._pruned = 0.0  # when expired interests were last forgotten (monotonic)
 
     # -- interest -----------------------------------------------------------------------
 
@@ -70,8 +73,14 @@ class CameraPublisher:
         }
         now = time.monotonic()
         with self._lock:
-            # Workers come and go (each restart is a new one): forget the expired ones.
-            self._interest = {w: entry for w, entry in self._interest.items() if entry[1] > now}
+            if now >= self._pruned + 1.0:
+                # Workers come and go (each restart is a new one): forget the expired ones,
+                # once a second rather than at every message (a flood stays cheap).
+                self._pruned = now
+                self._interest = {w: entry for w, entry in self._interest.items() if entry[1] > now}
+            if interest.worker not in self._interest and len(self._interest) >= MAX_WORKERS:
+                self._bus.rejections.reject(self._subjects.interest(self.camera.id), "too many web workers")
+                return
             self._interest[interest.worker] = (profiles, now + INTEREST_TTL)
             self._lock.notify_all()
 
@@ -118,8 +127,10 @@ class CameraPublisher:
 
     def _on_state(self, record: dict[str, object]) -> None:
         owner = record.get("owner")
-        if owner and owner != self.owner and owner not in self._claims:
-            self._claims.add(str(owner))
+        now = time.monotonic()
+        if owner and owner != self.owner and now - self._claimed_said >= CLAIM_LOG_EVERY:
+            # Said once a minute, whoever claims it: a flood of forged owners is one line.
+            self._claimed_said = now
             log.error(
                 "camera %s is captured by two processes (%s and %s): stop one of them",
                 self.camera.id,

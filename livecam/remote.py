@@ -38,6 +38,7 @@ OFFLINE_AFTER = 2.5  # seconds without a state message: the capture process is g
 ANNOUNCE_EVERY = 1.0  # how often a worker with viewers renews its interest
 UNSUBSCRIBE_AFTER = 5.0  # frames stay subscribed this long after the last viewer left
 CONTROL_TIMEOUT = 3.0
+EVENT_RATE, EVENT_BURST = 20.0, 100  # events a second a camera may bring, and in one burst
 
 
 # A record's figures before the capture process has said anything.
@@ -113,10 +114,13 @@ class RemoteCamera:
         handler = wire.checked(decode_state, self._on_state, bus.rejections, state)
         self._cancel_state = bus.subscribe(state, handler, pending_bytes=2**20)
         self._cancel_events: Callable[[], None] = lambda: None
+        self._event_tokens, self._event_at = float(EVENT_BURST), time.monotonic()  # the bus thread's
         if events is not None:
             subject = self._subjects.event(config.id)
             decode_event = partial(_decode_event, cam_id=config.id, max_bytes=max_frame)
-            keep = wire.checked(decode_event, events.take, bus.rejections, subject)
+            keep = wire.checked(
+                decode_event, partial(self._take_event, events, subject), bus.rejections, subject
+            )
             self._cancel_events = bus.subscribe(subject, keep, pending_bytes=8 * 2**20)
         # The profiles whose frames this worker is subscribed to, and when each was last wanted;
         # both belong to the follow thread.
@@ -234,6 +238,18 @@ class RemoteCamera:
                 self._feeds.close()  # every stream of the camera ends, as in one process
             elif told["state"] != "off" and self._feeds.closed:
                 self._feeds = self._new_feeds()
+
+    def _take_event(self, events: EventLog, subject: str, event: Event) -> None:
+        """Keep an event from the capture process, at most EVENT_RATE a second (a burst of
+        EVENT_BURST): a flood, even from a capture process, never swamps this worker."""
+        now = time.monotonic()
+        self._event_tokens = min(EVENT_BURST, self._event_tokens + (now - self._event_at) * EVENT_RATE)
+        self._event_at = now
+        if self._event_tokens < 1:
+            self._bus.rejections.reject(subject, f"more than {EVENT_RATE:g} events a second")
+            return
+        self._event_tokens -= 1
+        events.take(event)
 
     def _on_frame(self, profile: str, frame: wire.FrameMessage) -> None:
         """A frame of ``profile`` from the capture process (in the bus thread): this worker's

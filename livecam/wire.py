@@ -35,17 +35,17 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .events import Event
-from .jpeg import jpeg_problem, jpeg_size
+from .jpeg import MAX_SIDE, jpeg_size, jpeg_span
 from .record import PROFILE_FIELDS, RECORD_FIELDS, STATES
 
 log = logging.getLogger(__name__)
 
-MAX_SIDE = 8192  # the largest width or height a message may claim
 MAX_NAME = 200  # characters of a camera's name, an owner's or a worker's
 MAX_TEXT = 1000  # characters of an error or a rejection reason
 MAX_COUNT = 2**53  # counters stay exact in a JSON number
 MAX_RATE = 1000.0  # frames per second
 MAX_PROFILES = 32
+MAX_WORKER_VIEWERS = 10_000  # viewers of one profile in one web worker
 MAX_JSON = 64 * 1024  # bytes of a record, an interest or a control answer
 PROFILE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a prefix part: no dot, no wildcard
@@ -259,12 +259,14 @@ def decode_frame(payload: bytes, headers: Mapping[str, str], max_bytes: int) -> 
     """
     if len(payload) > max_bytes:
         raise BadMessage(f"frame of {len(payload)} bytes exceeds the {max_bytes} byte limit")
-    problem = jpeg_problem(payload)
+    start, end, problem = jpeg_span(payload)
     if problem:
         raise BadMessage(f"frame: {problem}")
-    size = jpeg_size(payload)
-    if size is None or not (1 <= size[0] <= MAX_SIDE and 1 <= size[1] <= MAX_SIDE):
-        raise BadMessage(f"frame of size {size}: expected at most {MAX_SIDE}x{MAX_SIDE}")
+    if start:
+        raise BadMessage("frame: bytes before the picture (a capture process sends the picture alone)")
+    payload = payload[:end]  # what follows the end marker is not the picture's, as from a camera
+    if jpeg_size(payload) is None:
+        raise BadMessage(f"frame: no picture size from 1x1 to {MAX_SIDE}x{MAX_SIDE}")
     placeholder = headers.get("ph", "0")
     if placeholder not in ("0", "1"):
         raise BadMessage(f"frame header ph: expected 0 or 1, got {_shown(placeholder)}")
@@ -336,7 +338,9 @@ def decode_interest(payload: bytes) -> Interest:
     profiles = data.get("profiles")
     if not isinstance(profiles, dict) or len(profiles) > MAX_PROFILES:
         raise BadMessage(f"interest profiles: expected an object of at most {MAX_PROFILES} profiles")
-    wanted = {_profile_name(name): _count(viewers, 1_000_000) for name, viewers in profiles.items()}
+    # A worker's viewers are bounded by what one process can serve (the sender's 4096 and the
+    # threads): a count past that is no worker's.
+    wanted = {_profile_name(name): _count(viewers, MAX_WORKER_VIEWERS) for name, viewers in profiles.items()}
     return Interest(worker, wanted)
 
 

@@ -107,3 +107,15 @@ def test_an_event_from_elsewhere_is_kept_once_and_ids_go_on_after_it() -> None:
     assert log.take(far) and not log.take(far)
     assert log.newest() == [far]
     assert log.add("camera.state", 0, "c").id > far.id
+
+
+def test_the_picture_of_an_event_forgotten_is_let_go() -> None:
+    log = EventLog(max_events=10, per_camera=2)
+    first = log.add("motion.start", 0, "Bench", bytes(1000))
+    for _ in range(20):
+        log.add("motion.start", 1, "Busy", bytes(1000))
+    kept = log.newest(limit=1000)
+    assert first in kept  # the last of camera 0's own, still kept with its picture
+    assert log.snapshot(first.id) is not None
+    assert sum(log.snapshot(e.id) is not None for e in kept) == len(kept)
+    assert log.kept_bytes == 1000 * len(kept)  # nothing held for events no longer kept

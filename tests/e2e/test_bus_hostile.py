@@ -160,3 +160,32 @@ def test_forged_events_are_never_listed(site: tuple[Server, subprocess.Popen], a
     assert wait_for(lambda: web.record(0)["bus_rejected"] >= before + len(forged))
     listed = web.request("GET", "/cameras/0/events")[1]
     assert all(e["type"] == "camera.state" for e in listed)
+
+
+def test_a_switch_published_without_a_reply_subject_is_never_acted_on(
+    site: tuple[Server, subprocess.Popen], attacker: FrameBus
+) -> None:
+    web, capture = site
+    before = web.record(0)["bus_rejected"]
+    for _ in range(50):
+        attacker.send(attacker.subjects.control(0), b"toggle")  # no reply subject: no request
+    attacker.flush(2.0)
+    assert wait_for(lambda: web.record(0)["bus_rejected"] >= before + 50)
+    assert web.record(0)["state"] == "on"  # never toggled
+    assert capture.poll() is None
+
+
+def test_a_flood_of_interests_from_made_up_workers_stays_cheap_and_bounded(
+    site: tuple[Server, subprocess.Popen], attacker: FrameBus
+) -> None:
+    web, _ = site
+    subject = attacker.subjects.interest(0)
+    for n in range(3000):
+        attacker.send(subject, wire.encode_interest(wire.Interest(f"fake-{n}", {"full": 10_000})))
+    attacker.flush(5.0)
+    # The capture process keeps up: its records still come every second, and the viewers it
+    # sums are those of at most MAX_WORKERS workers.
+    assert wait_for(lambda: web.record(0)["bus_rejected"] >= 3000 - 1024)
+    record = web.record(0)
+    assert record["state"] == "on" and record["error"] is None
+    assert record["viewers"] <= 1024 * 10_000

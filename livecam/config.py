@@ -77,7 +77,7 @@ class MotionConfig:
     fps: float = 5.0  # pictures analysed a second, whether or not anyone watches
     threshold: int = 25  # how much a pixel's brightness must change (0-255) to count as changed
     area: float = 0.01  # how much of the picture (0-1) must change for motion
-    duration: float = 0.4  # seconds motion must go on before an event starts
+    duration: float = 0.2  # seconds motion must go on before an event starts
     end_after: float = 5.0  # seconds without motion before the event ends
     recalibrate: float = 0.6  # a change of more of the picture than this at once (lights on)
     # is a new background, not motion

@@ -130,7 +130,7 @@ def test_check_config_says_motion_and_a_missing_session_key(tmp_path: Path) -> N
     result = run("check-config", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\tmotion: ") == 1
-    assert "motion: 5 analyses/s, pixels changed by over 25, 1.0% of the picture for 0.4 s" in result.stdout
+    assert "motion: 5 analyses/s, pixels changed by over 25, 1.0% of the picture for 0.2 s" in result.stdout
     assert "1 area(s) ignored" in result.stdout
     assert "the web role (gunicorn) will refuse to start: LIVECAM_SECRET_KEY" in result.stdout
     result = run("check-config", env={**env, "LIVECAM_SECRET_KEY": "k" * 32})

@@ -92,7 +92,24 @@ def check_config(args: argparse.Namespace) -> int:
         print("\tprofiles: " + ", ".join(_profile(p) for p in camera.profiles.values()))
         if camera.motion.enabled:
             print("\t" + _motion(camera.motion))
+            for doubt in _motion_doubts(camera.motion):
+                print(f"\tnote: {doubt}")
+        elif camera.motion != MotionConfig():
+            print("\tnote: motion settings given but not enabled (enabled = true turns it on)")
     return 0
+
+
+def _motion_doubts(motion: MotionConfig) -> list[str]:
+    """Motion settings that are valid but unlikely to be meant."""
+    doubts = []
+    if motion.area == 0:
+        doubts.append("area = 0: any changed pixel is motion, noise included")
+    if motion.area > motion.recalibrate:
+        doubts.append("area is above recalibrate: a change large enough to be motion is taken as the lights")
+    covered = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in motion.ignore)
+    if covered >= 1:
+        doubts.append("the ignored areas cover the whole picture: nothing is left to watch")
+    return doubts
 
 
 def _motion(motion: MotionConfig) -> str:

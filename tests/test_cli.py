@@ -147,3 +147,16 @@ def test_check_config_lists_what_changed_at_run_time(tmp_path: Path) -> None:
     assert "changed at run time (runtime-cameras.json, wins over the file): 4; removed: 1" in result.stdout
     listed = [line.split("\t")[0] for line in result.stdout.splitlines() if line[:1].isdigit()]
     assert listed == ["0", "4"]
+
+
+def test_check_config_notes_motion_settings_unlikely_to_be_meant(tmp_path: Path) -> None:
+    config = tmp_path / "livecam.toml"
+    config.write_text(
+        "[cameras.0]\nsource = 'testsrc'\n[cameras.0.motion]\nenabled = true\narea = 0\n"
+        "ignore = [[0, 0, 1, 1]]\n[cameras.1]\nsource = 'testsrc'\n[cameras.1.motion]\narea = 0.05\n"
+    )
+    result = run("check-config", env={"LIVECAM_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    assert "note: area = 0: any changed pixel is motion" in result.stdout
+    assert "note: the ignored areas cover the whole picture" in result.stdout
+    assert "note: motion settings given but not enabled" in result.stdout

@@ -19,6 +19,14 @@ try:
 except ConfigError as exc:
     sys.exit(f"livecam: configuration error: {exc}")
 
+try:
+    # The worker checks, as it is imported, that this gunicorn has the internals it uses.
+    import livecam.worker  # noqa: F401
+except ImportError as exc:
+    if exc.name != "gunicorn":
+        raise
+    sys.exit(f"livecam: {exc}")
+
 wsgi_app = "wsgi:app"
 bind = [_settings.bind]
 # Every viewer holds one thread for as long as it watches: size the pool for viewers.

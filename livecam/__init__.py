@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import appstate, auth, errors, metrics, origin
 from .config import load_settings
 from .registry import Registry
-from .views import camera, dashboard
+from .views import camera, dashboard, events
 
 __all__ = ["create_app"]
 
@@ -48,6 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     origin.init_app(app)
     auth.init_app(app)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(events.bp)
     metrics.init_app(app, registry)
     for cam in registry:
         # One Blueprint object, registered once per camera under its own name and prefix.

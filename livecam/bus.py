@@ -24,6 +24,7 @@ import itertools
 import logging
 import re
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -40,6 +41,7 @@ from .wire import Rejections, Subjects
 
 log = logging.getLogger(__name__)
 
+QUEUED = 1000  # messages sent with send() that may wait while NATS is slow
 RECONNECT_WAIT = 0.5  # seconds between attempts to reach NATS, at start and after a loss
 # What one subscription may hold for a slow consumer before NATS drops its messages: a few
 # seconds of one camera at full rate; the newest frame is all a viewer ever wants.
@@ -76,8 +78,9 @@ class FrameBus:
         self._connecting: Future[None] | None = None
         # Messages waiting for the bus thread, newest per subject; _sending says whether the
         # bus thread's sender task is under way (it clears it when the outbox is empty).
-        self._outbox_lock = threading.Lock()  # guards _outbox, _sending and dropped
+        self._outbox_lock = threading.Lock()  # guards _outbox, _queue, _sending and dropped
         self._outbox: dict[str, tuple[bytes, dict[str, str] | None]] = {}
+        self._queue: deque[tuple[str, bytes]] = deque(maxlen=QUEUED)  # messages sent one and all
         self._sending = False
         self.dropped: dict[str, int] = {}
         self.rejections = Rejections()  # bad messages received, counted and logged by subject
@@ -143,6 +146,23 @@ class FrameBus:
             self._outbox[subject] = (payload, headers)
             if self._sending:
                 return True  # the bus thread's sender takes it with the rest
+            self._sending = True
+        self._loop.call_soon_threadsafe(self._start_sending)
+        return True
+
+    def send(self, subject: str, payload: bytes) -> bool:
+        """Send a message that no newer one replaces (an event), in order, without waiting;
+        False while NATS is out of reach. At most QUEUED wait: past that the oldest is
+        dropped, counted in ``dropped``."""
+        if not self.connected or self._closing:
+            return False
+        with self._outbox_lock:
+            if len(self._queue) == self._queue.maxlen:
+                gone = self._queue[0][0]
+                self.dropped[gone] = self.dropped.get(gone, 0) + 1
+            self._queue.append((subject, payload))
+            if self._sending:
+                return True
             self._sending = True
         self._loop.call_soon_threadsafe(self._start_sending)
         return True
@@ -288,12 +308,15 @@ class FrameBus:
         outbox, one per subject, rather than in a growing number of tasks."""
         while True:
             with self._outbox_lock:
-                if not self._outbox:
+                if not self._outbox and not self._queue:
                     self._sending = False
                     return
-                batch, self._outbox = self._outbox, {}
+                queued, batch, self._outbox = list(self._queue), self._outbox, {}
+                self._queue.clear()
             client = self._client
-            for subject, (payload, headers) in batch.items():
+            messages = [(subject, payload, None) for subject, payload in queued]
+            messages += [(subject, payload, headers) for subject, (payload, headers) in batch.items()]
+            for subject, payload, headers in messages:
                 if client is None or not client.is_connected:
                     break  # lost: nothing is kept for later, a newer frame will come
                 try:

@@ -20,7 +20,7 @@ from .frames import output_size, stream_size
 from .record import CameraBusy, profile_record, record
 from .redaction import redact
 from .session import IDLE_CLOSE, CaptureSession
-from .source_base import Source
+from .source_base import Source, StopSignal
 from .sources import open_source
 from .stats import CaptureStats, ProfileStats, SendStats
 from .watcher import MotionWatch
@@ -123,7 +123,8 @@ class Camera:
             self._reap()
             if self._thread is not None:
                 raise CameraBusy(f"camera {self.id} is still releasing its source")
-            stop = self._stop = threading.Event()
+            # A StopSignal, so that a switch-off also wakes a read stalled on a silent camera.
+            stop = self._stop = StopSignal()
             feeds = self._feeds = Feeds(self.config.profiles, f"camera {self.id} ({self.config.name})")
             self._running = True
             self._set_state("starting", None, stop)

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from .config import FULL, ConfigError, Profile, Settings, bus_creds_kind, load_settings
+from .integers import parse_int
 from .redaction import redact
 from .state import write_atomically_bytes
 from .v4l2 import Ioctl, choose_mode, describe_modes, device_modes, list_devices
@@ -142,6 +143,14 @@ def capture(args: argparse.Namespace) -> int:
         bus.close()
 
 
+def _camera_id(text: str) -> int:
+    """A camera id given on the command line, in ASCII digits."""
+    cam_id = parse_int(text, 6)
+    if cam_id is None:
+        raise argparse.ArgumentTypeError(f"not a camera id: {text!r}")
+    return cam_id
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``livecam`` subcommand and return its exit code."""
     parser = argparse.ArgumentParser(prog="livecam", description="livecam tools (serve with gunicorn)")
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     checking = commands.add_parser("check-config", help="validate the configuration, list its cameras")
     checking.set_defaults(run=check_config)
     saving = commands.add_parser("snapshot", help="save one frame of a camera from a running livecam")
-    saving.add_argument("camera", type=int, help="camera id")
+    saving.add_argument("camera", type=_camera_id, help="camera id")
     saving.add_argument("file", help="where to write the JPEG")
     saving.add_argument("--url", help="livecam's address (default: http:// + LIVECAM_BIND)")
     saving.add_argument("--token", help="view token (default: LIVECAM_VIEW_TOKEN)")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from .redaction import redact, url_port
+from .integers import parse_int
+from .redaction import redact, split_url, url_port
 from .state import load_device_ids, save_device_ids
 from .v4l2 import Device, assign_ids, device_path, list_devices
 
@@ -27,11 +28,12 @@ ENV_PREFIX = "LIVECAM_"
 DEFAULT_BIND = "127.0.0.1:8000"
 DEFAULT_THREADS = 256
 ROTATIONS = (0, 90, 180, 270)
-TESTSRC_RE = re.compile(r"^testsrc(?::(\d{1,5})x(\d{1,5})(?:@(\d{1,3}(?:\.\d+)?))?)?$")
-DEVICE_PATH_RE = re.compile(r"^/dev/(video\d+|v4l/.+)$")
+# re.ASCII: \d alone matches "٣", which int() reads as 3.
+TESTSRC_RE = re.compile(r"^testsrc(?::(\d{1,5})x(\d{1,5})(?:@(\d{1,3}(?:\.\d+)?))?)?$", re.ASCII)
+DEVICE_PATH_RE = re.compile(r"^/dev/(video\d+|v4l/.+)$", re.ASCII)
 
 ENV_ONLY = ("config",)
-SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+SIZE_RE = re.compile(r"^(\d{2,5})x(\d{2,5})$", re.ASCII)
 DEFAULT_MAX_FRAME_MB = 16
 # livecam's only request bodies are small forms: larger ones are refused (413) unread.
 MAX_REQUEST_BODY = 64 * 1024
@@ -149,8 +151,8 @@ def parse_source(value: Any, key: str) -> SourceSpec:
     """Turn a configured source (index, URL, path or testsrc spec) into a SourceSpec."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ConfigError(f"{key}: must be a device index, URL, file path or testsrc")
-    if isinstance(value, int) or value.strip().isdigit():
-        index = int(value)
+    index = value if isinstance(value, int) else parse_int(value.strip())
+    if index is not None:
         if not 0 <= index < 1024:
             raise ConfigError(f"{key}: device index must be 0-1023, got {index}")
         return SourceSpec("device", index)
@@ -175,14 +177,66 @@ def parse_source(value: Any, key: str) -> SourceSpec:
             raise ConfigError(f"{key}: test pattern fps must be above 0 and at most 120")
         return spec
     if "://" in text:
-        port = url_port(text)
-        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-            # The port's text is not shown: where a URL is mangled it may be part of a password.
-            raise ConfigError(f"{key}: {redact(text)} names a port that is not one from 1 to 65535")
+        _check_url(text, key)
         return SourceSpec("url", text)
     if DEVICE_PATH_RE.match(text):
         return SourceSpec("device", text)
     return SourceSpec("file", text)
+
+
+# What a character typed in a URL's password must be written as, where every reader of the
+# URL (FFmpeg, VLC, livecam's HTTP reader) takes it for the end of the host part.
+ENDS_HOST = {"/": "%2F", "?": "%3F", "#": "%23"}
+
+
+def _check_url(text: str, key: str) -> None:
+    """Refuse a URL whose host part, read as FFmpeg and livecam read it, is no host and port.
+
+    An "@" or "[" typed in a password is fine (the userinfo ends at the last "@" before the
+    host), but a "/", "?" or "#" ends the host part for every reader: "user:pa" would be a
+    host and a port, the rest of the password a path. Guessing instead where the password
+    ends would send an "@" of a path or query (``?email=a@b``) to the wrong host. Messages
+    show the URL masked: its text may be all password.
+    """
+    parts = split_url(text)
+    if parts is None:
+        return
+    problem = _host_problem(parts.host)
+    if problem is None:
+        return
+    # The password as redaction.py finds it (up to the URL's last "@"): what cut it short?
+    typed = [c for c in ENDS_HOST if c in text.partition("://")[2].rpartition("@")[0]]
+    if typed and "@" in parts.rest:
+        names = " and ".join(f"'{c}'" for c in typed)
+        codes = " and ".join(ENDS_HOST[c] for c in typed)
+        verb, them = ("ends", "it") if len(typed) == 1 else ("end", "them")
+        raise ConfigError(
+            f"{key}: {redact(text)}: {names} typed in its password (or user name) {verb} the host "
+            f"part for every reader: percent-encode {them} as {codes}"
+        )
+    raise ConfigError(f"{key}: {redact(text)} {problem}")
+
+
+def _host_problem(host: str) -> str | None:
+    """What is wrong with a URL's host part (``host``, ``host:port``, ``[v6]:port``), or None."""
+    if host.startswith("["):
+        address, closed, after = host[1:].partition("]")
+        if not closed:
+            return "opens an IPv6 address with '[' and never closes it (write [::1]:8080)"
+        if "[" in address or (after and not after.startswith(":")):
+            return "has a host that is not a bracketed IPv6 address"
+        port = after[1:] if after else None
+    else:
+        if "[" in host or "]" in host:
+            return "has '[' or ']' in its host, where only an IPv6 address in brackets may"
+        name, colon, port_text = host.rpartition(":")
+        if ":" in name:
+            return "has an IPv6 address without brackets (write [::1]:8080)"
+        port = port_text if colon else None
+    if port is not None and not 1 <= (parse_int(port) or 0) <= 65535:
+        # The port's text is not shown: where a URL is mangled it may be part of a password.
+        return "names a port that is not one from 1 to 65535"
+    return None
 
 
 Check = Callable[[str, Any], Any]  # (label, value) -> the validated value, or ConfigError
@@ -206,9 +260,10 @@ def _count(low: int, high: int) -> Check:
 
     def check(label: str, value: Any) -> int:
         if isinstance(value, str):
-            if not value.strip().isdigit():
+            number = parse_int(value.strip())
+            if number is None:
                 raise ConfigError(f"{label}: must be an integer, got {value!r}")
-            value = int(value)
+            value = number
         return _integer(value, label, low, high)
 
     return check
@@ -393,7 +448,8 @@ def _camera(
 
 def _camera_id(raw: Any, key: str) -> int:
     text = str(raw).strip()
-    if not text.isdigit() or len(text) > 6:
+    cam_id = parse_int(text, 6)
+    if cam_id is None:
         if len(text) > 12 or any(c in text for c in "@/:?#"):
             # Never echoed: a comma inside a camera URL splits it here, password and all.
             raise ConfigError(
@@ -401,7 +457,7 @@ def _camera_id(raw: Any, key: str) -> int:
                 "or put the camera in the TOML file)"
             )
         raise ConfigError(f"{key}: camera id must be an integer from 0 to 999999, got {raw!r}")
-    return int(text)
+    return cam_id
 
 
 def parse_camera_list(text: str, key: str = "LIVECAM_CAMERAS") -> dict[int, Any]:
@@ -550,7 +606,7 @@ def _bus_url(label: str, value: Any) -> str:
     if not re.fullmatch(r"(nats|tls)://\S+", text):
         raise ConfigError(f"{label}: expected nats://HOST:PORT or tls://HOST:PORT, got {redact(text)!r}")
     port = url_port(text)
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+    if port and not 1 <= (parse_int(port) or 0) <= 65535:
         raise ConfigError(f"{label}: {redact(text)} names a port that is not one from 1 to 65535")
     return text
 

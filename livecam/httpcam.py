@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import socket
 import ssl
 import threading
 import time
@@ -28,14 +29,23 @@ from collections.abc import Callable
 from email.message import Message
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
 
-from .jpeg import jpeg_end, jpeg_problem, with_huffman_tables
-from .redaction import redact
-from .source_base import MAX_FRAME, OPEN_TIMEOUT_MS, READ_TIMEOUT_MS, Screening, SourceError, human_size
+from .integers import parse_int
+from .jpeg import jpeg_span, with_huffman_tables
+from .redaction import redact, split_url
+from .source_base import (
+    MAX_FRAME,
+    OPEN_TIMEOUT_MS,
+    READ_TIMEOUT_MS,
+    Screening,
+    SourceError,
+    human_size,
+    on_stop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +63,19 @@ class _StreamEnded(Exception):
     """The camera closed the connection."""
 
 
+def _nothing() -> None:
+    """Nothing to undo."""
+
+
 def split_credentials(url: str) -> tuple[str, str | None, str]:
     """The URL without its userinfo, and the user name and password it carried, decoded."""
-    # Not urlsplit: it refuses a password with "[" in it, which cameras' generated ones have.
-    scheme, sep, rest = url.partition("://")
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    # rpartition: the password may itself contain an unencoded "@".
-    userinfo, at, hostport = rest[:end].rpartition("@")
-    if not (sep and at):
+    # Not urlsplit: it refuses a password with "[" in it, which cameras' generated ones have;
+    # split_url reads an "@" or "[" typed in a password as FFmpeg and VLC do.
+    parts = split_url(url)
+    if parts is None or parts.userinfo is None:
         return url, None, ""
-    user, _, password = userinfo.partition(":")
-    return f"{scheme}://{hostport}{rest[end:]}", unquote(user), unquote(password)
+    user, _, password = parts.userinfo.partition(":")
+    return f"{parts.scheme}://{parts.host}{parts.rest}", unquote(user), unquote(password)
 
 
 class _DigestAuthHandler(urllib.request.HTTPDigestAuthHandler):
@@ -94,21 +106,24 @@ def tls_context(verify: bool) -> ssl.SSLContext:
 def make_opener(url: str, tls_verify: bool = False) -> tuple[str, Opener]:
     """The URL to send (no userinfo) and a function that GETs it, answering auth challenges."""
     bare, user, password = split_credentials(url)
+    shown = redact(bare)  # no userinfo left to leak, whatever characters the password has
     handlers: list[urllib.request.BaseHandler] = [
         urllib.request.HTTPSHandler(context=tls_context(tls_verify))
     ]
-    if user is not None:
-        parts = urlsplit(bare)
+    parts = split_url(bare)
+    if user is not None and parts is not None:
         passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-        # Every path of the camera's own origin (redirects to it included), no other host.
-        passwords.add_password(None, f"{parts.scheme}://{parts.netloc}/", user, password)
+        try:
+            # Every path of the camera's own origin (redirects to it included), no other host.
+            passwords.add_password(None, f"{parts.scheme}://{parts.host}/", user, password)
+        except ValueError as exc:  # urlsplit's "Invalid IPv6 URL": a reason, not a traceback
+            raise SourceError(f"cannot open {shown}: {exc}") from None
         # Not sent up front: a camera that asks for Digest never sees the password in clear.
         handlers += [
             _DigestAuthHandler(passwords),
             urllib.request.HTTPBasicAuthHandler(passwords),
         ]
     opener = urllib.request.build_opener(*handlers)
-    shown = redact(bare)  # no userinfo left to leak, whatever characters the password has
 
     def fetch() -> http.client.HTTPResponse:
         try:
@@ -147,11 +162,33 @@ def answered(code: int, media: str | None) -> SourceError:
     return SourceError(message, refused=code in (401, 403))
 
 
+def _socket(response: http.client.HTTPResponse) -> socket.socket | None:
+    """The socket an open response reads from (urllib keeps it out of reach)."""
+    return getattr(getattr(response.fp, "raw", None), "_sock", None)
+
+
 def set_read_timeout(response: http.client.HTTPResponse, seconds: float) -> None:
     """Give the open connection the read timeout (urllib applies one timeout to everything)."""
-    sock = getattr(getattr(response.fp, "raw", None), "_sock", None)
+    sock = _socket(response)
     if sock is not None:
         sock.settimeout(seconds)
+
+
+def shutter(response: http.client.HTTPResponse) -> Callable[[], None]:
+    """A function that wakes a read of ``response`` blocked in another thread: it then ends."""
+    sock = _socket(response)
+
+    def shut() -> None:
+        if sock is None:
+            return
+        try:
+            # socket.socket's own shutdown: SSLSocket's would also drop its TLS state under
+            # the reading thread. The reader sees the end of the stream, then closes it.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass  # not connected any more: nothing to wake
+
+    return shut
 
 
 def open_http(
@@ -193,6 +230,17 @@ class _HttpSource(Screening):
         self._frame: bytes | bytearray | None = None
         self._fresh = False
         self._deadline = time.monotonic() + FRAME_TIMEOUT
+        self._unwatch: Callable[[], None] = _nothing
+
+    def _watch(self, response: http.client.HTTPResponse) -> None:
+        """Let a switch-off wake a read of ``response`` blocked on a silent camera."""
+        self._unwatch = on_stop(self._stop, shutter(response))
+
+    def _close(self, response: http.client.HTTPResponse) -> None:
+        """Close ``response``, once a switch-off can no longer reach for its socket."""
+        self._unwatch()
+        self._unwatch = _nothing
+        response.close()
 
     def _start(self) -> None:
         """Read the first good frame and learn the size from it; it is the first handed out."""
@@ -204,7 +252,8 @@ class _HttpSource(Screening):
                 if pixels is not None:
                     break
                 self._reject("undecodable JPEG")
-        except BaseException:
+        except BaseException as error:
+            self._opening_failed(error)
             self.release()
             raise
         self.height, self.width = pixels.shape[:2]
@@ -228,6 +277,8 @@ class _HttpSource(Screening):
         except TimeoutError:
             raise SourceError(f"camera sent nothing for {READ_TIMEOUT_MS / 1000:g} s") from None
         except (OSError, http.client.HTTPException) as exc:
+            if self._stop.is_set():
+                return False  # a switch-off shut the connection (TLS says so with an error)
             raise SourceError(f"camera connection failed: {exc}") from None
 
     def _next_frame(self) -> bool:
@@ -248,12 +299,15 @@ class _HttpSource(Screening):
         return f"frame of {more}{human_size(size)} exceeds the {human_size(self._max_frame)} limit"
 
     def _keep(self, data: bytearray) -> bool:
-        """Hold ``data`` as the current frame if it is a whole JPEG; count it if not."""
-        problem = jpeg_problem(data)
-        if problem is not None:
-            self._reject(problem)
+        """Hold ``data`` as the current frame if it holds a whole JPEG; count it if not."""
+        span = jpeg_span(data)
+        if span.problem is not None:
+            self._reject(span.problem)
             return False
-        del data[jpeg_end(data) :]  # a camera's trailer after the picture is not for viewers
+        # Bytes around the picture (a stray CRLF before it, a trailer after it) are not for
+        # viewers. In place: a bytearray drops its first bytes without moving the rest.
+        del data[span.end :]
+        del data[: span.start]
         self._frame = data
         self._accept()
         return True
@@ -289,6 +343,7 @@ class MjpegSource(_HttpSource):
     ) -> None:
         super().__init__(max_frame, stop)
         self._response = response
+        self._watch(response)
         self._buffer = bytearray()
         self._boundary: bytes | None = None
         self._delimiter: re.Pattern[bytes] | None = None
@@ -303,7 +358,7 @@ class MjpegSource(_HttpSource):
 
     def release(self) -> None:
         """Close the connection."""
-        self._response.close()
+        self._close(self._response)
 
     # -- reading the stream ------------------------------------------------------------
 
@@ -373,9 +428,7 @@ class MjpegSource(_HttpSource):
     @staticmethod
     def _content_length(headers: dict[str, str]) -> int | None:
         """The part's declared size, None when absent or unreadable (then: scan)."""
-        value = headers.get("content-length", "")
-        # isdigit() alone takes "²" and 5,000 digits, which int() refuses.
-        return int(value) if value.isascii() and value.isdigit() and len(value) <= 15 else None
+        return parse_int(headers.get("content-length", ""), 15)
 
     def _skip(self, length: int) -> None:
         """Read past ``length`` bytes in small chunks, keeping none of them."""
@@ -453,6 +506,7 @@ class SnapshotSource(_HttpSource):
     ) -> None:
         super().__init__(max_frame, stop)
         self._response: http.client.HTTPResponse | None = response
+        self._watch(response)
         self._fetch = fetch
         self._interval = 1.0 / fps
         self._next = time.monotonic()
@@ -461,7 +515,7 @@ class SnapshotSource(_HttpSource):
     def release(self) -> None:
         """Close a fetch still open."""
         if self._response is not None:
-            self._response.close()
+            self._close(self._response)
             self._response = None
 
     def _next_frame(self) -> bool:
@@ -473,6 +527,7 @@ class SnapshotSource(_HttpSource):
                 if delay > 0 and self._stop.wait(delay):
                     return False
                 self._response = self._fetch()
+                self._watch(self._response)
                 self._deadline = time.monotonic() + FRAME_TIMEOUT  # for this snapshot alone
             try:
                 data = self._body(self._response)
@@ -483,9 +538,9 @@ class SnapshotSource(_HttpSource):
 
     def _body(self, response: http.client.HTTPResponse) -> bytearray | None:
         """The snapshot's bytes, or None (counted) when it is larger than the cap."""
-        length = response.headers.get("Content-Length", "")
-        if length.isascii() and length.isdigit() and len(length) <= 15 and int(length) > self._max_frame:
-            self._reject(self._too_big(int(length)))
+        length = parse_int(response.headers.get("Content-Length", ""), 15)
+        if length is not None and length > self._max_frame:
+            self._reject(self._too_big(length))
             return None  # closed unread
         data = bytearray()
         while True:

@@ -28,6 +28,7 @@ from . import wire
 from .broadcast import BroadcastClosed, Frame
 from .bus import FrameBus
 from .capture import Camera
+from .events import Event
 from .redaction import redact
 from .registry import Registry
 
@@ -264,6 +265,7 @@ class CaptureRole:
         self.owner = owner_name()
         self.publishers = [CameraPublisher(camera, registry, bus, self.owner) for camera in registry.local]
         self._stop = threading.Event()
+        self._stop_events: Callable[[], None] | None = None
 
     def run(self, connect_timeout: float = 10.0) -> int:
         """Claim the cameras, start them as remembered, publish until ``stop()``; the exit code."""
@@ -276,6 +278,8 @@ class CaptureRole:
         except CameraClaimed as exc:
             log.error("livecam capture: %s", exc)
             return 2
+        # Every event once, to every web worker: before the cameras start, so none is missed.
+        self._stop_events = self.registry.events.listen(self._forward)
         self.registry.restore()
         for publisher in self.publishers:
             publisher.start()
@@ -290,8 +294,14 @@ class CaptureRole:
         """Make run() return (safe from a signal handler)."""
         self._stop.set()
 
+    def _forward(self, event: Event) -> None:
+        """An event noticed here, on its camera's event subject (in the noticing thread: quick)."""
+        self.bus.send(self.bus.subjects.event(event.camera), wire.encode_event(event))
+
     def close(self) -> None:
-        """Stop publishing and answering, then stop every camera."""
+        """Stop publishing and answering, then stop every camera (their last events still go)."""
         for publisher in self.publishers:
             publisher.stop()
         self.registry.shutdown()
+        if self._stop_events is not None:
+            self._stop_events()

@@ -71,7 +71,7 @@ class Registry:
             ).start()
             max_frame = settings.max_frame_mb * 2**20
             self._remote = {
-                cam_id: RemoteCamera(config, self.bus, max_frame=max_frame)
+                cam_id: RemoteCamera(config, self.bus, max_frame=max_frame, events=self.events)
                 for cam_id, config in settings.cameras.items()
             }
             self._cameras = dict(self._remote)

@@ -27,6 +27,7 @@ from .broadcast import Broadcaster, Feeds, Frame
 from .bus import FrameBus
 from .capture import fresh_frame
 from .config import FULL, CameraConfig
+from .events import Event, EventLog
 from .frames import encode, no_signal_image
 from .record import CameraBusy, profile_record, record
 from .stats import SendStats
@@ -71,6 +72,10 @@ _QUIET_PROFILE: dict[str, Any] = {
 }
 
 
+def _decode_event(payload: bytes, _headers: dict[str, str], cam_id: int, max_bytes: int) -> Event:
+    return wire.decode_event(payload, cam_id, max_bytes)
+
+
 def worker_name() -> str:
     """This web worker, in interests: host and pid."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -80,9 +85,15 @@ class RemoteCamera:
     """A camera of another process, with a local broadcaster fed from the frame bus."""
 
     def __init__(
-        self, config: CameraConfig, bus: FrameBus, worker: str | None = None, max_frame: int = 16 * 2**20
+        self,
+        config: CameraConfig,
+        bus: FrameBus,
+        worker: str | None = None,
+        max_frame: int = 16 * 2**20,
+        events: EventLog | None = None,
     ) -> None:
-        """:param max_frame: bytes; a frame from the bus larger than this is dropped."""
+        """:param max_frame: bytes; a frame from the bus larger than this is dropped.
+        :param events: where the camera's events from its capture process are kept."""
         self.config = config
         self._max_frame = max_frame
         self.sends = SendStats()
@@ -101,6 +112,12 @@ class RemoteCamera:
         decode_state = lambda payload, _: wire.decode_record(payload, config.id)  # noqa: E731
         handler = wire.checked(decode_state, self._on_state, bus.rejections, state)
         self._cancel_state = bus.subscribe(state, handler, pending_bytes=2**20)
+        self._cancel_events: Callable[[], None] = lambda: None
+        if events is not None:
+            subject = self._subjects.event(config.id)
+            decode_event = partial(_decode_event, cam_id=config.id, max_bytes=max_frame)
+            keep = wire.checked(decode_event, events.take, bus.rejections, subject)
+            self._cancel_events = bus.subscribe(subject, keep, pending_bytes=8 * 2**20)
         # The profiles whose frames this worker is subscribed to, and when each was last wanted;
         # both belong to the follow thread.
         self._cancel_frames: dict[str, Callable[[], None]] = {}
@@ -318,6 +335,7 @@ class RemoteCamera:
         """Stop following the camera (this worker is stopping; the camera stays as it is)."""
         self._stop.set()
         self._cancel_state()  # no state message reopens the feeds after this
+        self._cancel_events()
         self._feeds.close()  # wakes the follow thread
         self._thread.join(timeout)
         for cancel in self._cancel_frames.values():

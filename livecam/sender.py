@@ -16,9 +16,9 @@ import logging
 import os
 import selectors
 import socket
+import struct
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from functools import partial
 
@@ -30,8 +30,49 @@ log = logging.getLogger(__name__)
 
 SWEEP = 0.25  # how often heartbeats and stuck viewers are looked at
 CLOSING_GRACE = 2.0  # a stopped camera's viewers may finish the part they are receiving
+# A TCP viewer's kernel send buffer holds a few parts, not the megabytes Linux autotunes it
+# to for a client that reads nothing (up to tcp_wmem's 4 MiB): a stream needs only the part
+# under way and the next ones, since a slow viewer skips to the newest frame anyway. Three
+# parts, and at least 256 KiB, keep a full rate across a link of about 100 ms round trip.
+# Linux doubles the size asked for (its bookkeeping), so 2 MiB asked is autotuning's ceiling.
+FRAMES_BUFFERED = 3
+MIN_SEND_BUFFER = 256 * 1024
+MAX_SEND_BUFFER = 2 * 1024 * 1024
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, for 0 s: close() resets the connection
 
 Sent = Callable[[int, float | None, int], None]  # (part size, latency or None, viewers)
+
+
+def send_buffer_for(part_size: int) -> int:
+    """The send buffer for a stream whose parts are ``part_size`` bytes: a few parts, within bounds."""
+    return min(MAX_SEND_BUFFER, max(MIN_SEND_BUFFER, FRAMES_BUFFERED * part_size))
+
+
+def limit_send_buffer(sock: socket.socket, size: int) -> int:
+    """Bound a TCP socket's kernel send buffer to ``size`` bytes (which Linux doubles, capped
+    at net.core.wmem_max); return ``size``, or 0 for a socket left as it is.
+
+    Only TCP buffers grow by themselves: a Unix socket keeps its fixed, smaller default.
+    """
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return 0
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:
+        return 0
+    return size
+
+
+def reset_on_close(sock: socket.socket) -> None:
+    """Make the last close of ``sock`` reset the connection and free its send buffer at once.
+
+    A plain close keeps unsent data in FIN-WAIT-1 until the client reads it or the kernel
+    gives up, minutes later: for a viewer cut off for not reading, a whole send buffer.
+    """
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    except OSError:
+        pass  # already closed, or not a socket that lingers: nothing to free
 
 
 class Waker:
@@ -102,6 +143,7 @@ class Viewer:
         self.closing_since: float | None = None
         self.reading = True  # selected for readable until the client says anything, or EOF
         self.events = 0  # what the selector watches this socket for now
+        self.send_buffer = 0  # the bound set on the socket's send buffer, 0 before the first part
 
     @property
     def broadcaster(self) -> Broadcaster:
@@ -110,6 +152,11 @@ class Viewer:
 
     def begin(self, frame: Frame, fresh: bool, data: bytes) -> None:
         """Start writing ``frame``'s part (``data``, framed for this viewer)."""
+        if self.send_buffer < MAX_SEND_BUFFER and FRAMES_BUFFERED * len(data) > self.send_buffer:
+            # Set before the first part, while the buffer is empty; raised for larger parts.
+            # A socket left as it is (not TCP, or refusing) is not asked again.
+            wanted = send_buffer_for(len(data))
+            self.send_buffer = limit_send_buffer(self.sock, wanted) or MAX_SEND_BUFFER
         self.pending = memoryview(data)
         self.pending_frame, self.pending_fresh = frame, fresh
 
@@ -144,8 +191,9 @@ class Sender:
         # streams under gunicorn holds no descriptors.
         self._waker: Waker | None = None
         self._selector: selectors.BaseSelector | None = None
-        self._viewers: dict[Broadcaster, set[Viewer]] = {}  # the loop's own: no lock
-        self._listening: weakref.WeakSet[Broadcaster] = weakref.WeakSet()
+        # The loop's own (no lock): the viewers of each camera it listens to, and only those, so
+        # a camera nobody watches through the sender never wakes it.
+        self._viewers: dict[Broadcaster, set[Viewer]] = {}
         self._chunks: dict[Broadcaster, tuple[int, bytes]] = {}  # each frame chunk-framed once
         self._fanned: dict[Broadcaster, int] = {}  # the last frame fanned out, per camera
         self._stopping = False
@@ -161,18 +209,32 @@ class Sender:
         """Whether the loop has finished, having let every viewer go."""
         return self._thread is not None and not self._thread.is_alive()
 
-    def has_room(self) -> bool:
-        """Whether one more viewer whose socket the sender would own fits."""
-        return self.alive and self.owned < self.capacity
+    def reserve(self) -> bool:
+        """Take a place for a viewer whose socket the sender will own, if one is left.
+
+        Taken when the stream's answer is decided, so a stream with no place left is refused
+        with a 503 rather than cut after its 200; ``add()`` hands the viewer in on it.
+        """
+        with self._lock:
+            if not self.alive or self.owned >= self.capacity:
+                return False
+            self.owned += 1
+            return True
+
+    def unreserve(self) -> None:
+        """Give back a place taken by ``reserve()`` for a viewer never handed over."""
+        with self._lock:
+            self.owned -= 1
 
     def add(self, viewer: Viewer) -> None:
-        """Hand a viewer over; the loop starts on the first one. A viewer refused (the sender
-        is stopping, or owns as many sockets as it may) is let go at once."""
+        """Hand a viewer over; the loop starts on the first one. A viewer whose socket the
+        sender will own comes in on a place ``reserve()`` took. A viewer refused (the sender
+        is stopping) is let go at once, and its place with it."""
         with self._lock:
-            owns = viewer.ended is not None
-            refused = self._stopping or (owns and self.owned >= self.capacity)
-            if not refused:
-                self.owned += owns
+            refused = self._stopping
+            if refused:
+                self.owned -= viewer.ended is not None
+            else:
                 self._incoming.append(viewer)
                 if self._thread is None:
                     self._waker = Waker()
@@ -243,10 +305,10 @@ class Sender:
             incoming, self._incoming = self._incoming, []
         for viewer in incoming:
             broadcaster = viewer.broadcaster
-            if broadcaster not in self._listening:
-                self._listening.add(broadcaster)
+            if broadcaster not in self._viewers:
                 broadcaster.add_listener(self.wake)
-            self._viewers.setdefault(broadcaster, set()).add(viewer)
+                self._viewers[broadcaster] = set()
+            self._viewers[broadcaster].add(viewer)
             # Readable tells a client that reset at once, without waiting for a write.
             if not self._watch(viewer):
                 self._release(viewer)
@@ -398,19 +460,21 @@ class Sender:
         if viewer.done.is_set():
             return
         if viewer.pending is not None:
-            # Half a part is out: the stream cannot end cleanly, and gunicorn's closing write
-            # could block on a client that reads nothing. Cut the connection so it fails at once.
-            try:
-                viewer.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            # Half a part is out: the stream cannot end cleanly. Reset the connection when it
+            # is closed, freeing what waits in its send buffer (see reset_on_close).
+            reset_on_close(viewer.sock)
+            if viewer.ended is None:
+                # gunicorn's closing write could block on a client that reads nothing: cut
+                # the connection so it fails at once.
+                try:
+                    viewer.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         viewers = self._viewers.get(viewer.broadcaster)
         if viewers is not None:
             viewers.discard(viewer)
             if not viewers:
-                del self._viewers[viewer.broadcaster]
-                self._chunks.pop(viewer.broadcaster, None)
-                self._fanned.pop(viewer.broadcaster, None)
+                self._forget(viewer.broadcaster)
         if viewer.events:
             try:
                 self._selector.unregister(viewer.sock)
@@ -421,6 +485,14 @@ class Sender:
             with self._lock:
                 self.owned -= 1
         _let_go(viewer, clean=viewer.pending is None)
+
+    def _forget(self, broadcaster: Broadcaster) -> None:
+        """Stop listening to a camera whose last viewer left, and drop what was kept for it."""
+        # Left listening, the camera would wake this loop at every frame for as long as it runs.
+        broadcaster.remove_listener(self.wake)
+        del self._viewers[broadcaster]
+        self._chunks.pop(broadcaster, None)
+        self._fanned.pop(broadcaster, None)
 
 
 def _let_go(viewer: Viewer, clean: bool) -> None:

@@ -111,17 +111,7 @@ class CaptureSession:
             refused = False
             outcome = "failed"
             try:
-                source = self._opener(
-                    self.config.source,
-                    self.config.name,
-                    stop,
-                    width=self.config.width,
-                    loop=self.config.loop,
-                    size=self.config.size,
-                    fps=self.config.fps,
-                    max_frame=self._max_frame,
-                    tls_verify=self.config.tls_verify,
-                )
+                source = self._open()
                 try:
                     outcome = self._pump(source)
                 finally:
@@ -159,6 +149,30 @@ class CaptureSession:
                 stop.wait(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
         log.debug("camera %s: capture thread ends", self.config.id)
+
+    def _open(self) -> Source:
+        """Open the camera's source; frames it dropped on the way count even if the open fails.
+
+        :raise SourceError: the source cannot be opened.
+        """
+        config = self.config
+        try:
+            return self._opener(
+                config.source,
+                config.name,
+                self._stop,
+                width=config.width,
+                loop=config.loop,
+                size=config.size,
+                fps=config.fps,
+                max_frame=self._max_frame,
+                tls_verify=config.tls_verify,
+            )
+        except SourceError as error:
+            if error.rejected:
+                self.stats.rejected += error.rejected
+                self.stats.last_rejection = error.last_rejection
+            raise
 
     def _wait_for_viewers(self) -> None:
         """Keep a costly source closed until someone watches (or the camera stops)."""

@@ -6,7 +6,9 @@ livecam reads itself) so that both build on it and neither imports the other's i
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -22,16 +24,65 @@ MAX_FRAME = 16 * 2**20
 MAX_BAD_IN_ROW = 50
 
 
+class StopSignal(threading.Event):
+    """A capture thread's stop flag that also wakes a read blocked on the network.
+
+    A camera that stops sending mid-stream leaves its reader blocked for up to the read
+    timeout, and a switch-off would wait that long. So a source registers, for as long as
+    a read may block, a way to interrupt it (shutting its socket down), which ``set()``
+    calls. The capture thread still owns the source: the stopping side only shuts the
+    socket down, never reads or closes it, and the source unregisters (under the same lock,
+    so no interrupt is still running) before it closes the socket.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._interrupt_lock = threading.Lock()  # guards _interrupts; held while they run
+        self._interrupts: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        """Raise the flag, then interrupt every read registered."""
+        with self._interrupt_lock:
+            super().set()
+            for interrupt in self._interrupts:
+                interrupt()
+
+    def add_interrupt(self, interrupt: Callable[[], None]) -> Callable[[], None]:
+        """Call ``interrupt`` when the flag is raised (at once if it is); return the undo."""
+        with self._interrupt_lock:
+            if self.is_set():
+                interrupt()
+            self._interrupts.append(interrupt)
+
+        def remove() -> None:
+            with self._interrupt_lock:
+                if interrupt in self._interrupts:
+                    self._interrupts.remove(interrupt)
+
+        return remove
+
+
+def on_stop(stop: threading.Event, interrupt: Callable[[], None]) -> Callable[[], None]:
+    """Have a stop interrupt a blocking read, where it can (a StopSignal); return the undo."""
+    if isinstance(stop, StopSignal):
+        return stop.add_interrupt(interrupt)
+    return lambda: None
+
+
 class SourceError(Exception):
     """The source cannot be opened or stopped delivering frames; the message says why.
 
     ``refused`` is True when the camera turned livecam away (HTTP 401 or 403): retrying soon
-    cannot help until someone fixes the credentials.
+    cannot help until someone fixes the credentials. ``rejected`` and ``last_rejection`` are
+    the frames a source dropped while it was opening, when the open fails: no source is left
+    to ask for them.
     """
 
     def __init__(self, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.refused = refused
+        self.rejected = 0
+        self.last_rejection: str | None = None
 
 
 def human_size(size: int) -> str:
@@ -79,6 +130,11 @@ class Screening:
         """A good frame: the camera is healthy again."""
         self._bad_in_row = 0
         self._bad_since = None
+
+    def _opening_failed(self, error: BaseException) -> None:
+        """Hand the frames dropped so far to the error that ends an open, to be counted."""
+        if isinstance(error, SourceError):
+            error.rejected, error.last_rejection = self.rejected, self.last_rejection
 
 
 class Source(Protocol):

@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import SourceSpec
 from .httpcam import open_http
-from .jpeg import jpeg_end, jpeg_problem, with_huffman_tables
+from .jpeg import Span, jpeg_span, with_huffman_tables
 from .pattern import TestPattern
 from .redaction import redact
 from .source_base import (
@@ -81,7 +81,8 @@ class CaptureSource(Screening):
         self.compressed = hands_over_jpeg(cap)
         try:
             self.height, self.width = self._first_size()
-        except BaseException:
+        except BaseException as error:
+            self._opening_failed(error)
             self._cap.release()
             raise
         # The frame read to learn the size is the first one grab() and retrieve() hand out.
@@ -137,20 +138,22 @@ class CaptureSource(Screening):
                 return True  # pixels are decoded lazily by retrieve()
             # In raw mode retrieve() only copies the packet: screening it costs no decode.
             ok, data = self._cap.retrieve()
-            problem = self._problem(data if ok else None)
-            if problem is None:
-                self._held = data[:, : jpeg_end(data)]  # without a trailer after the picture
+            span = self._span(data if ok else None)
+            if span.problem is None:
+                # A view, no copy: without stray bytes before the picture or a trailer after it.
+                self._held = data[:, span.start : span.end]
                 self._accept()
                 return True
-            self._reject(problem)
+            self._reject(span.problem)
 
-    def _problem(self, data: np.ndarray | None) -> str | None:
-        """Why a raw packet cannot be handed out as the camera's JPEG; None if it can."""
+    def _span(self, data: np.ndarray | None) -> Span:
+        """Where the camera's JPEG lies in a raw packet, or why it cannot be handed out."""
         if not is_packet(data):
-            return "not a JPEG"
+            return Span(0, 0, "not a JPEG")
         if data.size > self._max_frame:
-            return f"frame of {human_size(data.size)} exceeds the {human_size(self._max_frame)} limit"
-        return jpeg_problem(data)
+            limit = human_size(self._max_frame)
+            return Span(0, 0, f"frame of {human_size(data.size)} exceeds the {limit} limit")
+        return jpeg_span(data)
 
     def _data(self) -> np.ndarray | None:
         """What OpenCV holds for the frame last grabbed: JPEG bytes or pixels."""

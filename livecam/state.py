@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .integers import parse_int
+
 log = logging.getLogger(__name__)
 
 FILENAME = "cameras.json"
@@ -30,7 +32,13 @@ def load(directory: Path) -> dict[int, bool] | None:
         switches = data["on"]
         if not isinstance(switches, dict):
             raise ValueError("'on' is not an object")
-        return {int(cam_id): bool(value) for cam_id, value in switches.items()}
+        result = {}
+        for key, value in switches.items():
+            cam_id = parse_int(key, 6)
+            if cam_id is None:
+                raise ValueError(f"camera id {key[:20]!r} is not a number")
+            result[cam_id] = bool(value)
+        return result
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:

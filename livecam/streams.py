@@ -23,12 +23,13 @@ from .broadcast import BroadcastClosed, Broadcaster
 from .cursor import HEARTBEAT, Cursor
 from .mjpeg import OPENING, STREAM_HEADERS, label
 from .registry import Slots
-from .sender import Sender, Sent, Viewer
+from .sender import Sender, Sent, Viewer, limit_send_buffer, reset_on_close, send_buffer_for
 
 PARKED_CHECK = 30.0  # how often a parked request thread looks whether the sender still runs
 # The WSGI environ key under which livecam's worker offers to let go of the connection: a
 # callable returning a socket of its own for it (see worker.py).
 DETACH = "livecam.detach"
+HTTP1 = ("HTTP/1.0", "HTTP/1.1")  # protocols whose connection carries the one stream alone
 
 
 def _ignore(size: int, latency: float | None, count: int = 1) -> None:
@@ -136,12 +137,62 @@ def open_multiplexed(
 ) -> Iterator[bytes] | None:
     """A multiplexed body for this request, written by the server's thread and holding one
     of ``slots``; None when none is left (the caller answers 503)."""
-    if slots.taken >= slots.capacity:
+    if not slots.take():
         return None
-    sock = environ.get("gunicorn.socket")
-    if sock is not None:
-        sock.settimeout(send_timeout)  # a client that stops reading cannot hold the thread
-    return holding(slots, multiplexed(tracks))
+    frames = on_connection(multiplexed(tracks), environ, send_timeout, [t.broadcaster for t in tracks])
+    return Held(frames, Place(slots.give_back))
+
+
+class Place:
+    """A place taken for one stream from a bounded pool, given back exactly once: by the
+    body holding it, or by the sender once the body has handed it on with the connection."""
+
+    def __init__(self, give_back: Callable[[], None]) -> None:
+        self._give_back: Callable[[], None] | None = give_back
+
+    def hand_on(self) -> None:
+        """The place is now the new owner's to give back."""
+        self._give_back = None
+
+    def give_back(self) -> None:
+        """Give the place back, unless that was done or it was handed on."""
+        give_back, self._give_back = self._give_back, None
+        if give_back is not None:
+            give_back()
+
+
+class Held:
+    """A stream's body, holding the place its stream took when its answer was decided.
+
+    Taking the place before the status line is what lets a stream with none left get a 503
+    rather than an empty 200. The place comes back when the body ends, when the server
+    closes it (a client gone before the first byte too), or when it is dropped unclosed
+    (a failing hook between the view and the server discards the response).
+    """
+
+    def __init__(self, frames: Iterator[bytes], place: Place) -> None:
+        self._frames = frames
+        self._place = place
+
+    def __iter__(self) -> Held:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._frames)
+        except StopIteration:
+            self._place.give_back()
+            raise
+
+    def close(self) -> None:
+        """End the body (the server is done with it) and give its place back."""
+        try:
+            self._frames.close()
+        finally:
+            self._place.give_back()
+
+    def __del__(self) -> None:
+        self._place.give_back()
 
 
 def handed_over(
@@ -149,13 +200,14 @@ def handed_over(
     sender: Sender,
     detach: Callable[[], socket.socket],
     chunked: bool,
+    place: Place,
     sent: Sent = _ignore,
 ) -> Iterator[bytes]:
     """Yield the opening boundary, then give the connection to ``sender`` for good.
 
     The server has written the headers and the opening when this resumes; ``detach()``
     takes the connection from it, and the body ends here, freeing the request's thread. The
-    viewer counts as watching until the sender lets it go.
+    viewer counts as watching until the sender lets it go, and holds the sender's ``place``.
     """
     watching = ExitStack()
     watching.enter_context(broadcaster.watching())
@@ -164,25 +216,11 @@ def handed_over(
         yield OPENING
         viewer = Viewer(detach(), Cursor(broadcaster), chunked, sent, ended=watching.close)
         handed = True
+        place.hand_on()  # the sender gives the place back when it lets the viewer go
         sender.add(viewer)
     finally:
         if not handed:  # the client left before the opening, or the hand-over failed
             watching.close()
-
-
-def holding(slots: Slots, frames: Iterator[bytes]) -> Iterator[bytes]:
-    """Yield a stream's body while holding a viewer slot, from its first step to its end.
-
-    The slot is taken and given back within the body's own life: whatever happens to the
-    response after the view returned (a failing hook, a client gone before the first byte),
-    no slot can be lost. A body that finds no slot left ends at once.
-    """
-    if not slots.take():
-        return
-    try:
-        yield from frames
-    finally:
-        slots.give_back()
 
 
 def open_stream(
@@ -197,32 +235,63 @@ def open_stream(
     when that path has no room left (the caller answers 503).
 
     A stream that keeps a request thread (parked for the sender, or writing) holds one of
-    ``slots``; one the worker lets go of holds one of the sender's own places instead.
+    ``slots``; one the worker lets go of holds one of the sender's own places instead. The
+    place is taken here, before the answer's status is decided, and held by the body.
     """
     sock = environ.get("gunicorn.socket")
     protocol = environ.get("SERVER_PROTOCOL")
     if (
         type(sock) is socket.socket  # plain TCP: not TLS, which gunicorn would have to encrypt
         and sock.gettimeout() is None
-        and protocol in ("HTTP/1.0", "HTTP/1.1")
+        and protocol in HTTP1
         and sender.alive
     ):
         # gunicorn frames an HTTP/1.1 body of unknown length in chunks; the sender must too.
         chunked = protocol == "HTTP/1.1"
         detach = environ.get(DETACH)
         if detach is not None:
-            return handed_over(broadcaster, sender, detach, chunked, sent) if sender.has_room() else None
+            if not sender.reserve():
+                return None
+            place = Place(sender.unreserve)
+            return Held(handed_over(broadcaster, sender, detach, chunked, place, sent), place)
         frames = written_by_sender(broadcaster, sender, sock, chunked, sent)
     else:
-        if sock is not None:
-            # A viewer that stops reading fills its socket buffer; without a timeout the write
-            # would block its thread forever. gunicorn resets the socket mode after.
-            sock.settimeout(send_timeout)
         frames = written_by_thread(broadcaster, sent=sent)
-    if slots.taken >= slots.capacity:
-        frames.close()
-        return None
-    return holding(slots, frames)
+        frames = on_connection(frames, environ, send_timeout, [broadcaster])
+    if not slots.take():
+        return None  # the body never started: it holds nothing yet
+    return Held(frames, Place(slots.give_back))
+
+
+def on_connection(
+    frames: Iterator[bytes], environ: dict[str, Any], send_timeout: float, broadcasters: list[Broadcaster]
+) -> Iterator[bytes]:
+    """Yield ``frames`` for the server's thread to write, its connection set up for a stream
+    at the first step, before the server writes anything.
+
+    A viewer that stops reading fills its socket buffer: without a timeout the write would
+    block the thread forever (gunicorn resets the socket's mode after). Where the connection
+    is the stream's alone (HTTP/1.x), its send buffer is bounded as the sender bounds its
+    viewers', and a body the server gives up on before its end (a write failed or timed
+    out) resets the connection, freeing what waits in that buffer at once.
+    """
+    sock = environ.get("gunicorn.socket")
+    own = sock is not None and environ.get("SERVER_PROTOCOL") in HTTP1  # not HTTP/2's shared one
+    if sock is not None:
+        sock.settimeout(send_timeout)
+    if own:
+        parts = sum(len(b.latest.part) for b in broadcasters if b.latest is not None)
+        limit_send_buffer(sock, send_buffer_for(parts))
+    try:
+        yield from frames
+    except GeneratorExit:
+        if own:
+            reset_on_close(sock)
+            try:  # and end gunicorn's graceful close, which would wait for the client, at once
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        raise
 
 
 def headers(environ: dict[str, Any]) -> dict[str, str]:

@@ -35,6 +35,7 @@ class MotionWatch:
         self._peak = 0.0  # the strongest score of the event under way
         self._snapshot: bytes | None = None  # its picture
         self.score = 0.0  # the last picture's, for the record
+        self.analysed = 0  # pictures analysed so far
 
     @property
     def active(self) -> bool:
@@ -67,6 +68,7 @@ class MotionWatch:
                 return None
             gray = gray_of_image(pixels)
         analysis = self._detector.analyse(gray, now)
+        self.analysed += 1
         self.score = analysis.score
         if analysis.moving and (analysis.change is not None or analysis.score > self._peak):
             self._peak = analysis.score

@@ -17,7 +17,9 @@ Subjects, under a site's prefix P, for camera N:
   record, or ``{"error": ...}``;
 - ``P.camera.N.latest``: a request naming a profile (empty: full); the answer is a JSON line
   of the frame's headers, then the JPEG, or empty when there is none;
-- ``P.camera.N.owner``: a request; the answer names the process that captures the camera.
+- ``P.camera.N.owner``: a request; the answer names the process that captures the camera;
+- ``P.camera.N.event``: an event the capture process noticed (a JSON line, then its JPEG
+  when it has one).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .events import Event
 from .jpeg import jpeg_problem, jpeg_size
 from .record import PROFILE_FIELDS, RECORD_FIELDS, STATES
 
@@ -96,6 +99,10 @@ class Subjects:
     def owner(self, cam_id: int) -> str:
         """Where the process that captures a camera answers for it."""
         return self.camera(cam_id, "owner")
+
+    def event(self, cam_id: int) -> str:
+        """Where a camera's events are published."""
+        return self.camera(cam_id, "event")
 
 
 # -- checks of decoded JSON values --------------------------------------------------------
@@ -410,6 +417,79 @@ def decode_owner(payload: bytes) -> str:
         return str(CHECKS["name"](payload.decode()))
     except UnicodeDecodeError:
         raise BadMessage("owner: not UTF-8") from None
+
+
+# -- events -------------------------------------------------------------------------------
+
+EVENT_FIELDS: dict[str, dict[str, str]] = {
+    "motion.start": {"score": "fraction", "box": "box"},
+    "motion.end": {"score": "fraction", "box": "box", "duration": "seconds"},
+    "camera.state": {"state": "state", "error": "optional text", "previous": "state"},
+}
+
+
+def encode_event(event: Event) -> bytes:
+    """An event as a JSON line, then its JPEG when it has one."""
+    body = {**event.json(), "snapshot": None}
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n" + (event.snapshot or b"")
+
+
+def decode_event(payload: bytes, cam_id: int, max_bytes: int) -> Event:
+    """An event from a capture process, for the camera its subject names.
+
+    :raise BadMessage: an unknown type, a field out of range, another camera's, or a JPEG
+        that does not pass decode_frame's checks.
+    """
+    head, newline, jpeg = payload.partition(b"\n")
+    if not newline:
+        raise BadMessage("event without its JSON line")
+    data = _json_object(head, "event")
+    kind = data.get("type")
+    if kind not in EVENT_FIELDS:
+        raise BadMessage(f"event type: expected one of {', '.join(EVENT_FIELDS)}, got {_shown(kind)}")
+    if data.get("camera") != cam_id:
+        raise BadMessage(f"event of camera {_shown(data.get('camera'))} on camera {cam_id}'s subject")
+    event_id = _count(data.get("id"))
+    name = str(CHECKS["name"](data.get("name")))
+    when = _time(data.get("time"))
+    fields = {}
+    for key, kind_of in EVENT_FIELDS[kind].items():
+        if key in data:
+            try:
+                fields[key] = _EVENT_CHECKS[kind_of](data[key])
+            except BadMessage as exc:
+                raise BadMessage(f"event {key}: {exc}") from None
+    snapshot = decode_frame(jpeg, {"seq": "0", "ts": "0"}, max_bytes).jpeg if jpeg else None
+    return Event(event_id, str(kind), cam_id, name, when, fields, snapshot)
+
+
+def _fraction(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise BadMessage(f"expected a number from 0 to 1, got {_shown(value)}")
+    return float(value)
+
+
+def _box(value: object) -> list[float]:
+    if not isinstance(value, list) or len(value) != 4:
+        raise BadMessage(f"expected [x0, y0, x1, y1], got {_shown(value)}")
+    box = [_fraction(number) for number in value]
+    if not (box[0] <= box[2] and box[1] <= box[3]):
+        raise BadMessage(f"expected x0 <= x1 and y0 <= y1, got {_shown(value)}")
+    return box
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400 * 366:
+        raise BadMessage(f"expected a number of seconds, got {_shown(value)}")
+    return float(value)
+
+
+_EVENT_CHECKS: dict[str, Callable[[object], Any]] = {
+    **CHECKS,
+    "fraction": _fraction,
+    "box": _box,
+    "seconds": _seconds,
+}
 
 
 # -- bad messages -------------------------------------------------------------------------

@@ -38,12 +38,87 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+import gunicorn
+from gunicorn.config import Config
+from gunicorn.http.parser import Parser
+from gunicorn.http.unreader import Unreader
+from gunicorn.http.wsgi import Response
 from gunicorn.workers import gthread
 
 from .config import MAX_REQUEST_BODY
 from .streams import DETACH
 
 log = logging.getLogger(__name__)
+
+# The gunicorn series this module's use of gunicorn's internals was verified against;
+# setup.cfg pins it.
+GUNICORN_SERIES = 27
+
+
+class IncompatibleGunicorn(ImportError):
+    """The installed gunicorn lacks internals this worker relies on."""
+
+
+def missing_internals(
+    worker: type | None = None,
+    conn: type | None = None,
+    response: type = Response,
+    parser: type = Parser,
+    unreader: type = Unreader,
+) -> list[str]:
+    """The gunicorn internals this module uses that ``gunicorn`` (or the classes given) lacks.
+
+    Methods must be there and callable; attributes gunicorn's objects get in ``__init__``
+    must be assigned there (named in its code), since there is no object to look at yet.
+    """
+    missing = [f"gthread.{name}" for name in ("_DEFER", "STOP_KEEPALIVE_LINGER") if name not in vars(gthread)]
+    worker = worker or getattr(gthread, "ThreadWorker", None)
+    conn = conn or getattr(gthread, "TConn", None)
+    wanted: list[tuple[str, type | None, tuple[str, ...], tuple[str, ...]]] = [
+        (
+            "gthread.ThreadWorker",
+            worker,
+            ("init_process", "load_wsgi", "accept", "on_client_socket_readable", "finish_request")
+            + ("murder_pending", "enqueue_req"),
+            ("worker_connections", "poller", "keepalived_conns", "nr_conns"),
+        ),
+        ("gthread.TConn", conn, ("init", "close"), ("sock", "parser", "data_ready")),
+        ("http.wsgi.Response", response, ("start_response", "force_close"), ("chunked",)),
+        ("http.parser.Parser", parser, (), ("unreader",)),
+        ("http.unreader.Unreader", unreader, ("unread", "take_buffered"), ("buf",)),
+    ]
+    for label, cls, methods, fields in wanted:
+        if cls is None:
+            missing.append(label)
+            continue
+        missing += [f"{label}.{name}" for name in methods if not callable(getattr(cls, name, None))]
+        assigned = getattr(getattr(cls, "__init__", None), "__code__", None)
+        missing += [f"{label}.{name}" for name in fields if assigned is None or name not in assigned.co_names]
+    if not isinstance(getattr(Config, "is_ssl", None), property):
+        missing.append("config.Config.is_ssl")
+    if "http2_cleartext" not in Config().settings:
+        missing.append("the http2_cleartext setting")
+    return missing
+
+
+def check_gunicorn(**classes: type) -> None:
+    """Refuse, in one line, a gunicorn that lacks what this worker relies on.
+
+    :raise IncompatibleGunicorn: naming the version found, what it lacks, and the series needed.
+    """
+    missing = missing_internals(**classes)
+    if missing:
+        series, pin = f"{GUNICORN_SERIES}.x", f"gunicorn>={GUNICORN_SERIES},<{GUNICORN_SERIES + 1}"
+        raise IncompatibleGunicorn(
+            f"livecam's worker needs gunicorn {series}, found gunicorn {gunicorn.__version__}, "
+            f"which lacks {', '.join(missing)} (pip install '{pin}')",
+            name="gunicorn",
+        )
+
+
+# At import, before anything is built on gunicorn's classes: gunicorn imports its worker
+# class in the master, so a mismatch stops startup before any worker boots.
+check_gunicorn()
 
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send a whole request
 MAX_REQUEST_HEAD = 64 * 1024  # a request head larger than this is refused (431)

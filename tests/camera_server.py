@@ -102,6 +102,10 @@ class MjpegCamera:
         with self._lock:
             return self._lock.wait_for(lambda: self.connections == count, timeout)
 
+    def frame(self, number: int) -> bytes:
+        """The JPEG of frame ``number``."""
+        return self.frames[number % len(self.frames)]
+
     def _serve(self, handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "multipart/x-mixed-replace; boundary=" + BOUNDARY.decode())
@@ -118,7 +122,7 @@ class MjpegCamera:
             while self._server is not None:
                 if not self._sending.wait(0.5):
                     continue
-                jpeg = self.frames[number % len(self.frames)]
+                jpeg = self.frame(number)
                 handler.wfile.write(
                     b"--%s\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
                     % (BOUNDARY, len(jpeg), jpeg)
@@ -138,6 +142,45 @@ class MjpegCamera:
                 self.connections -= 1
                 self._clients.discard(handler.connection)
                 self._lock.notify_all()
+
+
+class SceneCamera(MjpegCamera):
+    """A camera looking at a still room, with a clock in its corner: nothing moves until a test
+    puts an object in it (``show``), moves it, takes it away, or turns the lights up."""
+
+    def __init__(self, width: int = 320, height: int = 240, fps: float = 15.0) -> None:
+        super().__init__(width, height, fps)
+        rng = np.random.default_rng(11)
+        room = rng.integers(80, 140, (height, width, 3), dtype=np.uint8)
+        self._room = cv2.GaussianBlur(room, (5, 5), 0)
+        self._object: tuple[float, float] | None = None  # x, y of its top left, 0 to 1
+        self._light = 0
+
+    def show(self, x: float, y: float) -> None:
+        """Put (or move) a dark object at relative position x, y."""
+        self._object = (x, y)
+
+    def clear(self) -> None:
+        """Take the object away."""
+        self._object = None
+
+    def lights(self, level: int) -> None:
+        """Brighten (or darken) the whole room by ``level``."""
+        self._light = level
+
+    def frame(self, number: int) -> bytes:
+        image = (
+            cv2.add(self._room, np.full_like(self._room, self._light)) if self._light else self._room.copy()
+        )
+        height, width = image.shape[:2]
+        if self._object is not None:
+            x, y = int(self._object[0] * width), int(self._object[1] * height)
+            image[y : y + height // 4, x : x + width // 6] = (20, 30, 40)
+        stamp = time.strftime("%H:%M:%S") + f".{number % 1000:03d}"
+        cv2.putText(image, stamp, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+        ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        assert ok
+        return buffer.tobytes()
 
 
 def main() -> None:

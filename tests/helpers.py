@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -123,6 +124,13 @@ def call(
     )
     response.close()  # streams too
     return response
+
+
+def blocked_reading(thread: threading.Thread) -> bool:
+    """Whether ``thread`` waits in a socket read, plain or TLS (its innermost Python frame)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    reads = {(socket.__file__, "readinto"), (ssl.__file__, "read")}
+    return frame is not None and (frame.f_code.co_filename, frame.f_code.co_name) in reads
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, every: float = 0.05) -> bool:

@@ -3,8 +3,10 @@
 Streams (``multipart/x-mixed-replace``, 160x120 numbered frames):
 
 - ``/good.mjpg``: a well-behaved camera.
-- ``/garbage-first.mjpg``, ``/crlf-first.mjpg``: the first part is garbage, or a JPEG after a
-  stray CRLF; good parts follow.
+- ``/garbage-first.mjpg``, ``/crlf-first.mjpg``, ``/long-lead-first.mjpg``: the first part is
+  garbage, a JPEG after a stray CRLF, or one after 1 KB of spaces; good parts follow.
+- ``/crlf-every.mjpg``: every part is a stray CRLF then a good JPEG, its Content-Length
+  counting both (``?as=octet``: sent as ``application/octet-stream``, so FFmpeg reads it).
 - ``/garbage-payloads.mjpg``, ``/truncated.mjpg``: every other part is garbage, or a JPEG cut
   in half, in valid framing.
 - ``/only-garbage.mjpg``: nothing but garbage parts.
@@ -12,7 +14,11 @@ Streams (``multipart/x-mixed-replace``, 160x120 numbered frames):
 - ``/trailer.mjpg``: every part is a good JPEG followed by bytes of garbage.
 - ``/odd-length.mjpg``: good parts whose Content-Length is ``²``.
 - ``/resize.mjpg``: 160x120 for a second, then 320x240.
+- ``/claims-60000.mjpg``: every other part, the first included, is a good JPEG whose frame
+  header claims 60000x60000 pixels.
 - ``/trickle.mjpg``: one good part, then a part that arrives a byte every 0.2 s.
+- ``/stall.mjpg``: three good parts, then silence on an open connection (``stalled`` is set)
+  until the client leaves (``left`` is set) or the camera stops.
 - ``/huge.mjpg``, ``/huge-no-length.mjpg``: every other part is 30 MB (with and without a
   Content-Length).
 - ``/claims-2gb.mjpg``: a part claiming 2 GiB, then data trickling at 100 MB/s.
@@ -23,7 +29,8 @@ Streams (``multipart/x-mixed-replace``, 160x120 numbered frames):
   without it a 401 HTML page with the challenge.
 - ``/octet.mjpg``: a multipart stream sent as ``application/octet-stream`` (left to FFmpeg).
 
-Other answers: ``/snapshot.jpg`` (one JPEG per request), ``/missing`` (404), ``/error``
+Other answers: ``/snapshot.jpg`` (one JPEG per request), ``/stall.jpg`` (a JPEG, then for
+every later request 100 bytes of one and silence, as ``/stall.mjpg``), ``/missing`` (404), ``/error``
 (500), ``/page.html`` (a 200 HTML page), ``/redirect`` (302 to ``/good.mjpg?from=redirect``).
 """
 
@@ -32,8 +39,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,6 +62,12 @@ FAKE_JPEG = b"\xff\xd8<html><body>not a jpeg</body></html>\xff\xd9"  # a JPEG's 
 TRAILER = b"GARBAGE<html>" * 20  # some cameras append bytes after the picture
 
 
+def claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """``jpeg`` with a frame header claiming ``width`` x ``height`` (baseline JPEGs from OpenCV)."""
+    at = jpeg.index(b"\xff\xc0") + 5  # after the marker, the length and the precision
+    return jpeg[:at] + struct.pack(">HH", height, width) + jpeg[at + 4 :]
+
+
 def jpeg_sized(size: int) -> bytes:
     """A part that looks like a JPEG (start and end markers) of ``size`` bytes."""
     return b"\xff\xd8" + bytes(size - 4) + b"\xff\xd9"
@@ -61,8 +76,11 @@ def jpeg_sized(size: int) -> bytes:
 class HostileCamera:
     """The camera's server on 127.0.0.1 (HTTPS given a certificate); records every request."""
 
-    def __init__(self, fps: float = 30.0, certificate: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self, fps: float = 30.0, certificate: tuple[Path, Path] | None = None, password: str = PASSWORD
+    ) -> None:
         self.frames = numbered_frames(160, 120, 10)
+        self.password = password  # what /basic.mjpg and /digest.mjpg require, with USER
         self.fps = fps
         self.port = 0
         self.requests: list[tuple[str, dict[str, str]]] = []  # path as sent, headers
@@ -72,6 +90,8 @@ class HostileCamera:
         self._clients: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.stalled = threading.Event()  # a /stall.mjpg stream has gone silent
+        self.left = threading.Event()  # and its client has gone
         self._large = numbered_frames(320, 240, 1)[0]
         self._huge = jpeg_sized(HUGE)  # built once, so the test's memory baseline includes it
 
@@ -146,6 +166,8 @@ class HostileCamera:
             "/good.mjpg": lambda n: good[n % 10],
             "/garbage-first.mjpg": lambda n: GARBAGE if n == 0 else good[n % 10],
             "/crlf-first.mjpg": lambda n: b"\r\n" + good[0] if n == 0 else good[n % 10],
+            "/long-lead-first.mjpg": lambda n: b" " * 1024 + good[0] if n == 0 else good[n % 10],
+            "/crlf-every.mjpg": lambda n: b"\r\n" + good[n % 10],
             "/garbage-payloads.mjpg": lambda n: GARBAGE if n % 2 else good[n % 10],
             "/truncated.mjpg": lambda n: good[n % 10][:300] if n % 2 else good[n % 10],
             "/only-garbage.mjpg": lambda n: GARBAGE,
@@ -154,9 +176,13 @@ class HostileCamera:
             "/fake-jpeg.mjpg": lambda n: FAKE_JPEG if n % 2 else good[n % 10],
             "/trailer.mjpg": lambda n: good[n % 10] + TRAILER,
             "/resize.mjpg": lambda n: good[n % 10] if n < self.fps else self._large,
+            "/claims-60000.mjpg": lambda n: (
+                claiming(good[n % 10], 60000, 60000) if n % 2 == 0 else good[n % 10]
+            ),
         }
         if path in streams:
-            kind = "application/octet-stream" if path == "/octet.mjpg" else None
+            octet = path == "/octet.mjpg" or handler.path.endswith("?as=octet")
+            kind = "application/octet-stream" if octet else None
             self._stream(handler, streams[path], content_type=kind)
         elif path == "/huge-no-length.mjpg":
             self._stream(handler, lambda n: self._huge if n % 2 else good[n % 10], length=False)
@@ -164,6 +190,8 @@ class HostileCamera:
             self._stream(handler, lambda n: good[n % 10], length=False, extra=b"Content-Length: \xb2\r\n")
         elif path == "/trickle.mjpg":
             self._trickle(handler)
+        elif path == "/stall.mjpg":
+            self._stall(handler)
         elif path == "/no-length.mjpg":
             self._stream(handler, lambda n: good[n % 10], length=False, declared='"--camframe"')
         elif path == "/big-header.mjpg":
@@ -184,6 +212,16 @@ class HostileCamera:
                 )
         elif path == "/snapshot.jpg":
             self._send(handler, 200, "image/jpeg", good[len(self.requests) % 10])
+        elif path == "/stall.jpg" and self.paths().count(handler.path) > 1:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "image/jpeg")
+            handler.send_header("Content-Length", str(len(good[0])))
+            handler.end_headers()
+            handler.wfile.write(good[0][:100])
+            handler.wfile.flush()
+            self._hang(handler)
+        elif path == "/stall.jpg":
+            self._send(handler, 200, "image/jpeg", good[0])
         elif path == "/page.html":
             self._send(handler, 200, "text/html; charset=utf-8", b"<html><body>Login</body></html>")
         elif path == "/redirect":
@@ -212,13 +250,11 @@ class HostileCamera:
         handler.end_headers()
         handler.wfile.write(body)
 
-    @staticmethod
-    def _basic_ok(handler: BaseHTTPRequestHandler) -> bool:
+    def _basic_ok(self, handler: BaseHTTPRequestHandler) -> bool:
         scheme, _, value = handler.headers.get("Authorization", "").partition(" ")
-        return scheme == "Basic" and base64.b64decode(value) == f"{USER}:{PASSWORD}".encode()
+        return scheme == "Basic" and base64.b64decode(value) == f"{USER}:{self.password}".encode()
 
-    @staticmethod
-    def _digest_ok(handler: BaseHTTPRequestHandler) -> bool:
+    def _digest_ok(self, handler: BaseHTTPRequestHandler) -> bool:
         scheme, _, value = handler.headers.get("Authorization", "").partition(" ")
         if scheme != "Digest":
             return False
@@ -227,7 +263,7 @@ class HostileCamera:
         def md5(text: str) -> str:
             return hashlib.md5(text.encode()).hexdigest()
 
-        ha1 = md5(f"{USER}:{REALM}:{PASSWORD}")
+        ha1 = md5(f"{USER}:{REALM}:{self.password}")
         ha2 = md5(f"GET:{fields.get('uri')}")
         expected = md5(f"{ha1}:{NONCE}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}")
         return fields.get("username") == USER and fields.get("response") == expected
@@ -278,6 +314,24 @@ class HostileCamera:
             handler.wfile.write(b"\0")
             handler.wfile.flush()
             time.sleep(0.2)  # the trickle's pace, not synchronisation
+
+    def _stall(self, handler: BaseHTTPRequestHandler) -> None:
+        """Three good parts, then nothing on the open connection, like a camera that hangs."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}")
+        handler.end_headers()
+        for jpeg in self.frames[:3]:
+            handler.wfile.write(b"--%s\r\nContent-Length: %d\r\n\r\n%s\r\n" % (BOUNDARY, len(jpeg), jpeg))
+        handler.wfile.flush()
+        self._hang(handler)
+
+    def _hang(self, handler: BaseHTTPRequestHandler) -> None:
+        """Send nothing more, the connection open, until the client leaves or the camera stops."""
+        self.stalled.set()
+        # The client sends nothing after its request: readable means it closed or shut down.
+        while self._server is not None and not select.select([handler.connection], [], [], 0.1)[0]:
+            pass
+        self.left.set()
 
     def _claim_2gb(self, handler: BaseHTTPRequestHandler) -> None:
         """Announce a 2 GiB part, then send zeros at about 100 MB/s until the client leaves."""

@@ -45,7 +45,12 @@ def test_a_route_that_declares_no_access_is_refused(make_app: Callable[..., Flas
 
 def test_only_pictures_are_embeddable(secured: Flask) -> None:
     declared = {rule.endpoint for rule in secured.url_map.iter_rules() if embeddable(secured, rule.endpoint)}
-    assert declared == {"camera0.snapshot", "camera0.stream"}
+    assert declared == {
+        "camera0.snapshot",
+        "camera0.stream",
+        "camera0.event_snapshot",
+        "dashboard.multiplexed",
+    }
 
 
 def test_declarations_name_a_known_role() -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import capture_threads, decode, wait_for
+from helpers import blocked_reading, capture_threads, decode, wait_for
 from hostile_camera import HostileCamera
 from livecam.broadcast import BroadcastClosed, Broadcaster, Frame
 from livecam.capture import Camera
@@ -326,7 +326,7 @@ def test_a_camera_refusing_the_credentials_is_not_retried_every_second(
 
 
 @pytest.mark.parametrize(
-    "path", ["/garbage-first.mjpg", "/crlf-first.mjpg", "/garbage-payloads.mjpg", "/truncated.mjpg"]
+    "path", ["/garbage-first.mjpg", "/long-lead-first.mjpg", "/garbage-payloads.mjpg", "/truncated.mjpg"]
 )
 def test_bad_frames_are_dropped_counted_and_never_shown(
     make_camera: Callable[..., Camera], hostile: HostileCamera, path: str
@@ -339,6 +339,54 @@ def test_bad_frames_are_dropped_counted_and_never_shown(
     assert record["rejected"] >= 1 and record["last_rejection"] in ("not a JPEG", "truncated JPEG")
     assert record["passthrough"] is True and record["state"] == "on"
     assert json.loads(json.dumps(record)) == record  # plain JSON types only
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_switching_off_during_a_stalled_read_returns_at_once(
+    make_camera: Callable[..., Camera], request: pytest.FixtureRequest, tls: bool
+) -> None:
+    server = HostileCamera(certificate=request.getfixturevalue("certificate") if tls else None).start()
+    request.addfinalizer(server.stop)
+    camera = make_camera(server.url("/stall.mjpg"))  # three frames, then silence
+    camera.start()
+    assert server.stalled.wait(10) and wait_for(lambda: camera.state == "on")
+    [thread] = capture_threads()
+    # The capture thread now waits on a camera that sends nothing: a read that would only
+    # end with the 3 s read timeout (a switch-off took 1.1-2.7 s before it could wake it).
+    assert wait_for(lambda: blocked_reading(thread))
+    started = time.monotonic()
+    camera.stop()
+    elapsed = time.monotonic() - started
+    assert not thread.is_alive()
+    assert elapsed < 0.5, f"stop took {elapsed:.2f} s"
+    assert server.left.wait(5)  # the connection was closed, not left behind
+    assert (camera.state, camera.error, camera.errors) == ("off", None, 0)
+
+
+def test_frames_dropped_by_an_open_that_fails_are_counted(
+    make_camera: Callable[..., Camera], hostile: HostileCamera
+) -> None:
+    camera = make_camera(hostile.url("/only-garbage.mjpg"))  # the camera never comes "on"
+    camera.start()
+    assert wait_for(lambda: camera.errors >= 2, timeout=15)
+    record = camera.status()
+    assert record["state"] == "error"
+    assert record["error"].startswith("camera sends no valid JPEG: not a JPEG")
+    # 50 per open (fewer only if a loaded machine took 3 s over them); none counted before.
+    assert record["rejected"] >= 50 and record["last_rejection"] == "not a JPEG"
+
+
+def test_a_frame_claiming_a_huge_size_sizes_nothing(
+    make_camera: Callable[..., Camera], hostile: HostileCamera
+) -> None:
+    camera = make_camera(hostile.url("/claims-60000.mjpg"), width=80)  # every other part
+    camera.start()
+    for frame in next_frames(camera, 4):
+        assert decode(frame.jpeg).shape == (60, 80, 3)
+    record = camera.status()
+    assert (record["width"], record["height"]) == (80, 60)
+    assert record["rejected"] >= 4
+    assert record["last_rejection"] == "picture size 60000x60000 is not from 1x1 to 8192x8192"
 
 
 def test_the_record_follows_a_change_of_resolution_unwatched(

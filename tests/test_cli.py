@@ -94,11 +94,20 @@ def test_devices_lists_each_device_with_its_modes(tmp_path: Path, capsys: pytest
     ]
 
 
-@pytest.mark.parametrize("args", [[], ["nonsense"]])
+@pytest.mark.parametrize("args", [[], ["nonsense"], ["snapshot", "٣", "x.jpg"], ["snapshot", "²", "x.jpg"]])
 def test_usage_errors(args: list[str]) -> None:
     result = run(*args)
     assert result.returncode == 2
     assert "usage: livecam" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["²", "٣"])
+def test_check_config_refuses_unicode_digits_in_one_line(value: str) -> None:
+    for name in ("LIVECAM_CAMERAS", "LIVECAM_THREADS"):
+        result = run("check-config", env={"LIVECAM_CAMERAS": "0=testsrc", name: value})
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"livecam: configuration error: {name}: ")
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_snapshot_without_a_server(tmp_path: Path) -> None:

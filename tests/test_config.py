@@ -11,6 +11,7 @@ import pytest
 from fake_v4l2 import FakeCamera, FakeDev, capability
 from livecam.config import (
     ConfigError,
+    MotionConfig,
     Profile,
     beyond_loopback,
     bus_creds_kind,
@@ -132,6 +133,23 @@ def test_unknown_environment_variable_is_only_logged(caplog: pytest.LogCaptureFi
         ("", {"LIVECAM_CAMERAS": "-1"}, "LIVECAM_CAMERAS: camera id must be an integer"),
         ("", {"LIVECAM_CAMERAS": ","}, "LIVECAM_CAMERAS: names no camera"),
         ("", {"LIVECAM_THREADS": "many"}, "LIVECAM_THREADS: must be an integer"),
+        # Unicode digits are no numbers: "²" made int() raise a ValueError, "٣" read as 3.
+        ("", {"LIVECAM_THREADS": "²"}, "LIVECAM_THREADS: must be an integer, got '²'"),
+        ("", {"LIVECAM_THREADS": "٦٤"}, "LIVECAM_THREADS: must be an integer, got '٦٤'"),
+        ("", {"LIVECAM_THREADS": "1_000"}, "LIVECAM_THREADS: must be an integer, got '1_000'"),
+        (
+            "",
+            {"LIVECAM_CAMERAS": "²"},
+            "LIVECAM_CAMERAS: camera id must be an integer from 0 to 999999, got '²'",
+        ),
+        ("", {"LIVECAM_CAMERAS": "٣=testsrc"}, "LIVECAM_CAMERAS: camera id must be an integer"),
+        ("", {"LIVECAM_CAMERAS": "0=testsrc:٣٢٠x٢٤٠"}, "cameras.0.source: expected testsrc"),
+        ('[cameras.0]\nsize = "٦٤٠x٤٨٠"\n', {}, "cameras.0.size: expected WIDTHxHEIGHT"),
+        (
+            "",
+            {"LIVECAM_CAMERAS": "0=http://cam:²/x"},
+            "cameras.0.source: http://cam:²/x names a port that is not",
+        ),
         ("", {"LIVECAM_PROXY_HOPS": "11"}, "LIVECAM_PROXY_HOPS: must be from 0 to 10"),
     ],
 )
@@ -391,5 +409,46 @@ def test_a_camera_without_profile_settings_has_full_and_preview() -> None:
 def test_bad_profiles_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
     path = tmp_path / "livecam.toml"
     path.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ={"LIVECAM_CONFIG": str(path)}, discover=lambda: [])
+
+
+def test_motion_is_off_by_default_and_tuned_in_the_camera_table(tmp_path: Path) -> None:
+    path = tmp_path / "livecam.toml"
+    path.write_text(
+        "[cameras.0]\nsource = 'testsrc'\n[cameras.0.motion]\nenabled = true\nthreshold = 30\n"
+        "area = 0.02\nduration = 1\nend_after = 10\nfps = 3\nignore = [[0, 0, 0.3, 0.1]]\n"
+        "[cameras.1]\nsource = 'testsrc'\n"
+    )
+    cameras = load_settings(environ={"LIVECAM_CONFIG": str(path)}).cameras
+    assert cameras[0].motion == MotionConfig(
+        enabled=True,
+        fps=3.0,
+        threshold=30,
+        area=0.02,
+        duration=1.0,
+        end_after=10.0,
+        ignore=((0, 0, 0.3, 0.1),),
+    )
+    assert cameras[1].motion == MotionConfig() and not cameras[1].motion.enabled
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("sensitivity = 3\n", r"cameras.0.motion.sensitivity: unknown key \(motion has enabled, fps"),
+        ("enabled = 'yes'\n", "cameras.0.motion.enabled: must be true or false"),
+        ("area = 2\n", "cameras.0.motion.area: must be a number from 0 to 1"),
+        ("threshold = 0\n", "cameras.0.motion.threshold: must be from 1 to 255"),
+        ("end_after = -1\n", "cameras.0.motion.end_after: must be a number of seconds"),
+        ("ignore = [[0, 0, 1.5, 1]]\n", r"cameras.0.motion.ignore\[0\]: must be a number from 0 to 1"),
+        ("ignore = [[0.5, 0, 0.2, 1]]\n", r"cameras.0.motion.ignore\[0\]: x0 must be left of x1"),
+        ("ignore = [0, 0, 1, 1]\n", "cameras.0.motion.ignore: must be a list of"),
+        ("ignore = [[0, 0, 1]]\n", "cameras.0.motion.ignore: must be a list of"),
+    ],
+)
+def test_bad_motion_settings_name_the_key(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "livecam.toml"
+    path.write_text("[cameras.0]\nsource = 'testsrc'\n[cameras.0.motion]\n" + toml)
     with pytest.raises(ConfigError, match=message):
         load_settings(environ={"LIVECAM_CONFIG": str(path)}, discover=lambda: [])

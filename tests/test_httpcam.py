@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import blocked_reading, decode, wait_for
 from hostile_camera import CLAIMED, PASSWORD, USER, HostileCamera
 from livecam import httpcam
-from livecam.config import parse_source
+from livecam.config import SourceSpec, load_settings, parse_source
 from livecam.httpcam import MjpegSource, SnapshotSource, split_credentials
+from livecam.source_base import StopSignal
 from livecam.sources import READ_TIMEOUT_MS, CaptureSource, Source, SourceError, open_source
 
 MB = 2**20
@@ -76,13 +78,27 @@ def test_good_camera_hands_over_its_own_jpegs(camera: HostileCamera, opened) -> 
     assert (source.rejected, source.last_rejection) == (0, None)
 
 
-@pytest.mark.parametrize("path", ["/garbage-first.mjpg", "/crlf-first.mjpg"])
+@pytest.mark.parametrize("path", ["/garbage-first.mjpg", "/long-lead-first.mjpg"])
 def test_a_bad_first_part_does_not_poison_the_stream(camera: HostileCamera, opened, path: str) -> None:
     source = opened(camera.url(path))
     assert source.compressed is True
     assert (source.width, source.height) == (160, 120)  # not a 1xN strip
     assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 4))
     assert (source.rejected, source.last_rejection) == (1, "not a JPEG")
+
+
+@pytest.mark.parametrize("path", ["/crlf-first.mjpg", "/crlf-every.mjpg", "/crlf-every.mjpg?as=octet"])
+def test_a_stray_crlf_before_the_jpeg_is_cut_as_ffmpeg_skips_it(
+    camera: HostileCamera, opened, path: str
+) -> None:
+    # Every part is CRLF + JPEG, the Content-Length counting both; "?as=octet" is FFmpeg's to read.
+    source = opened(camera.url(path))
+    assert isinstance(source, CaptureSource if path.endswith("octet") else MjpegSource)
+    first = source.retrieve()
+    jpegs = grab_jpegs(source, 30)
+    assert all(jpeg in camera.frames for jpeg in jpegs)  # 30 of 30, clean: no CRLF forwarded
+    assert (source.rejected, source.last_rejection) == (0, None)
+    assert np.array_equal(first, decode(jpegs[0]))  # the picture the camera drew
 
 
 @pytest.mark.parametrize(
@@ -97,9 +113,19 @@ def test_bad_payloads_in_valid_framing_are_dropped_and_counted(
     assert source.last_rejection == reason
 
 
+def test_a_frame_claiming_60000_pixels_square_is_dropped_and_counted(camera: HostileCamera, opened) -> None:
+    source = opened(camera.url("/claims-60000.mjpg"))  # its first part claims it too
+    assert (source.width, source.height) == (160, 120)
+    assert all(jpeg in camera.frames for jpeg in grab_jpegs(source, 4))
+    assert source.rejected >= 4
+    assert source.last_rejection == "picture size 60000x60000 is not from 1x1 to 8192x8192"
+
+
 def test_a_camera_sending_only_garbage_fails_clearly(camera: HostileCamera, opened) -> None:
-    with pytest.raises(SourceError, match=r"^camera sends no valid JPEG: not a JPEG"):
+    with pytest.raises(SourceError, match=r"^camera sends no valid JPEG: not a JPEG") as caught:
         opened(camera.url("/only-garbage.mjpg"))
+    # No source is left to ask: the error carries the frames dropped, to be counted.
+    assert (caught.value.rejected, caught.value.last_rejection) == (50, "not a JPEG")
 
 
 @pytest.mark.parametrize(
@@ -313,6 +339,52 @@ def test_a_stalled_stream_ends_with_the_read_timeout(opened) -> None:
 )
 def test_split_credentials(url: str, bare: str, user: str | None, password: str) -> None:
     assert split_credentials(url) == (bare, user, password)
+
+
+@pytest.mark.parametrize("path", ["/basic.mjpg", "/digest.mjpg"])
+def test_a_password_typed_with_at_signs_brackets_and_colons_is_read_as_ffmpeg_reads_it(path: str) -> None:
+    # The userinfo ends at the last "@" before the host, as FFmpeg and VLC read it.
+    password = "p@a[s]:w@rd"
+    server = HostileCamera(password=password).start()
+    try:
+        url = f"http://{USER}:{password}@127.0.0.1:{server.port}{path}"
+        spec = load_settings(environ={"LIVECAM_CAMERAS": f"5={url}"}).cameras[5].source
+        source = open_source(spec, "Net", threading.Event())
+        try:
+            assert all(jpeg in server.frames for jpeg in grab_jpegs(source, 3))
+        finally:
+            source.release()
+        assert server.requests[-1][1]["Authorization"].startswith("Basic" if "basic" in path else "Digest")
+        assert all("127.0.0.1" in headers["Host"] for _, headers in server.requests)
+    finally:
+        server.stop()
+
+
+def test_a_bracket_left_open_is_a_reason_not_a_traceback() -> None:
+    # What the configuration refuses, opened anyway: a SourceError (the retry shows it),
+    # never urlsplit's ValueError escaping to the capture thread's traceback log.
+    for url in ("http://[::1:8080/x", "http://admin:pw@[::1:8080/x"):
+        with pytest.raises(SourceError, match=r"^cannot open http://(admin:\*\*\*@)?\[::1:8080/x: "):
+            open_source(SourceSpec("url", url), "Net", threading.Event())
+
+
+def test_a_switch_off_wakes_a_snapshot_read_stalled_mid_body(camera: HostileCamera) -> None:
+    stop = StopSignal()  # what a camera's capture thread is given
+    source = open_source(parse_source(camera.url("/stall.jpg?from=switch-off"), "s"), "Net", stop, fps=20)
+    grabbed: list[bool] = []
+    reader = threading.Thread(target=lambda: grabbed.append(source.grab()))
+    try:
+        assert source.grab()  # the first snapshot, fetched whole by the open
+        camera.stalled.clear()
+        reader.start()  # the next one stops after 100 bytes: a read of up to 3 s
+        assert camera.stalled.wait(5) and wait_for(lambda: blocked_reading(reader))
+        stop.set()
+        reader.join(0.5)
+        assert not reader.is_alive() and grabbed == [False]
+    finally:
+        stop.set()
+        reader.join(5)
+        source.release()
 
 
 def test_frames_decode_to_what_the_camera_drew(camera: HostileCamera, opened) -> None:

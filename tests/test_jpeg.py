@@ -10,7 +10,20 @@ import numpy as np
 import pytest
 
 from helpers import decode
-from livecam.jpeg import DHT, SOS, STANDARD_TABLES, is_jpeg, jpeg_end, jpeg_problem, with_huffman_tables
+from hostile_camera import claiming
+from livecam.jpeg import (
+    DHT,
+    MAX_LEAD,
+    MAX_SEGMENTS,
+    MAX_SIDE,
+    SOS,
+    STANDARD_TABLES,
+    is_jpeg,
+    jpeg_problem,
+    jpeg_size,
+    jpeg_span,
+    with_huffman_tables,
+)
 
 
 def encoded(quality: int = 80) -> bytes:
@@ -60,7 +73,8 @@ def test_a_whole_jpeg_has_no_problem_whatever_holds_it() -> None:
         (b"", "not a JPEG"),
         (b"\r\n", "not a JPEG"),
         (b"<html>Server busy</html>", "not a JPEG"),
-        (b"\r\n" + encoded(), "not a JPEG"),
+        (b" " * (MAX_LEAD + 1) + encoded(), "not a JPEG"),  # too far in to be a stray CRLF
+        (b"<html>" + encoded()[2:], "not a JPEG"),
         (encoded()[:300], "truncated JPEG"),
         (encoded()[:-2] + b"\r\n", "truncated JPEG"),
         (b"\xff\xd8", "not a JPEG"),
@@ -87,4 +101,47 @@ def test_complete_jpeg_is_left_alone() -> None:
 def test_a_trailer_holding_an_end_marker_is_not_the_picture() -> None:
     jpeg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
     framed = jpeg + b"TRAILERJUNK\xff\xd9" + b"X" * 5000
-    assert jpeg_problem(framed) is None and jpeg_end(framed) == len(jpeg)
+    assert jpeg_span(framed) == (0, len(jpeg), None)
+
+
+@pytest.mark.parametrize("lead", [b"\r\n", b"\n", b" \t\r\n", b"\0" * 16, b" " * MAX_LEAD])
+def test_stray_bytes_before_the_picture_are_cut_like_those_after_it(lead: bytes) -> None:
+    jpeg = encoded()
+    packet = np.frombuffer(lead + jpeg, np.uint8).reshape(1, -1)  # as OpenCV hands one over
+    for data in (lead + jpeg, bytearray(lead + jpeg + b"\r\n"), packet):
+        span = jpeg_span(data)
+        assert span == (len(lead), len(lead) + len(jpeg), None)
+        assert bytes(memoryview(data).cast("B")[span.start : span.end]) == jpeg
+
+
+def test_fill_bytes_before_a_marker_are_skipped_in_one_step() -> None:
+    jpeg = encoded()
+    # A marker may be preceded by any number of FF fill bytes (T.81 B.1.1.2).
+    padded = jpeg[:2] + b"\xff" * 100_000 + jpeg[2:]
+    assert jpeg_span(padded) == (0, len(padded), None)
+    assert decode(padded).shape == decode(jpeg).shape
+
+
+def test_a_header_of_endless_tiny_segments_is_not_walked_to_its_end() -> None:
+    # Each COM segment is four bytes: a part of them must not cost a Python step per segment.
+    jpeg = encoded()
+    comments = b"\xff\xfe\x00\x02" * MAX_SEGMENTS
+    assert jpeg_problem(jpeg[:2] + comments + jpeg[2:]) == "not a JPEG"
+    assert jpeg_problem(jpeg[:2] + comments[: -4 * 20] + jpeg[2:]) is None  # a long header still passes
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(60000, 60000), (MAX_SIDE + 1, 48), (64, MAX_SIDE + 1), (0, 48), (64, 0)]
+)
+def test_a_frame_header_claiming_a_size_out_of_bounds_is_refused(width: int, height: int) -> None:
+    claimed = claiming(encoded(), width, height)
+    assert jpeg_problem(claimed) == f"picture size {width}x{height} is not from 1x1 to 8192x8192"
+    assert jpeg_size(claimed) is None  # never used to size anything
+
+
+def test_sizes_up_to_the_bound_are_read_from_the_header() -> None:
+    assert jpeg_size(encoded()) == (64, 48)
+    claimed = claiming(encoded(), MAX_SIDE, MAX_SIDE)
+    assert jpeg_problem(claimed) is None and jpeg_size(claimed) == (MAX_SIDE, MAX_SIDE)
+    padded = encoded()[:2] + b"\xff" * 10 + encoded()[2:]  # fill bytes before the first marker
+    assert jpeg_size(padded) == (64, 48)

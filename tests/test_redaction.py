@@ -39,6 +39,26 @@ SECRET = "hunter2"
             "cannot open rtsp://u:***@cam:99999/s: refused",
         ),
         ("http://host/cam.mjpg?fps=5", "http://host/cam.mjpg?fps=5"),
+        # A value with an unescaped space, or after one; a key with spaces around it.
+        ("http://cam/x?pwd=hunter 2&res=1", "http://cam/x?pwd=***&res=1"),
+        ("http://cam/x?pwd= hunter2", "http://cam/x?pwd=***"),
+        ("http://cam/x?res=1 pwd=hunter2", "http://cam/x?res=1 pwd=***"),
+        ("http://cam/x?user=admin pwd=hunter2", "http://cam/x?user=***"),
+        ("http://cam/x? pwd =hunter2", "http://cam/x? pwd =***"),
+        # A percent-encoded key is the key a camera decodes: pw%64 is pwd.
+        ("http://cam/x?pw%64=hunter2", "http://cam/x?pw%64=***"),
+        ("http://cam/x?%70%61ss=hunter2&a=1", "http://cam/x?%70%61ss=***&a=1"),
+        ("http://cam/x?code=hunter2&authcode=hunter2", "http://cam/x?code=***&authcode=***"),
+        ("http://cam/x?codec=h264&fps=5", "http://cam/x?codec=h264&fps=5"),
+        # A URL masked once keeps the reason after it when its message is masked again.
+        (
+            "cannot open http://cam/x?pwd=hunter 2: camera answered 401",
+            "cannot open http://cam/x?pwd=***: camera answered 401",
+        ),
+        (
+            "cannot open http://cam/x?pwd=***: camera answered 401",
+            "cannot open http://cam/x?pwd=***: camera answered 401",
+        ),
         ("/videos/a.mp4", "/videos/a.mp4"),
         ("testsrc:640x480@15", "testsrc:640x480@15"),
     ],
@@ -55,19 +75,98 @@ def test_redact_hides_credentials_whatever_the_shape(text: str, shown: str) -> N
         ("http://[::1]:8080/x", "8080"),
         ("http://[::1]/x", None),
         ("http://cam:99999/x?a=b:c", "99999"),
-        ("rtsp://admin:pa/ss@cam/x", None),  # the password's "pa" is no port
+        ("rtsp://admin:pa/ss@cam/x", "pa"),  # as FFmpeg reads it: host "admin", port "pa"
     ],
 )
 def test_url_port_is_found_without_a_parser(url: str, port: str | None) -> None:
     assert url_port(url) == port
 
 
-def test_a_password_with_a_slash_is_neither_a_port_nor_shown() -> None:
-    settings = load_settings(environ={"LIVECAM_CAMERAS": f"5=rtsp://admin:{SECRET}/x@cam/s"})
-    assert settings.cameras[5].source.kind == "url"
+@pytest.mark.parametrize(
+    ("password", "named"),
+    [
+        (
+            f"{SECRET}/x",
+            "'/' typed in its password (or user name) ends the host part for every "
+            "reader: percent-encode it as %2F",
+        ),
+        (
+            f"p#a[s@{SECRET}",
+            "'#' typed in its password (or user name) ends the host part for every "
+            "reader: percent-encode it as %23",
+        ),
+        (
+            f"{SECRET}?a#b",
+            "'?' and '#' typed in its password (or user name) end the host part for "
+            "every reader: percent-encode them as %3F and %23",
+        ),
+    ],
+)
+@pytest.mark.parametrize("port", ["", ":8091", ":99999"])
+def test_a_password_with_a_character_that_ends_the_host_is_refused_unshown(
+    password: str, named: str, port: str
+) -> None:
+    # Every reader (FFmpeg, VLC, livecam's) ends the host part at the first "/", "?" or "#":
+    # "admin:hunter2" would be a host and a port, "x@cam/s" a path.
     with pytest.raises(ConfigError) as error:
-        load_settings(environ={"LIVECAM_CAMERAS": f"5=rtsp://admin:{SECRET}/x@cam:99999/s"})
+        load_settings(environ={"LIVECAM_CAMERAS": f"5=http://admin:{password}@127.0.0.1{port}/cam.mjpg"})
+    assert str(error.value) == f"cameras.5.source: http://admin:***@127.0.0.1{port}/cam.mjpg: {named}"
     assert SECRET not in str(error.value)
+
+
+def test_check_config_names_the_character_to_percent_encode_in_one_line() -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LIVECAM_CAMERAS": f"5=http://user:p#a[s@{SECRET}@127.0.0.1:8091/cam.mjpg",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "livecam.cli", "check-config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "livecam: configuration error: cameras.5.source: http://user:***@127.0.0.1:8091/cam.mjpg: "
+        "'#' typed in its password (or user name) ends the host part for every reader: "
+        "percent-encode it as %23"
+    ]
+    assert SECRET not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://[::1:8080/x", "opens an IPv6 address with '[' and never closes it (write [::1]:8080)"),
+        (
+            "rtsp://admin:pw@[fe80::1/s",
+            "opens an IPv6 address with '[' and never closes it (write [::1]:8080)",
+        ),
+        ("http://::1:8080/x", "has an IPv6 address without brackets (write [::1]:8080)"),
+        ("http://cam]:80/x", "has '[' or ']' in its host, where only an IPv6 address in brackets may"),
+        ("http://[::1]8080/x", "has a host that is not a bracketed IPv6 address"),
+    ],
+)
+def test_a_host_that_is_no_host_is_one_configuration_error(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ={"LIVECAM_CAMERAS": f"5={url}"})
+    assert str(error.value) == f"cameras.5.source: {redact(url)} {problem}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://admin:p@ss[w0rd]:x@10.0.0.5:80/a?b=1",  # "@", "[", "]" and ":" typed as is
+        "http://[::1]:8080/x",
+        "http://[::1]/x",
+        "http://cam/x?email=a@b.example",  # an "@" in a query: the host is still "cam"
+        "rtsp://cam:554/s",
+    ],
+)
+def test_urls_every_reader_reads_alike_are_accepted(url: str) -> None:
+    assert load_settings(environ={"LIVECAM_CAMERAS": f"5={url}"}).cameras[5].source.target == url
 
 
 @pytest.mark.parametrize("port", ["99999", "0", "http", "-1"])

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import socket
+import struct
+import termios
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from helpers import read_parts, wait_for
 from livecam.broadcast import Broadcaster
 from livecam.cursor import Cursor
-from livecam.sender import Sender, Viewer
+from livecam.sender import Sender, Viewer, send_buffer_for
 
 OPENING = b"--frame\r\n"
 
@@ -89,9 +93,12 @@ def test_chunked_framing_for_http_11(sender: Sender) -> None:
     client.close()
 
 
-def test_a_slow_viewer_gets_the_newest_frame_not_a_backlog(sender: Sender) -> None:
+@pytest.mark.parametrize("tcp", [False, True], ids=["unix", "tcp"])
+def test_a_slow_viewer_gets_the_newest_frame_not_a_backlog(sender: Sender, tcp: bool) -> None:
     broadcaster = Broadcaster()
-    client, viewer = connect(sender, broadcaster, SO_RCVBUF=4096)
+    # Over TCP the sender bounds the socket's send buffer: the guarantee holds all the same.
+    client, viewer = tcp_viewer(sender, broadcaster) if tcp else connect(sender, broadcaster, SO_RCVBUF=4096)
+    client.settimeout(10)
     payloads = [bytes([n]) * 3_000_000 for n in range(10)]
     publish(broadcaster, payloads[0])  # more than the socket buffers hold: it waits half sent
     assert wait_for(lambda: viewer.pending is not None)
@@ -185,3 +192,98 @@ def test_stopping_the_sender_lets_every_viewer_go(sender: Sender) -> None:
     sender.wake()  # a camera publishing after the stop writes to no stale descriptor
     for client, _ in [*clients_viewers, (late_client, late)]:
         client.close()
+
+
+def test_the_sender_stops_listening_to_a_camera_when_its_last_viewer_leaves(sender: Sender) -> None:
+    door, yard = Broadcaster(), Broadcaster()
+    (first, first_viewer), (second, second_viewer) = connect(sender, door), connect(sender, door)
+    other, _ = connect(sender, yard)
+    assert wait_for(lambda: len(door._listeners) == 1 and len(yard._listeners) == 1)  # one per camera
+    for client, viewer in ((first, first_viewer), (second, second_viewer)):
+        client.close()
+        for number in range(50):  # the hang-up is noticed at a write
+            publish(door, b"frame %d" % number)
+            if viewer.done.wait(0.1):
+                break
+        assert viewer.done.is_set()
+        # Until the last viewer leaves, the sender still wakes for the camera's frames.
+        assert len(door._listeners) == (0 if viewer is second_viewer else 1)
+    assert len(yard._listeners) == 1  # the other camera's viewer still watches
+    publish(yard, b"still here")
+    assert next(read_parts(other.makefile("rb"))).body == b"still here"
+    reader, viewer = connect(sender, door)  # a new viewer: listening again
+    assert wait_for(lambda: len(door._listeners) == 1)
+    publish(door, b"again")
+    parts = read_parts(reader.makefile("rb"))
+    assert b"again" in (next(parts).body, next(parts).body)  # after the current frame, if fresh
+    for client in (other, reader):
+        client.close()
+
+
+def tcp_viewer(sender: Sender, broadcaster: Broadcaster, owned: bool = False) -> tuple[socket.socket, Viewer]:
+    """A viewer on a real loopback TCP connection whose client keeps a tiny window; with
+    ``owned`` the sender owns the server's socket (livecam's worker lets go of it)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(listener.getsockname())
+        server, _ = listener.accept()
+    sender.sockets += [server, client]
+    server.sendall(OPENING)  # as gunicorn would
+    ended = (lambda: None) if owned else None
+    viewer = Viewer(server, Cursor(broadcaster), False, lambda size, latency, count: None, ended=ended)
+    sender.add(viewer)
+    return client, viewer
+
+
+def fill(broadcaster: Broadcaster, viewer: Viewer, part: bytes) -> None:
+    """Publish frames until the viewer's socket takes no more and a part waits half sent."""
+    for _ in range(200):
+        publish(broadcaster, part)
+        if wait_for(lambda: viewer.pending is not None, timeout=0.1, every=0.01):
+            return
+    raise AssertionError("the socket never filled")
+
+
+def queued(sock: socket.socket) -> int:
+    """Bytes in a TCP socket's send queue, not yet acknowledged by the peer (SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+
+
+def kernel_keeps(ports: tuple[int, int]) -> bool:
+    """Whether the kernel keeps a TCP socket of local and remote ``ports`` (say in FIN-WAIT-1)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if tuple(int(address.rsplit(":", 1)[1], 16) for address in fields[1:3]) == ports:
+            return True
+    return False
+
+
+def test_a_viewer_that_never_reads_costs_a_few_parts_of_send_buffer(sender: Sender) -> None:
+    broadcaster = Broadcaster()
+    part = bytes(100_000)
+    client, viewer = tcp_viewer(sender, broadcaster, owned=False)
+    fill(broadcaster, viewer, part)
+    bound = send_buffer_for(len(broadcaster.latest.part))  # the JPEG with its part's headers
+    # Linux reports (and allows for) twice the size asked for, its bookkeeping included.
+    assert viewer.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * bound
+    assert len(part) < queued(viewer.sock) <= 2 * bound  # autotuned, it grows to megabytes
+    client.close()
+
+
+@pytest.mark.parametrize("owned", [True, False])
+def test_a_viewer_cut_off_for_not_reading_is_reset_freeing_its_buffer(sender: Sender, owned: bool) -> None:
+    broadcaster = Broadcaster()
+    client, viewer = tcp_viewer(sender, broadcaster, owned)
+    server_end = (viewer.sock.getsockname()[1], client.getsockname()[1])
+    fill(broadcaster, viewer, bytes(100_000))
+    assert kernel_keeps(server_end)
+    assert viewer.done.wait(10)  # the send timeout (1 s) cut it off
+    if not owned:
+        viewer.sock.close()  # what gunicorn's thread does with the socket it gets back
+    # Reset, not closed with a FIN behind the unsent rest: no socket lingers in FIN-WAIT-1.
+    assert not kernel_keeps(server_end)
+    with pytest.raises(ConnectionResetError):
+        while client.recv(65536):  # what was delivered before the reset, then the reset
+            pass
+    client.close()

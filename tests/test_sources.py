@@ -84,11 +84,11 @@ def jpegs() -> list[bytes]:
     return numbered_frames(160, 120, 4)
 
 
-@pytest.mark.parametrize("first", [b"garbage" * 20, b"\r\n"], ids=["garbage", "crlf"])
+@pytest.mark.parametrize("first", [b"garbage" * 20, b" " * 1024], ids=["garbage", "long-lead"])
 def test_a_bad_first_packet_does_not_turn_jpegs_into_pixels(
     tmp_path: Path, jpegs: list[bytes], first: bytes
 ) -> None:
-    clip = multipart_file(tmp_path / "cam.mjpg", [first + (jpegs[0] if first == b"\r\n" else b""), *jpegs])
+    clip = multipart_file(tmp_path / "cam.mjpg", [first + (jpegs[0] if first.isspace() else b""), *jpegs])
     source = open_source(parse_source(str(clip), "s"), "Clip", threading.Event(), loop=False)
     try:
         assert source.compressed is True  # FFmpeg's raw mode, decided by the stream's FOURCC
@@ -104,7 +104,7 @@ def test_a_bad_first_packet_does_not_turn_jpegs_into_pixels(
 
 
 def test_bad_packets_are_skipped_and_counted_one_by_one(tmp_path: Path, jpegs: list[bytes]) -> None:
-    parts = [jpegs[0], b"junk" * 30, jpegs[1], jpegs[2][:300], jpegs[2], b"\r\n" + jpegs[3], jpegs[3]]
+    parts = [jpegs[0], b"junk" * 30, jpegs[1], jpegs[2][:300], jpegs[2], b" " * 1024 + jpegs[3], jpegs[3]]
     clip = multipart_file(tmp_path / "cam.mjpg", parts)
     source = open_source(parse_source(str(clip), "s"), "Clip", threading.Event(), loop=False)
     try:
@@ -116,6 +116,20 @@ def test_bad_packets_are_skipped_and_counted_one_by_one(tmp_path: Path, jpegs: l
         assert handed == jpegs
         assert reasons == [None, "not a JPEG", "truncated JPEG", "not a JPEG"]
         assert type(source.rejected) is int and source.rejected == 3
+    finally:
+        source.release()
+
+
+def test_a_stray_crlf_before_every_packet_is_cut(tmp_path: Path, jpegs: list[bytes]) -> None:
+    # FFmpeg's mpjpeg demuxer hands over a part as its Content-Length counts it, CRLF and all.
+    clip = multipart_file(tmp_path / "cam.mjpg", [b"\r\n" + jpeg for jpeg in jpegs])
+    source = open_source(parse_source(str(clip), "s"), "Clip", threading.Event(), loop=False)
+    try:
+        handed = []
+        while source.grab():
+            handed.append(source.jpeg())
+            assert source.retrieve().shape == (120, 160, 3)
+        assert handed == jpegs and source.rejected == 0
     finally:
         source.release()
 
@@ -134,8 +148,9 @@ def test_packets_above_the_cap_are_skipped(tmp_path: Path, jpegs: list[bytes]) -
 
 def test_a_file_of_nothing_but_bad_packets_fails_clearly(tmp_path: Path) -> None:
     clip = multipart_file(tmp_path / "cam.mjpg", [b"junk" * 30] * 60)
-    with pytest.raises(SourceError, match="^camera sends no valid JPEG: not a JPEG"):
+    with pytest.raises(SourceError, match="^camera sends no valid JPEG: not a JPEG") as caught:
         open_source(parse_source(str(clip), "s"), "Clip", threading.Event())
+    assert (caught.value.rejected, caught.value.last_rejection) == (50, "not a JPEG")
 
 
 def test_pattern_source_never_rejects() -> None:

@@ -22,7 +22,10 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["cameras.json"]  # no temp file left
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"on": [1, 2]}', '{"off": {}}', '{"on": {"x": true}}', ""])
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"on": [1, 2]}', '{"off": {}}', '{"on": {"x": true}}', "", '{"on": {"\u00b2": true}}'],
+)
 def test_corrupt_file_is_logged_ignored_and_left_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str
 ) -> None:

@@ -13,7 +13,15 @@ from livecam.broadcast import Broadcaster
 from livecam.mjpeg import OPENING
 from livecam.registry import Slots
 from livecam.sender import Sender
-from livecam.streams import DETACH, Track, headers, multiplexed, open_stream, written_by_thread
+from livecam.streams import (
+    DETACH,
+    Track,
+    headers,
+    multiplexed,
+    open_multiplexed,
+    open_stream,
+    written_by_thread,
+)
 
 
 def publish(broadcaster: Broadcaster, jpeg: bytes, timestamp: float = 1700000000.25) -> None:
@@ -165,3 +173,55 @@ def test_a_multiplexed_stream_resends_each_camera_s_last_frame_after_a_quiet_hea
         raise AssertionError("the quiet camera's frame was never sent again")
     body.close()
     assert door.viewers == yard.viewers == 0 and door._listeners == []
+
+
+def detaching(server_side: socket.socket) -> dict:
+    """A request's environ under livecam's worker, which offers to let go of the connection."""
+
+    def detach() -> socket.socket:
+        return socket.socket(fileno=os.dup(server_side.fileno()))
+
+    return {"SERVER_PROTOCOL": "HTTP/1.1", "gunicorn.socket": server_side, DETACH: detach}
+
+
+def test_a_stream_is_refused_when_its_answer_is_decided_never_after() -> None:
+    # Two requests decided before either body takes its first step, as two threads may be:
+    # the second finds no place left then, not after its 200 went out.
+    broadcaster, slots = Broadcaster(), Slots(1)
+    sender = Sender(send_timeout=5, capacity=1)
+    dev = {"SERVER_PROTOCOL": "HTTP/1.1"}
+    first = open_stream(broadcaster, dev, sender, slots, 5)
+    assert first is not None and slots.taken == 1
+    assert open_stream(broadcaster, dev, sender, slots, 5) is None
+    assert open_multiplexed([Track(0, "full", broadcaster)], dev, slots, 5) is None
+    pairs = [socket.socketpair() for _ in range(2)]
+    handed = open_stream(broadcaster, detaching(pairs[0][0]), sender, slots, 5)
+    assert handed is not None and sender.owned == 1  # the sender's place is taken with the answer
+    assert open_stream(broadcaster, detaching(pairs[1][0]), sender, slots, 5) is None
+    for body in (first, handed):
+        body.close()  # the server closes a body it never started: both places come back
+    assert slots.taken == 0 and sender.owned == 0 and broadcaster.viewers == 0
+    for pair in pairs:
+        for sock in pair:
+            sock.close()
+    sender.stop()
+
+
+def test_a_body_dropped_unread_gives_its_place_back() -> None:
+    # What a failing hook between the view and the server leaves: a response nobody closes.
+    broadcaster, slots, sender = Broadcaster(), Slots(2), Sender(send_timeout=5)
+    dev = {"SERVER_PROTOCOL": "HTTP/1.1"}
+    bodies = [open_stream(broadcaster, dev, sender, slots, 5) for _ in range(2)]
+    assert slots.taken == 2
+    next(bodies[1])  # one started, one not
+    bodies.clear()
+    assert slots.taken == 0 and broadcaster.viewers == 0
+    sender.stop()
+
+
+def test_a_multiplexed_stream_holds_its_slot_until_it_ends() -> None:
+    broadcaster, slots = Broadcaster(), Slots(1)
+    body = open_multiplexed([Track(0, "full", broadcaster)], {"SERVER_PROTOCOL": "HTTP/1.1"}, slots, 5)
+    assert next(body) == OPENING and slots.taken == 1
+    broadcaster.close()
+    assert list(body) == [] and slots.taken == 0

@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 import pytest
 
 from helpers import ChunkReader, decode, read_parts, wait_for
+from livecam.appstate import get_registry
 
 
 class Tags(HTMLParser):
@@ -160,6 +161,10 @@ def test_the_multiplexed_stream_carries_each_camera_named_and_counts_its_viewers
         ("?cameras=0:nope", 400, "camera 0 has no stream profile 'nope': expected one of full, preview"),
         ("?cameras=0,0:full", 400, "cameras: 0:full is named twice"),
         ("?cameras=zero", 400, "cameras: expected ID or ID:PROFILE items, got 'zero'"),
+        # Unicode digits are no camera id: "²" made int() fail (a 500), "٣" was camera 3.
+        ("?cameras=%C2%B2", 400, "cameras: expected ID or ID:PROFILE items, got '²'"),
+        ("?cameras=%D9%A3", 400, "cameras: expected ID or ID:PROFILE items, got '٣'"),
+        ("?cameras=%2B0", 400, "cameras: expected ID or ID:PROFILE items, got '+0'"),
         ("?cameras=" + "9," * 65, 400, "cameras: at most 64 in one stream"),
         ("?cameras=9", 404, "no camera 9"),
         ("?cameras=1", 503, "none of these cameras is on"),
@@ -171,3 +176,41 @@ def test_a_bad_multiplexed_stream_request_is_a_clear_error(
     response = client.get(f"/streams.mjpg{query}")
     assert response.status_code == status
     assert error in response.json["error"]
+
+
+@pytest.mark.parametrize(
+    ("allow_origins", "referer", "policy"),
+    [
+        ("", "https://other.example/wall", "same-origin"),
+        ("https://other.example", "https://other.example/wall", "cross-origin"),
+        ("https://other.example", "https://elsewhere.example/", "same-origin"),
+    ],
+)
+def test_the_multiplexed_stream_carries_a_resource_policy_like_a_camera_s_stream(
+    make_app, allow_origins: str, referer: str, policy: str
+) -> None:
+    cameras = {"0": {"source": "testsrc:32x24@10", "autostart": True}}
+    allowed = {"allow_origins": allow_origins} if allow_origins else {}
+    client = make_app({"cameras": cameras, **allowed}).test_client()
+    assert wait_for(lambda: client.get("/cameras/0").json["state"] == "on")
+    headers = {"Referer": referer, "Sec-Fetch-Site": "cross-site"}
+    for path in ("/streams.mjpg?cameras=0", "/cameras/0/stream.mjpg"):
+        with client.get(path, headers=headers) as response:
+            assert response.status_code == 200
+            assert response.headers["Cross-Origin-Resource-Policy"] == policy, path
+
+
+def test_a_multiplexed_stream_whose_response_fails_after_the_view_holds_no_slot(make_app) -> None:
+    cameras = {"0": {"source": "testsrc:32x24@10", "autostart": True}}
+    app = make_app({"PROPAGATE_EXCEPTIONS": False, "cameras": cameras})
+
+    @app.after_request
+    def broken(response):  # any failure between the view and the server
+        raise RuntimeError("a hook failed")
+
+    client = app.test_client()
+    assert wait_for(lambda: get_registry(app).get(0).is_on)
+    for _ in range(5):
+        with client.get("/streams.mjpg?cameras=0") as response:
+            assert response.status_code == 500
+    assert get_registry(app).viewer_slots.taken == 0

@@ -13,6 +13,7 @@ import pytest
 from livecam import wire
 from livecam.capture import Camera
 from livecam.config import CameraConfig, parse_source
+from livecam.events import EventLog
 from livecam.record import RECORD_FIELDS
 
 MAX = 16 * 2**20
@@ -301,3 +302,40 @@ def test_a_checked_handler_passes_good_messages_and_drops_bad_ones() -> None:
     handler(b"junk", {})
     assert got == [wire.Interest("w", {"full": 1})]
     assert rejections.count("i") == 1
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+def test_an_event_round_trips_with_its_picture() -> None:
+    log = EventLog()
+    start = log.add("motion.start", 3, "Door", jpeg_of(), score=0.25, box=[0.1, 0.2, 0.3, 0.4])
+    state = log.add("camera.state", 3, "Door", state="error", error="camera answered 401", previous="on")
+    for event in (start, state):
+        decoded = wire.decode_event(wire.encode_event(event), 3, MAX)
+        assert decoded == event and decoded.snapshot == event.snapshot
+
+
+@pytest.mark.parametrize(
+    ("body", "jpeg"),
+    [
+        ({"type": "motion.start", "score": 2.0}, b""),
+        ({"type": "motion.start", "box": [0.5, 0, 0.1, 1]}, b""),
+        ({"type": "motion.start", "box": "everywhere"}, b""),
+        ({"type": "motion.end", "duration": -1}, b""),
+        ({"type": "camera.state", "state": "exploded"}, b""),
+        ({"type": "camera.state", "error": "x" * 5000}, b""),
+        ({"type": "door.open"}, b""),
+        ({"type": "motion.start", "camera": 4}, b""),
+        ({"type": "motion.start", "id": -1}, b""),
+        ({"type": "motion.start", "name": ""}, b""),
+        ({"type": "motion.start", "time": "now"}, b""),
+        ({"type": "motion.start"}, b"<html>"),
+    ],
+)
+def test_a_hostile_event_is_refused(body: dict[str, Any], jpeg: bytes) -> None:
+    event = {"id": 5, "type": "motion.start", "camera": 3, "name": "Door", "time": 1.7e9, **body}
+    with pytest.raises(wire.BadMessage):
+        wire.decode_event(json.dumps(event).encode() + b"\n" + jpeg, 3, MAX)
+    with pytest.raises(wire.BadMessage):
+        wire.decode_event(json.dumps(event).encode(), 3, MAX)  # no line at all

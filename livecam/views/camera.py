@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, redirect, request, url_for
+from flask import Blueprint, Response, g, jsonify, redirect, request, url_for
 from werkzeug.exceptions import BadRequest, NotFound
 
 from .. import streams
@@ -15,10 +15,11 @@ from ..config import FULL
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
 from ..record import CameraBusy, CameraLike
+from .events import listed
 
 bp = Blueprint("camera", __name__)
 
-ACTIONS = ("status", "toggle", "start", "stop", "stream", "snapshot")
+ACTIONS = ("status", "toggle", "start", "stop", "stream", "snapshot", "events")
 
 
 def get_camera(camera_id: int) -> CameraLike:
@@ -113,6 +114,26 @@ def too_many_viewers() -> Response:
     return json_error(503, "too many viewers: livecam serves no more streams now", **{"Retry-After": "5"})
 
 
+_OPENED = "livecam_stream"  # the flask.g attribute naming the stream body a request opened
+
+
+def stream_response(body: streams.Held) -> Response:
+    """The 200 answer carrying a stream ``body`` that holds its viewer place."""
+    setattr(g, _OPENED, body)
+    headers = streams.headers(request.environ)
+    return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
+
+
+@bp.teardown_app_request
+def _close_unsent_stream(error: BaseException | None) -> None:
+    """Give back the place of a stream whose answer failed after its view (a hook raised)."""
+    body = g.pop(_OPENED, None)
+    # The failure's traceback keeps the discarded response alive for as long as anything
+    # (a log handler) keeps the exception: without this its place would be held as long.
+    if body is not None and error is not None:
+        body.close()
+
+
 @bp.get("/stream.mjpg", endpoint="stream")
 @requires("view", embeddable=True)
 def stream_mjpg(camera_id: int) -> Response:
@@ -140,8 +161,7 @@ def stream_mjpg(camera_id: int) -> Response:
     )
     if body is None:
         return too_many_viewers()
-    headers = streams.headers(request.environ)
-    return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
+    return stream_response(body)
 
 
 @bp.get("/snapshot.jpg")
@@ -164,4 +184,30 @@ def snapshot(camera_id: int) -> Response:
     response.headers["Cache-Control"] = "no-store"
     response.headers["Content-Disposition"] = f'inline; filename="camera{camera_id}.jpg"'
     response.headers["X-Timestamp"] = f"{frame.timestamp:.6f}"
+    return response
+
+
+@bp.get("/events")
+@requires("view")
+def events(camera_id: int) -> Response:
+    """The camera's kept events as JSON, newest first (``?limit=N``, default 100), each with
+    the URL of its picture while one is kept."""
+    return listed(get_camera(camera_id).id)
+
+
+@bp.get("/events/<int:event_id>.jpg")
+@requires("view", embeddable=True)
+def event_snapshot(camera_id: int, event_id: int) -> Response:
+    """The picture of one of the camera's motion events (its strongest moment).
+
+    :raise 404: no such event of this camera, or its picture is no longer kept.
+    """
+    registry = get_registry()
+    event = registry.events.get(event_id)
+    jpeg = registry.events.snapshot(event_id) if event is not None and event.camera == camera_id else None
+    if jpeg is None:
+        return json_error(404, f"camera {camera_id} has no kept picture of event {event_id}")
+    response = Response(jpeg, content_type="image/jpeg")
+    response.headers["Cache-Control"] = "private, max-age=86400"  # an event's picture never changes
+    response.headers["Content-Disposition"] = f'inline; filename="camera{camera_id}-event{event_id}.jpg"'
     return response

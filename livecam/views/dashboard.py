@@ -12,8 +12,9 @@ from ..access import public, requires
 from ..appstate import get_registry
 from ..config import FULL
 from ..errors import json_error
+from ..integers import parse_int
 from ..mjpeg import CONTENT_TYPE
-from .camera import profile_of, record, too_many_viewers
+from .camera import profile_of, record, stream_response, too_many_viewers
 
 bp = Blueprint("dashboard", __name__)
 
@@ -60,11 +61,12 @@ def _tracks(text: str) -> list[tuple[int, str]]:
     chosen: list[tuple[int, str]] = []
     for entry in entries:
         raw_id, _, profile = entry.partition(":")
-        if not raw_id.isdigit() or len(raw_id) > 6:
+        cam_id = parse_int(raw_id, 6)
+        if cam_id is None:
             raise BadRequest(f"cameras: expected ID or ID:PROFILE items, got {entry[:40]!r}")
-        camera = registry.get(int(raw_id))
+        camera = registry.get(cam_id)
         if camera is None:
-            raise NotFound(f"no camera {int(raw_id)}")
+            raise NotFound(f"no camera {cam_id}")
         profile = profile_of(camera, profile or FULL)
         if (camera.id, profile) in chosen:
             raise BadRequest(f"cameras: {camera.id}:{profile} is named twice")
@@ -75,7 +77,7 @@ def _tracks(text: str) -> list[tuple[int, str]]:
 
 
 @bp.get("/streams.mjpg")
-@requires("view")
+@requires("view", embeddable=True)
 def multiplexed() -> Response:
     """Several cameras' streams in one response (``?cameras=0:preview,3:full``): the
     dashboard's way to keep every tile live on one HTTP/1.1 connection.
@@ -104,8 +106,7 @@ def multiplexed() -> Response:
     )
     if body is None:
         return too_many_viewers()
-    headers = streams.headers(request.environ)
-    return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
+    return stream_response(body)
 
 
 @bp.get("/healthz")

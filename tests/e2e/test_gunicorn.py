@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import http.client
+import json
+import os
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import gunicorn
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import Server, decode, read_for, read_parts, run_cli, wait_for
+from helpers import ROOT, Server, decode, free_port, read_for, read_parts, run_cli, wait_for
 
 
 @pytest.fixture
@@ -155,6 +160,40 @@ def test_bad_configuration_stops_startup_with_one_line(serve: Callable[..., Serv
     assert lines == ["livecam: configuration error: LIVECAM_CAMERAS: duplicate camera id 0"]
 
 
+# gunicorn itself, its gthread worker replaced by a subclass without a hook livecam relies on,
+# as a gunicorn of another series could be.
+OLDER_GUNICORN = """
+import sys
+from gunicorn.workers import gthread
+
+class ThreadWorker(gthread.ThreadWorker):
+    on_client_socket_readable = None
+
+gthread.ThreadWorker = ThreadWorker
+from gunicorn.app.wsgiapp import run
+sys.exit(run())
+"""
+
+
+def test_a_gunicorn_without_the_internals_livecam_uses_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
+    env |= {"LIVECAM_CAMERAS": "0=testsrc:32x24@10", "LIVECAM_STATE_DIR": str(tmp_path / "state")}
+    command = [sys.executable, "-c", OLDER_GUNICORN, "-c", "gunicorn.conf.py", "wsgi:app"]
+    command += ["--bind", f"127.0.0.1:{free_port()}"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+    assert process.returncode != 0
+    assert output.decode().strip().splitlines() == [
+        f"livecam: livecam's worker needs gunicorn 27.x, found gunicorn {gunicorn.__version__}, which "
+        "lacks gthread.ThreadWorker.on_client_socket_readable (pip install 'gunicorn>=27,<28')"
+    ]
+
+
 def test_more_than_one_worker_is_refused(serve: Callable[..., Server]) -> None:
     server = serve({"LIVECAM_CAMERAS": "0=testsrc"}, "--workers", "2", ready=False)
     assert server.process.wait(20) != 0
@@ -234,3 +273,41 @@ def test_tls_straight_to_gunicorn_streams_and_answers(serve, certificate: tuple[
     conn.close()
     for _ in range(3):  # the closed stream's connection lingers in the event loop, never blocks it
         assert request("GET", "/cameras/0")[0] == 200
+
+
+def test_streams_beyond_the_slots_get_a_503_never_an_empty_200(serve) -> None:
+    # 6 threads: 4 slots for streams that keep a thread (the dashboard's multiplexed one).
+    livecam = serve({"LIVECAM_CAMERAS": "0=testsrc:64x48@15", "LIVECAM_THREADS": "6"})
+    livecam.request("POST", "/cameras/0/start")
+    clients = 12
+    ready = threading.Barrier(clients)
+    answers: list[tuple[int, http.client.HTTPResponse, http.client.HTTPConnection]] = []
+    lock = threading.Lock()
+
+    def ask() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", livecam.port, timeout=10)
+        conn.connect()
+        ready.wait(10)  # all at once, so that several views decide together
+        conn.request("GET", "/streams.mjpg?cameras=0:preview")
+        response = conn.getresponse()
+        with lock:
+            answers.append((response.status, response, conn))
+
+    askers = [threading.Thread(target=ask) for _ in range(clients)]
+    for asker in askers:
+        asker.start()
+    for asker in askers:
+        asker.join(20)
+    try:
+        assert sorted(status for status, _, _ in answers) == [200] * 4 + [503] * 8
+        for status, response, _ in answers:
+            if status == 200:
+                assert next(read_parts(response)).body  # a stream, not an empty 200
+            else:
+                assert response.getheader("Retry-After") == "5"
+                assert "too many viewers" in json.loads(response.read())["error"]
+    finally:
+        for _, response, conn in answers:
+            response.close()
+            conn.close()
+    assert wait_for(lambda: livecam.request("GET", "/healthz")[1]["streams"] == 0)

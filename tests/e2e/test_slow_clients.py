@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from helpers import Server, proc_status, read_parts, wait_for
-from livecam.worker import REQUEST_TIMEOUT
+from livecam.sender import MIN_SEND_BUFFER
+from livecam.worker import LINGER, REQUEST_TIMEOUT
 
 
 @pytest.fixture
@@ -196,3 +202,85 @@ def test_a_request_on_a_kept_alive_connection_is_served_while_stopping(livecam: 
     answer = read_all(sock)  # the rest of the first answer's body, then the second answer
     assert b"HTTP/1.1 200 OK" in answer and b"Connection: close" in answer, answer[:300]
     sock.close()
+
+
+FIN_WAIT1 = 0x04  # the state of a TCP socket closed while data it sent waits for the peer
+
+
+def server_socket(port: int, peer_port: int) -> tuple[int, int] | None:
+    """The state and send queue (bytes) of the server's end of a loopback connection, or None
+    when the kernel keeps no socket for it (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+        if (local, remote) == (port, peer_port):
+            return int(fields[3], 16), int(fields[4].split(":")[0], 16)
+    return None
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["sender", "tls-thread"])
+def test_a_viewer_that_never_reads_costs_a_bounded_buffer_and_is_reset_when_cut(
+    serve: Callable[..., Server], certificate: tuple[Path, Path], tls: bool
+) -> None:
+    # Plain HTTP: the sender writes the stream. TLS straight to gunicorn: the request's thread.
+    env = {"LIVECAM_CAMERAS": "0=testsrc:1280x720@30", "LIVECAM_SEND_TIMEOUT": "3"}
+    cert, key = certificate
+    context = ssl.create_default_context(cafile=str(cert)) if tls else None
+    livecam = serve(env, *(["--certfile", str(cert), "--keyfile", str(key)] if tls else []), ready=False)
+
+    def request(method: str, path: str) -> tuple[int, Any]:
+        if context is None:
+            return livecam.request(method, path)
+        conn = http.client.HTTPSConnection("127.0.0.1", livecam.port, timeout=10, context=context)
+        try:
+            conn.request(method, path, headers={"Accept": "application/json"})
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+    def answers() -> bool:
+        try:
+            return request("GET", "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    assert wait_for(answers, timeout=20), livecam.output()
+    assert request("POST", "/cameras/0/start")[0] == 200
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny window, as a hostile client keeps
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", livecam.port))
+    peer_port = sock.getsockname()[1]
+    if context is not None:
+        sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
+    sock.sendall(b"GET /cameras/0/stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    # The client reads nothing; the server's socket fills until the send timeout cuts it off.
+    most, finishing_since = 0, None
+
+    def gone() -> bool:
+        nonlocal most, finishing_since
+        seen = server_socket(livecam.port, peer_port)
+        if seen is None:
+            return True
+        most = max(most, seen[1])
+        if seen[0] == FIN_WAIT1 and finishing_since is None:
+            finishing_since = time.monotonic()
+        # A connection being closed may pass FIN-WAIT-1 on its way to the reset; one kept
+        # there with what it sent would stay until the client reads it, or minutes.
+        return finishing_since is not None and time.monotonic() - finishing_since > 2 * LINGER
+
+    assert wait_for(gone, timeout=30, every=0.02), livecam.output()
+    assert most > 64 * 1024, most  # it did fill: a frame or more is waiting for the client
+    assert most <= 2 * MIN_SEND_BUFFER, f"{most} bytes queued for one idle viewer"
+    # Cut off, the connection was reset: nothing is left waiting in FIN-WAIT-1.
+    assert server_socket(livecam.port, peer_port) is None, "kept in FIN-WAIT-1 after the cut"
+    try:
+        while sock.recv(65536):  # what was delivered before the reset, then the reset
+            pass
+        reset = False
+    except ConnectionResetError:
+        reset = True
+    assert reset or tls  # Python's TLS reads a reset as the stream's end (suppress_ragged_eofs)
+    sock.close()
+    assert wait_for(lambda: request("GET", "/healthz")[1]["streams"] == 0)

@@ -694,7 +694,7 @@ class MqttBroker:
 # then a host name, an IPv4 address or a bracketed IPv6 one, and an optional port.
 MQTT_URL_RE = re.compile(
     r"(?P<scheme>mqtts?)://(?:(?P<userinfo>.*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"
-    r"(?::(?P<port>\d{1,5}))?/?"
+    r"(?::(?P<port>[0-9]{1,5}))?/?"  # [0-9], not \d: int() would read "٣" as 3
 )
 
 
@@ -715,26 +715,35 @@ def parse_mqtt_url(label: str, value: Any) -> MqttBroker:
     user = password = None
     if userinfo is not None:
         user, colon, secret = userinfo.partition(":")
-        user, password = unquote(user), unquote(secret) if colon else None
-    return MqttBroker(scheme == "mqtts", match["host"].strip("[]"), number, user or None, password, redact(text))
+        user, password = unquote(user) or None, unquote(secret) if colon else None
+    if password is not None and user is None:
+        # MQTT sends a password only with a user name: brokers refuse one alone.
+        raise ConfigError(f"{label}: {redact(text)} has a password but no user name")
+    host = match["host"].strip("[]")
+    return MqttBroker(scheme == "mqtts", host, number, user, password, redact(text))
 
 
 def _mqtt_topic(label: str, value: Any) -> str:
     """Validate a topic prefix: levels split by "/", none empty, no wildcard, not a $ topic."""
     text = _text(label, value)
-    levels = text.split("/")
-    if len(text) > 128 or text.startswith("$") or any(not level or set(level) & set("+#\0") for level in levels):
+    bad = any(not level or set(level) & set("+#\0") for level in text.split("/"))
+    if len(text) > 128 or text.startswith("$") or bad:
         raise ConfigError(
             f"{label}: must be MQTT topic levels (home/livecam): none empty, no + or #, not starting with $"
         )
     return text
 
 
-def _switch(label: str, value: Any) -> bool:
+FLAG_WORDS = {
+    **dict.fromkeys(("true", "1", "yes", "on"), True),
+    **dict.fromkeys(("false", "0", "no", "off"), False),
+}
+
+
+def _env_flag(label: str, value: Any) -> bool:
     """A flag from TOML (true/false) or from the environment's text (true, 1, yes, on...)."""
-    words = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
-    if isinstance(value, str) and value.strip().lower() in words:
-        return words[value.strip().lower()]
+    if isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
+        return FLAG_WORDS[value.strip().lower()]
     return _flag(label, value)
 
 
@@ -757,7 +766,7 @@ SETTING_CHECKS: dict[str, Check] = {
     "bus_prefix": _subject_token,
     "workers": _count(1, 64),
     "mqtt_url": parse_mqtt_url,
-    "mqtt_control": _switch,
+    "mqtt_control": _env_flag,
     "mqtt_prefix": _mqtt_topic,
     "mqtt_discovery": _mqtt_topic,
     "profiles": _profiles,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -14,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import appstate, auth, errors, metrics, origin
 from .config import load_settings
 from .registry import Registry
-from .views import camera, dashboard, events
+from .views import camera, dashboard, events, manage
 
 __all__ = ["create_app"]
 
@@ -28,12 +29,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     test_config = dict(test_config or {})
     flask_config = {k: v for k, v in test_config.items() if k.isupper()}
     overrides = {k: v for k, v in test_config.items() if not k.isupper()}
-    app = Flask(__name__)
     logger = logging.getLogger(__name__)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
-    app.json.sort_keys = False  # keep records in their documented order
-    app.config.update(flask_config)
 
     settings = load_settings(overrides=overrides)
     auth.check_session_key(settings)  # before any camera or connection starts
@@ -41,6 +39,36 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     registry = Registry(settings, remote=settings.bus is not None)
     if registry.settings.discovered and all(c.config.source.kind == "testsrc" for c in registry):
         logger.warning("no camera configured and no V4L2 capture device found: serving a test pattern")
+    app = _generation(registry, flask_config)
+    lock = threading.Lock()
+
+    def rebuild() -> None:
+        """A camera came or went: build the app's next generation and swap it in at once."""
+        with lock:
+            new = _generation(registry, flask_config)
+            new.extensions = app.extensions  # one registry, throttle, metrics for all generations
+            appstate.set_generation(app, new)
+            app.wsgi_app = new.wsgi_app  # type: ignore[method-assign]
+
+    registry.listen(rebuild)
+    registry.restore()
+    # Release devices at interpreter exit too (the dev server); gunicorn's hooks do it sooner.
+    ref = weakref.ref(registry)
+    atexit.register(lambda: (r := ref()) is not None and r.shutdown())
+    return app
+
+
+def _generation(registry: Registry, flask_config: Mapping[str, Any]) -> Flask:
+    """One generation of the app: hooks and Blueprints, one per camera the registry has now.
+
+    Flask refuses a Blueprint once an app has served a request, so a camera added at run time
+    gets a new generation built beside the running one. The registry and everything it runs
+    (cameras, streams, the sender) belong to no generation: swapping one interrupts nothing,
+    and a request under way finishes on the generation that took it.
+    """
+    app = Flask(__name__)
+    app.json.sort_keys = False  # keep records in their documented order
+    app.config.update(flask_config)
     appstate.init_app(app, registry)
     errors.init_app(app)
     # Where a request comes from is checked before who sent it: a request to a host or from a
@@ -49,6 +77,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(events.bp)
+    app.register_blueprint(manage.bp)
     metrics.init_app(app, registry)
     for cam in registry:
         # One Blueprint object, registered once per camera under its own name and prefix.
@@ -62,11 +91,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if hops:
         # Trust X-Forwarded-For/Proto/Host/Port/Prefix only from the proxies really there, so
         # every URL livecam builds is right under the proxy's host and sub-path.
-        app.wsgi_app = ProxyFix(
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
         )
-    registry.restore()
-    # Release devices at interpreter exit too (the dev server); gunicorn's hooks do it sooner.
-    ref = weakref.ref(registry)
-    atexit.register(lambda: (r := ref()) is not None and r.shutdown())
+    appstate.set_generation(app, app)
     return app

@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from .registry import Registry
 
 KEY = "livecam"
+GENERATION = "livecam.generation"  # the app generation serving new requests (see create_app)
 
 
 def init_app(app: Flask, registry: Registry) -> None:
@@ -20,3 +21,13 @@ def init_app(app: Flask, registry: Registry) -> None:
 def get_registry(app: Flask | None = None) -> Registry:
     """The cameras of the current app (or of ``app``)."""
     return (app or current_app).extensions[KEY]
+
+
+def set_generation(app: Flask, generation: Flask) -> None:
+    """Note the generation of ``app`` that serves new requests."""
+    app.extensions[GENERATION] = generation
+
+
+def newest(app: Flask | None = None) -> Flask:
+    """The app generation serving new requests: the one that knows every camera's routes."""
+    return (app or current_app).extensions[GENERATION]

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .broadcast import BroadcastClosed, Broadcaster, Feeds, Frame
@@ -72,6 +73,12 @@ class Camera:
     def id(self) -> int:
         """The camera's id."""
         return self.config.id
+
+    def rename(self, name: str) -> None:
+        """Give the camera a new name, at once, without reopening its source."""
+        self.config = replace(self.config, name=name)
+        if self.motion is not None:
+            self.motion.config = self.config
 
     @property
     def broadcaster(self) -> Broadcaster:

@@ -13,7 +13,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .config import FULL, ConfigError, Profile, Settings, bus_creds_kind, load_settings
+from .auth import check_session_key
+from .config import FULL, ConfigError, MotionConfig, Profile, Settings, bus_creds_kind, load_settings
 from .integers import parse_int
 from .redaction import redact
 from .state import write_atomically_bytes
@@ -63,11 +64,28 @@ def check_config(args: argparse.Namespace) -> int:
         kind = {"creds": "a NATS .creds file", "seed": "a user nkey seed"}[bus_creds_kind(settings.bus_creds)]
         unused = "" if settings.bus else " (unused without LIVECAM_BUS)"
         print(f"frame bus credentials: {settings.bus_creds}, {kind}{unused}")
+    try:
+        check_session_key(settings)
+    except ConfigError as exc:
+        # The capture role needs no key: only gunicorn (the web role) refuses to start.
+        print(f"the web role (gunicorn) will refuse to start: {exc}")
     for camera in settings.cameras.values():
         start = "autostart" if camera.autostart else "off at start"
         print(f"{camera.id}\t{camera.name}\t{camera.source.kind}\t{redact(str(camera.source))}\t{start}")
         print("\tprofiles: " + ", ".join(_profile(p) for p in camera.profiles.values()))
+        if camera.motion.enabled:
+            print("\t" + _motion(camera.motion))
     return 0
+
+
+def _motion(motion: MotionConfig) -> str:
+    """A camera's motion settings in a line."""
+    ignored = f", {len(motion.ignore)} area(s) ignored" if motion.ignore else ""
+    return (
+        f"motion: {motion.fps:g} analyses/s, pixels changed by over {motion.threshold}, "
+        f"{motion.area:.1%} of the picture for {motion.duration:g} s, ends {motion.end_after:g} s "
+        f"after the last{ignored}"
+    )
 
 
 def _profile(profile: Profile) -> str:

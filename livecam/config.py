@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,7 @@ class Settings:
     trusted_hosts: tuple[str, ...] = ()  # host names answered besides IP literals, localhost, this host
     state_dir: str | None = None
     max_frame_mb: int = DEFAULT_MAX_FRAME_MB  # a camera's frame larger than this is dropped
+    media_dir: str | None = None  # files a camera added at run time may play; none: no file
     bus: str | None = None  # nats://HOST:4222 (or tls://): bus mode; None: one process
     bus_creds: str | None = None  # a NATS .creds file or a user nkey seed file for the frame bus
     bus_prefix: str = "livecam"  # the subjects' prefix (not isolation: a site is a NATS account)
@@ -145,6 +147,10 @@ class Settings:
     discovered: bool = False  # cameras came from device discovery, not configuration
     # [profiles.NAME] tables for every camera, as validated (each keeps only the keys it sets)
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Each camera's table as configured (the TOML's keys), for a change made at run time
+    tables: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    webhook_url: tuple[str, ...] = ()  # receivers every event is POSTed to (webhooks.py)
+    webhook_secret: str | None = None  # signs each webhook delivery (HMAC-SHA256)
 
 
 def parse_source(value: Any, key: str) -> SourceSpec:
@@ -446,6 +452,15 @@ def _camera(
     return CameraConfig(id=cam_id, source=source, profiles=profiles, **options, **full)
 
 
+def camera_config(cam_id: int, table: Mapping[str, Any], settings: Settings, key: str) -> CameraConfig:
+    """One camera table validated as the configuration file's ``[cameras.ID]`` would be, with
+    the settings' global profiles (a camera added or changed at run time).
+
+    :raise ConfigError: the same one-line message as at startup, naming ``key``.
+    """
+    return _camera(cam_id, table, key, settings.profiles)
+
+
 def _camera_id(raw: Any, key: str) -> int:
     text = str(raw).strip()
     cam_id = parse_int(text, 6)
@@ -554,6 +569,7 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
     if cameras is None:
         cameras = _discovered_cameras(discover, state_directory(Settings({}, **values)))
     configs: dict[int, CameraConfig] = {}
+    tables: dict[int, Mapping[str, Any]] = {}
     # Each device by its real node: 0, /dev/video0 and a by-id link to it are one camera.
     devices: dict[str, CameraConfig] = {}
     for raw_id, table in cameras.items():
@@ -570,7 +586,8 @@ def _validate(merged: dict[str, Any], cameras: dict[str, Any] | None, discover: 
                     f"cameras.{raw_id}.source: device {target} is already camera {other.id}{same}"
                 )
         configs[cam_id] = camera
-    return Settings(cameras=dict(sorted(configs.items())), discovered=discovered, **values)
+        tables[cam_id] = dict(table) if isinstance(table, Mapping) else {"source": table}
+    return Settings(cameras=dict(sorted(configs.items())), discovered=discovered, tables=tables, **values)
 
 
 def _origins(label: str, value: Any) -> tuple[str, ...]:
@@ -747,6 +764,48 @@ def _env_flag(label: str, value: Any) -> bool:
     return _flag(label, value)
 
 
+MAX_WEBHOOKS = 16  # a thread each
+
+
+def _webhook_urls(label: str, value: Any) -> tuple[str, ...]:
+    """Validate webhook receivers' http(s) URLs, from a comma list or a TOML array."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{label}: must be a comma list or an array of http(s) URLs")
+    urls: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"{label}: {item!r} is not an http(s) URL")
+        text = item.strip()
+        if not text and isinstance(value, str):
+            continue  # "a,,b" or a trailing comma
+        # Only the redacted URL is ever shown: it may carry a password or a token.
+        if not re.match(r"(?i)https?://", text):
+            raise ConfigError(f"{label}: {redact(text)!r} is not an http:// or https:// URL")
+        if re.search(r"[\x00-\x20\x7f]", text):
+            raise ConfigError(f"{label}: {redact(text)!r} holds a space or control character (write it %20)")
+        if "#" in text:
+            raise ConfigError(f"{label}: {redact(text)} holds a '#' (in a password it is written %23)")
+        parts = urllib.parse.urlsplit(text)
+        try:
+            port = parts.port  # None when the URL names none
+        except ValueError:  # not a number, or past 65535
+            port = 0
+        if not parts.hostname or port == 0:
+            raise ConfigError(
+                f"{label}: {redact(text)} names no valid host and port (a '/' or '?' in a user name or "
+                "password is written %2F or %3F; a port is 1 to 65535)"
+            )
+        if text in urls:
+            raise ConfigError(f"{label}: {redact(text)} is named twice")
+        urls.append(text)
+    if not urls:
+        raise ConfigError(f"{label}: names no URL")
+    if len(urls) > MAX_WEBHOOKS:
+        raise ConfigError(f"{label}: at most {MAX_WEBHOOKS} URLs, got {len(urls)}")
+    return tuple(urls)
+
+
 # Every top-level setting (LIVECAM_<NAME> in the environment) but ``cameras``: a new setting
 # is one line here (and a Settings field with its default).
 SETTING_CHECKS: dict[str, Check] = {
@@ -761,6 +820,7 @@ SETTING_CHECKS: dict[str, Check] = {
     "trusted_hosts": _hosts,
     "state_dir": _text,
     "max_frame_mb": _count(1, 1024),
+    "media_dir": _text,
     "bus": _bus_url,
     "bus_creds": _bus_creds,
     "bus_prefix": _subject_token,
@@ -770,6 +830,8 @@ SETTING_CHECKS: dict[str, Check] = {
     "mqtt_prefix": _mqtt_topic,
     "mqtt_discovery": _mqtt_topic,
     "profiles": _profiles,
+    "webhook_url": _webhook_urls,
+    "webhook_secret": _secret,
 }
 TOP_KEYS = ("cameras", *SETTING_CHECKS)
 

@@ -6,21 +6,40 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any, Protocol
 
-from . import state
+from . import catalog, state
 from .bus import FrameBus
 from .capture import Camera
-from .config import Settings, state_directory
+from .config import CameraConfig, Settings, state_directory
 from .events import EventLog
 from .record import CameraLike
 from .remote import RemoteCamera
 from .sender import Sender
+from .v4l2 import device_path
+from .webhooks import WebhookOutput
 
 log = logging.getLogger(__name__)
+
+
+class CameraConflict(Exception):
+    """A camera added or changed at run time clashes with another: same id, same device."""
+
 
 # The whole shutdown fits in gunicorn's graceful timeout (5 s), or the arbiter kills the
 # worker before the sources are released.
 SHUTDOWN_BUDGET = 4.0
+# Of what is left of it once the cameras have stopped, the most the outputs get to deliver
+# their last events (the cameras' "off" among them) before they are dropped.
+OUTPUTS_BUDGET = 2.0
+
+
+class Output(Protocol):
+    """An output of the events (webhooks, MQTT...): following the event log once started."""
+
+    def close(self, timeout: float) -> None:
+        """Stop following, deliver what is queued until ``timeout``, drop the rest."""
 
 
 class Slots:
@@ -64,6 +83,7 @@ class Registry:
         self._cameras: dict[int, CameraLike]
         self._local: dict[int, Camera] = {}  # the cameras this process captures (none in the web role)
         self._remote: dict[int, RemoteCamera] = {}  # the cameras it follows through the bus
+        self._catalog = catalog.Catalog()
         if remote:
             assert settings.bus, "remote cameras need a frame bus"
             self.bus = FrameBus(
@@ -76,12 +96,15 @@ class Registry:
             }
             self._cameras = dict(self._remote)
         else:
-            max_frame = settings.max_frame_mb * 2**20
+            # The configuration's cameras with what was changed at run time laid over them.
+            self._catalog = catalog.load(self.state_dir)
             self._local = {
-                cam_id: Camera(config, max_frame=max_frame, events=self.events)
-                for cam_id, config in settings.cameras.items()
+                cam_id: self._new_camera(config)
+                for cam_id, config in catalog.apply(settings, self._catalog).items()
             }
             self._cameras = dict(self._local)
+        self._change_lock = threading.Lock()  # one run-time change at a time
+        self._listeners: list[Callable[[], None]] = []  # told after each camera added or removed
         self._save_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self._shutdown_deadline: float | None = None  # one budget, however many callers
@@ -90,6 +113,129 @@ class Registry:
         self.viewer_slots = Slots(viewer_capacity(settings.threads))
         # One thread writes every stream under gunicorn (see sender.py).
         self.sender = Sender(settings.send_timeout)
+        # The events' outputs run where the cameras are captured, so each event leaves once:
+        # never in bus mode's web workers, which only follow the capture processes' events.
+        self.outputs: list[Output] = []
+        if self.bus is None and settings.webhook_url:
+            self.outputs.append(WebhookOutput(settings, self.events).start())
+
+    def _new_camera(self, config: CameraConfig) -> Camera:
+        return Camera(config, max_frame=self.settings.max_frame_mb * 2**20, events=self.events)
+
+    # -- run-time changes ----------------------------------------------------------------
+
+    @property
+    def changeable(self) -> bool:
+        """Whether cameras can be added, changed and removed here (one process: yes)."""
+        return self.bus is None
+
+    def listen(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each camera added or removed (the app builds its routes anew)."""
+        self._listeners.append(listener)
+
+    def current_table(self, cam_id: int) -> dict[str, Any]:
+        """A camera's settings as a table: as changed at run time, else as configured."""
+        table = self._catalog.tables.get(cam_id) or self.settings.tables.get(cam_id)
+        if table is None:
+            camera = self._cameras[cam_id]
+            table = {"source": str(camera.config.source), "name": camera.config.name}
+        return dict(table)
+
+    def free_id(self) -> int:
+        """The lowest camera id not in use."""
+        return next(cam_id for cam_id in range(len(self._cameras) + 1) if cam_id not in self._cameras)
+
+    def add(self, config: CameraConfig, table: dict[str, Any], start: bool) -> CameraLike:
+        """Add a camera at run time, kept across restarts; start it if ``start``.
+
+        :raise CameraConflict: its id or its device is another camera's.
+        """
+        with self._change_lock:
+            if config.id in self._cameras:
+                raise CameraConflict(f"camera {config.id} exists already")
+            if len(self._cameras) >= catalog.MAX_CAMERAS:
+                raise CameraConflict(f"livecam runs at most {catalog.MAX_CAMERAS} cameras")
+            self._check_device(config)
+            camera = self._new_camera(config)
+            self._catalog.tables[config.id] = table
+            self._catalog.removed.discard(config.id)
+            self._put(config.id, camera)
+            if start:
+                self.switch(camera.start)
+        log.info("camera %s (%s) added at run time", config.id, config.name)
+        self._changed()
+        return camera
+
+    def change(self, config: CameraConfig, table: dict[str, Any]) -> CameraLike:
+        """Give a camera new settings: a new name at once, anything else by reopening only it
+        (switched on again if it was on).
+
+        :raise CameraConflict: its device is another camera's. :raise KeyError: no such camera.
+        """
+        with self._change_lock:
+            old = self._local[config.id]
+            self._check_device(config)
+            self._catalog.tables[config.id] = table
+            if replace(old.config, name=config.name) == config:
+                old.rename(config.name)
+                self._save_catalog()
+                log.info("camera %s renamed %s", config.id, config.name)
+                return old
+            was_on = old.is_on
+            old.stop()
+            camera = self._new_camera(config)
+            self._put(config.id, camera)
+            if was_on:
+                self.switch(camera.start)
+        log.info("camera %s (%s) changed at run time", config.id, config.name)
+        self._changed()
+        return camera
+
+    def remove(self, cam_id: int) -> None:
+        """Remove a camera: its streams end, its source is released, and it stays removed.
+
+        :raise KeyError: no such camera.
+        """
+        with self._change_lock:
+            camera = self._local[cam_id]
+            camera.stop()  # its streams end and its source is released (joined)
+            self._catalog.tables.pop(cam_id, None)
+            if cam_id in self.settings.cameras:
+                self._catalog.removed.add(cam_id)
+            self._put(cam_id, None)
+            self.switch(lambda: None)  # the switches file forgets it
+        log.info("camera %s removed at run time", cam_id)
+        self._changed()
+
+    def _check_device(self, config: CameraConfig) -> None:
+        """Refuse a device that another camera captures (one device is one camera)."""
+        if config.source.kind != "device":
+            return
+        real = device_path(config.source.target)
+        for other in self._local.values():
+            if other.id != config.id and other.config.source.kind == "device":
+                if device_path(other.config.source.target) == real:
+                    raise CameraConflict(
+                        f"source: device {config.source.target} is already camera {other.id}"
+                    )
+
+    def _put(self, cam_id: int, camera: Camera | None) -> None:
+        """Swap the camera maps (copy on write: a request iterating the old one is unharmed)."""
+        local = dict(self._local)
+        if camera is None:
+            local.pop(cam_id, None)
+        else:
+            local[cam_id] = camera
+        self._local = dict(sorted(local.items()))
+        self._cameras = dict(self._local)
+        self._save_catalog()
+
+    def _save_catalog(self) -> None:
+        catalog.save(self.state_dir, self._catalog)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     def get(self, cam_id: int) -> CameraLike | None:
         """The camera with this id, or None."""
@@ -153,6 +299,8 @@ class Registry:
                 if not camera.join(max(0.0, deadline - time.monotonic()))
             ]
             self.sender.stop(max(0.1, deadline - time.monotonic()))
+            for output in self.outputs:
+                output.close(max(0.1, min(OUTPUTS_BUDGET, deadline - time.monotonic())))
             if busy:
                 # Threads stuck in a device or a network open; the process's exit releases them.
                 log.warning("camera(s) %s still releasing their source after %.0f s", busy, budget)

@@ -19,12 +19,16 @@ def secured(make_app: Callable[..., Flask]) -> Flask:
     return make_app({"view_token": VIEW, "control_token": CONTROL, "cameras": CAMERAS})
 
 
-def test_the_switches_need_control_and_only_health_and_login_are_public(secured: Flask) -> None:
+def test_switches_and_changes_need_control_and_only_health_and_login_are_public(secured: Flask) -> None:
     declared = {rule.endpoint: access_of(secured, rule.endpoint) for rule in secured.url_map.iter_rules()}
     assert {e for e, a in declared.items() if a == "control"} == {
         "camera0.toggle",
         "camera0.start",
         "camera0.stop",
+        "camera0.change",
+        "camera0.remove",
+        "manage.add",
+        "manage.probe",
     }
     assert {e for e, a in declared.items() if a == "public"} == {
         "dashboard.healthz",

@@ -114,3 +114,24 @@ def test_snapshot_without_a_server(tmp_path: Path) -> None:
     result = run("snapshot", "0", str(tmp_path / "x.jpg"), "--url", f"http://127.0.0.1:{free_port()}")
     assert result.returncode == 1 and "cannot reach" in result.stderr
     assert not (tmp_path / "x.jpg").exists()
+
+
+def test_check_config_says_motion_and_a_missing_session_key(tmp_path: Path) -> None:
+    config = tmp_path / "livecam.toml"
+    config.write_text(
+        "[cameras.0]\nsource = 'testsrc'\n[cameras.0.motion]\nenabled = true\nignore = [[0, 0, 0.3, 0.1]]\n"
+        "[cameras.1]\nsource = 'testsrc'\n"
+    )
+    env = {
+        "LIVECAM_CONFIG": str(config),
+        "LIVECAM_BUS": "nats://127.0.0.1:4222",
+        "LIVECAM_VIEW_TOKEN": "v" * 12,
+    }
+    result = run("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\tmotion: ") == 1
+    assert "motion: 5 analyses/s, pixels changed by over 25, 1.0% of the picture for 0.4 s" in result.stdout
+    assert "1 area(s) ignored" in result.stdout
+    assert "the web role (gunicorn) will refuse to start: LIVECAM_SECRET_KEY" in result.stdout
+    result = run("check-config", env={**env, "LIVECAM_SECRET_KEY": "k" * 32})
+    assert "will refuse" not in result.stdout

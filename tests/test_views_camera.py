@@ -121,7 +121,8 @@ def test_unknown_camera_is_a_json_404(client, path: str) -> None:
     ("method", "path"),
     [
         ("GET", "/cameras/0/toggle"),
-        ("DELETE", "/cameras/0"),
+        ("PUT", "/cameras/0"),
+        ("DELETE", "/cameras/0/toggle"),
         ("POST", "/cameras/0/stream.mjpg"),
         ("PUT", "/"),
     ],

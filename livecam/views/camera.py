@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, redirect, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, request, url_for
 from werkzeug.exceptions import BadRequest, NotFound
 
 from .. import streams
 from ..access import requires
-from ..appstate import get_registry
-from ..config import FULL
+from ..appstate import get_registry, newest
+from ..catalog import runtime_camera
+from ..config import FULL, ConfigError
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
 from ..record import CameraBusy, CameraLike
+from ..registry import CameraConflict
 from .events import listed
 
 bp = Blueprint("camera", __name__)
@@ -36,8 +38,21 @@ def get_camera(camera_id: int) -> CameraLike:
 def record(camera: CameraLike) -> dict[str, Any]:
     """The camera's JSON record with the URLs of its routes."""
     data = camera.status()
-    data["urls"] = {action: url_for(f"camera{camera.id}.{action}") for action in ACTIONS}
+    data["urls"] = camera_urls(camera.id)
     return data
+
+
+def camera_urls(camera_id: int) -> dict[str, str]:
+    """The URLs of a camera's routes, by action.
+
+    A camera added while this request was under way has its routes in the app's newest
+    generation only: they are built there, for this request's host and sub-path.
+    """
+    if f"camera{camera_id}.status" in current_app.view_functions:
+        return {action: url_for(f"camera{camera_id}.{action}") for action in ACTIONS}
+    adapter = newest().create_url_adapter(request)
+    assert adapter is not None
+    return {action: adapter.build(f"camera{camera_id}.{action}") for action in ACTIONS}
 
 
 def profile_of(camera: CameraLike, name: str) -> str:
@@ -211,3 +226,66 @@ def event_snapshot(camera_id: int, event_id: int) -> Response:
     response.headers["Cache-Control"] = "private, max-age=86400"  # an event's picture never changes
     response.headers["Content-Disposition"] = f'inline; filename="camera{camera_id}-event{event_id}.jpg"'
     return response
+
+
+# -- cameras changed at run time ------------------------------------------------------
+
+
+def json_table() -> dict[str, Any]:
+    """The request's JSON object.
+
+    :raise BadRequest: the body is not a JSON object.
+    """
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("expected a JSON object of camera settings (Content-Type: application/json)")
+    return body
+
+
+def refused(exc: Exception) -> Response:
+    """The answer to a camera the registry would not take."""
+    if isinstance(exc, CameraConflict):
+        return json_error(409, str(exc))
+    return json_error(400, str(exc))
+
+
+def unchangeable() -> Response | None:
+    """A 409 where cameras cannot change at run time (bus mode's web role), else None."""
+    if get_registry().changeable:
+        return None
+    return json_error(409, "cameras are changed in the capture process's configuration in bus mode")
+
+
+@bp.patch("")
+@requires("control")
+def change(camera_id: int) -> Response:
+    """Change some of the camera's settings (JSON; null removes a key): a name at once,
+    anything else by reopening only this camera.
+
+    :raise 400: a bad key or value. :raise 409: its device is another camera's.
+    """
+    if (refusal := unchangeable()) is not None:
+        return refusal
+    registry = get_registry()
+    camera = get_camera(camera_id)
+    changes = json_table()
+    if "id" in changes and changes.pop("id") != camera_id:
+        return json_error(400, "id: a camera's id cannot change (add a new one, then remove this one)")
+    table = {**registry.current_table(camera.id), **changes}
+    table = {key: value for key, value in table.items() if value is not None}  # null removes a key
+    try:
+        config = runtime_camera(camera.id, table, registry.settings)
+        camera = registry.change(config, table)
+    except (ConfigError, CameraConflict) as exc:
+        return refused(exc)
+    return jsonify(record(camera))
+
+
+@bp.delete("")
+@requires("control")
+def remove(camera_id: int) -> Response:
+    """Remove the camera: its streams end, its source is released; 204."""
+    if (refusal := unchangeable()) is not None:
+        return refusal
+    get_registry().remove(get_camera(camera_id).id)
+    return Response(status=204)

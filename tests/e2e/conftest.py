@@ -55,7 +55,9 @@ def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[
     ) -> subprocess.Popen:
         """``settings``: more LIVECAM_* variables, by their lower-case names (bus_creds=...)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
-        env |= {"LIVECAM_BUS": url or nats_server.url, "LIVECAM_CAMERAS": cameras}
+        env |= {"LIVECAM_BUS": url or nats_server.url}
+        if cameras:  # none: the cameras of a TOML file (config=...)
+            env["LIVECAM_CAMERAS"] = cameras
         env |= {f"LIVECAM_{name.upper()}": value for name, value in settings.items()}
         env["LIVECAM_STATE_DIR"] = str(tmp_path / (state or f"capture{len(processes)}"))
         process = subprocess.Popen(

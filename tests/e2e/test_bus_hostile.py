@@ -140,3 +140,23 @@ def test_a_record_that_would_size_the_placeholder_absurdly_is_ignored(
         assert len(read_for(parts, 2.5)) >= 2
     finally:
         conn.close()
+
+
+def test_forged_events_are_never_listed(site: tuple[Server, subprocess.Popen], attacker: FrameBus) -> None:
+    web, _ = site
+    subject = attacker.subjects.event(0)
+    event = {"id": 5, "type": "motion.start", "camera": 0, "name": "x", "time": 1.7e9, "box": [0, 0, 1, 1]}
+    forged = [
+        json.dumps({**event, "score": 5}).encode() + b"\n",
+        json.dumps({**event, "score": 0.5}).encode() + b"\n<html>not a picture</html>",
+        json.dumps({**event, "camera": 1, "score": 0.5}).encode() + b"\n",
+        json.dumps({**event, "type": "door.open"}).encode() + b"\n",
+        b"junk",
+    ]
+    before = web.record(0)["bus_rejected"]
+    for payload in forged:
+        attacker.send(subject, payload)
+    attacker.flush(2.0)
+    assert wait_for(lambda: web.record(0)["bus_rejected"] >= before + len(forged))
+    listed = web.request("GET", "/cameras/0/events")[1]
+    assert all(e["type"] == "camera.state" for e in listed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -142,3 +143,32 @@ def test_preview_viewers_on_two_hosts_get_the_preview_encoded_once_per_frame(
     # (a few more were encoded before the first read and after the last, at 5 fps)
     assert after["profiles"]["preview"]["encoded"] <= len(published) + 30 < 2 * len(published)
     assert after["profiles"]["full"]["encoded"] == 0
+
+
+def test_motion_seen_by_the_capture_process_is_listed_by_every_web_worker(
+    serve: Callable[..., Server],
+    start_capture: Callable[..., subprocess.Popen],
+    nats_server: NatsServer,
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "capture.toml"
+    config.write_text(
+        "[cameras.0]\nsource = 'testsrc:320x240@20'\nautostart = true\n"
+        "[cameras.0.motion]\nenabled = true\narea = 0.002\nduration = 0.2\nignore = [[0, 0, 1, 0.6]]\n"
+    )
+    livecam = serve({"LIVECAM_BUS": nats_server.url, "LIVECAM_CAMERAS": "0=testsrc"}, "--workers", "2")
+    start_capture("", config=str(config))
+
+    def motion() -> list[dict]:
+        return [e for e in livecam.request("GET", "/cameras/0/events")[1] if e["type"] == "motion.start"]
+
+    assert wait_for(lambda: motion(), timeout=20)  # whichever worker answers has it
+    event = motion()[0]
+    assert event["camera"] == 0 and event["box"][1] >= 0.6 and event["snapshot"]
+    status, picture = livecam.request("GET", event["snapshot"])
+    assert status == 200 and decode(picture).shape == (240, 320, 3)
+    states = [
+        e["state"] for e in livecam.request("GET", "/cameras/0/events")[1] if e["type"] == "camera.state"
+    ]
+    assert "on" in states
+    assert livecam.record(0)["motion"] is True

@@ -208,7 +208,7 @@ DENIED = {
         ("publish", "livecam.camera.0.frame.full"),
         ("publish", "livecam.camera.0.state"),
         ("publish", "livecam.camera.0.owner"),
-        ("publish", "livecam.events"),
+        ("publish", "livecam.camera.0.event"),  # a forged event
         ("publish", "livecam._INBOX.forged.1"),  # a forged answer to someone's request
         ("publish", "_INBOX.forged.1"),
         ("publish", "other.camera.0.control"),
@@ -227,7 +227,7 @@ DENIED = {
         ("publish", "livecam._INBOX.forged.1"),
         ("publish", "other.camera.0.state"),
         ("subscription", "livecam.camera.0.frame.full"),
-        ("subscription", "livecam.events"),
+        ("subscription", "livecam.camera.0.event"),
         ("subscription", "livecam.>"),
         ("subscription", "_INBOX.>"),
         ("subscription", ">"),
@@ -265,13 +265,13 @@ def test_what_the_web_role_is_denied_reaches_nobody(site: Site) -> None:
         frames = await listen(viewer, "livecam.camera.0.frame.full")
         records = await listen(viewer, "livecam.camera.0.state")
         records_seen_by_capture = await listen(capture, "livecam.camera.0.state")
-        events = await listen(viewer, "livecam.events.>")
+        events = await listen(viewer, "livecam.camera.*.event")
 
-        # The capture role's frame, record and event (issue #18) reach the viewer: the check
+        # The capture role's frame, record and event reach the viewer: the check
         # below would see a message.
         await capture.client.publish("livecam.camera.0.frame.full", b"\xff\xd8real")
         await capture.client.publish("livecam.camera.0.state", b'{"state": "on"}')
-        await capture.client.publish("livecam.events.camera", b"{}")
+        await capture.client.publish("livecam.camera.0.event", b"{}")
         await settle(capture, viewer)
         assert (frames.pending_msgs, records.pending_msgs, events.pending_msgs) == (1, 1, 1)
         await asyncio.gather(frames.next_msg(), records.next_msg(), events.next_msg())
@@ -300,7 +300,7 @@ def test_a_site_sees_nothing_of_another(site: Site) -> None:
     async def scenario() -> None:
         capture, viewer = await connect(site, "site1-capture"), await connect(site, "site1-web")
         other_capture, other_viewer = await connect(site, "site2-capture"), await connect(site, "site2-web")
-        subjects = ("livecam.camera.0.frame.full", "livecam.camera.0.state", "livecam.events")
+        subjects = ("livecam.camera.0.frame.full", "livecam.camera.0.state", "livecam.camera.0.event")
         ours = [await listen(viewer, subject) for subject in subjects]
         theirs = [await listen(other_viewer, subject) for subject in subjects]
 

@@ -1,0 +1,149 @@
+"""Cameras managed at run time: added, tried, changed and removed, with no restart.
+
+Each answer is built by the app generation that knows the camera's routes (see
+``create_app``): a camera added by this request has its Blueprint in the next generation.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from typing import Any
+
+import cv2
+from flask import Blueprint, Response, jsonify
+
+from ..access import requires
+from ..appstate import get_registry
+from ..catalog import SourceRefused, check_source, runtime_camera
+from ..config import ConfigError, parse_source
+from ..errors import json_error
+from ..frames import encode
+from ..registry import CameraConflict
+from ..source_base import SourceError
+from ..sources import open_source
+from .camera import json_table, record, refused, unchangeable
+
+bp = Blueprint("manage", __name__)
+
+PROBE_BUDGET = 10.0  # seconds a probe may take in all, open and first frames
+PROBE_FRAMES = 10  # frames read to tell the rate, within about a second
+MAX_PROBES = 4  # probes at once: each opens a camera
+PROBE_WIDTH = 320  # the preview snapshot's width
+
+
+@bp.post("/cameras")
+@requires("control")
+def add() -> Response:
+    """Add a camera (the keys of a ``[cameras.ID]`` table; ``id`` optional, else the lowest
+    free one). It is switched on unless ``autostart`` is false; 201 with its record.
+
+    :raise 400: a bad key or value, or a source a run-time camera may not read.
+    :raise 409: the id or the device is another camera's.
+    """
+    if (refusal := unchangeable()) is not None:
+        return refusal
+    registry = get_registry()
+    table = json_table()
+    raw_id = table.pop("id", None)
+    if raw_id is None:
+        cam_id = registry.free_id()
+    elif isinstance(raw_id, int) and not isinstance(raw_id, bool) and 0 <= raw_id <= 999_999:
+        cam_id = raw_id
+    else:
+        return json_error(400, f"id: expected a whole number from 0 to 999999, got {str(raw_id)[:20]!r}")
+    try:
+        config = runtime_camera(cam_id, table, registry.settings)
+        camera = registry.add(config, table, start=table.get("autostart", True))
+    except (ConfigError, CameraConflict) as exc:
+        return refused(exc)
+    data = record(camera)
+    response = jsonify(data)
+    response.status_code = 201
+    response.headers["Location"] = data["urls"]["status"]
+    return response
+
+
+_probing = threading.BoundedSemaphore(MAX_PROBES)
+
+
+@bp.post("/cameras/probe")
+@requires("control")
+def probe() -> Response:
+    """Open a source without adding it: what it is (kind, size, fps, whether its JPEGs pass
+    through) and a snapshot, or why not, within PROBE_BUDGET seconds.
+
+    :raise 400: no source, or one a run-time camera may not read.
+    :raise 422: the source could not be read (the reason says why).
+    """
+    table = json_table()
+    settings = get_registry().settings
+    try:
+        spec = parse_source(table.get("source"), "source")
+        check_source(spec, settings.media_dir)
+    except (ConfigError, SourceRefused) as exc:
+        return json_error(400, str(exc))
+    if not _probing.acquire(blocking=False):
+        return json_error(503, "too many probes at once: try again shortly", **{"Retry-After": "2"})
+    try:
+        found = _probe(spec, settings.max_frame_mb * 2**20)
+    finally:
+        _probing.release()
+    if "error" in found:
+        return json_error(422, found["error"])
+    return jsonify(found)
+
+
+def _probe(spec: Any, max_frame: int) -> dict[str, Any]:
+    """Open, read a few frames and release ``spec`` in a thread of its own, bounded in time."""
+    stop, result = threading.Event(), {"error": f"no answer within {PROBE_BUDGET:g} s"}
+
+    def run() -> None:
+        try:
+            source = open_source(spec, "probe", stop, max_frame=max_frame)
+        except SourceError as exc:
+            result.update(error=str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - whatever fails, the asker hears why
+            result.update(error=f"cannot open: {exc}")
+            return
+        try:
+            result.clear()
+            result.update(_read(source, stop))
+        finally:
+            source.release()
+
+    thread = threading.Thread(target=run, name="livecam-probe", daemon=True)
+    thread.start()
+    thread.join(PROBE_BUDGET)
+    stop.set()  # a source still opening gives up; the thread releases what it opened
+    if thread.is_alive():
+        return {"error": f"no answer within {PROBE_BUDGET:g} s"}
+    return dict(result)
+
+
+def _read(source: Any, stop: threading.Event) -> dict[str, Any]:
+    """What a few frames of an open source tell."""
+    started, grabbed = time.monotonic(), 0
+    image = None
+    while grabbed < PROBE_FRAMES and time.monotonic() - started < 1.5 and not stop.is_set():
+        if not source.grab():
+            break
+        grabbed += 1
+        if image is None:
+            image = source.retrieve()
+    if image is None:
+        return {"error": "the source opened but sent no picture"}
+    elapsed = time.monotonic() - started
+    fps = round((grabbed - 1) / elapsed, 1) if grabbed > 1 and elapsed > 0 else None
+    small = cv2.resize(image, (PROBE_WIDTH, max(1, image.shape[0] * PROBE_WIDTH // image.shape[1])))
+    jpeg = encode(small, 70) or b""
+    return {
+        "kind": "jpeg" if source.compressed else "video",
+        "width": source.width or image.shape[1],
+        "height": source.height or image.shape[0],
+        "fps": fps,
+        "passthrough": bool(source.compressed),
+        "snapshot": "data:image/jpeg;base64," + base64.b64encode(jpeg).decode(),
+    }

@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 import pytest
 
+from livecam import cli
 from livecam.config import CameraConfig, ConfigError, MotionConfig, MqttBroker, load_settings, parse_source
 from livecam.events import Event
 from livecam.mqtt import ENTITIES, MqttOutput, Topics, command, discovery, node_name
@@ -118,6 +119,20 @@ def test_control_is_a_boolean_in_the_file(tmp_path: Path) -> None:
     path.write_text('mqtt_control = "sometimes"\n')
     with pytest.raises(ConfigError, match="mqtt_control: must be true or false"):
         load_settings(environ={"LIVECAM_CONFIG": str(path), "LIVECAM_CAMERAS": "0=testsrc"})
+
+
+def test_check_config_shows_the_broker_masked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LIVECAM_CAMERAS", "0=testsrc")
+    monkeypatch.setenv("LIVECAM_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("LIVECAM_MQTT_URL", "mqtts://ha:hunter2@broker.lan")
+    monkeypatch.setenv("LIVECAM_MQTT_CONTROL", "on")
+    assert cli.main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "MQTT broker mqtts://ha:***@broker.lan, topics under livecam/, " in out
+    assert "discovery under homeassistant/, switching from MQTT allowed" in out
+    assert "hunter2" not in out
 
 
 # -- topics and commands ---------------------------------------------------------------------------

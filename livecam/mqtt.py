@@ -267,7 +267,8 @@ class MqttOutput:
         # One Condition guards everything below it: the queue, the connection's state as the
         # callbacks report it, what is to be published again, and the counters.
         self._lock = threading.Condition()
-        self._queue: deque[Event] = deque()  # events without their JPEG (kept below, newest only)
+        # Events without their JPEG (kept below, the newest only), each with whether it had one.
+        self._queue: deque[tuple[Event, bool]] = deque()
         self._pictures: dict[int, tuple[int, bytes]] = {}  # camera -> (event id, its JPEG)
         self._connected = False
         self._resync = False  # publish every camera's discovery and states again
@@ -334,7 +335,8 @@ class MqttOutput:
         with self._lock:
             if self._closing:
                 return
-            if event.snapshot is not None:
+            pictured = event.snapshot is not None
+            if pictured:
                 # Only the newest picture of a camera is kept: its topic is retained, the
                 # older ones would be replaced at once.
                 self._pictures[event.camera] = (event.id, event.snapshot)
@@ -343,7 +345,7 @@ class MqttOutput:
                 self._queue.popleft()
                 self.dropped += 1
                 self._overflowed = True
-            self._queue.append(event)
+            self._queue.append((event, pictured))
             self._lock.notify_all()
 
     def _cameras_changed(self) -> None:
@@ -453,8 +455,8 @@ class MqttOutput:
                     self._queue.clear()
                     return
                 resync, self._resync = self._resync, False
-                event = self._queue.popleft() if self._queue and not resync else None
-                if event is None and not resync:
+                queued = self._queue.popleft() if self._queue and not resync else None
+                if queued is None and not resync:
                     return  # closing, and everything was handed over
                 overflowed, self._overflowed = self._overflowed, False
             if overflowed:
@@ -464,8 +466,8 @@ class MqttOutput:
             try:
                 if resync:
                     self._publish_all()
-                if event is not None:
-                    self._publish_event(event)
+                if queued is not None:
+                    self._publish_event(*queued)
             except Exception:  # never a silent thread death: the next event is tried anyway
                 log.exception("MQTT: publishing failed unexpectedly")
 
@@ -504,11 +506,11 @@ class MqttOutput:
         with self._lock:
             self._pictures.pop(cam_id, None)
 
-    def _publish_event(self, event: Event) -> None:
+    def _publish_event(self, event: Event, pictured: bool) -> None:
         """One event: its JSON, and the retained state or motion (and picture) it changes."""
         topic = self.topics.camera
         try:
-            body = _payload(event.json())
+            body = _payload({**event.json(), "snapshot": pictured})  # its JPEG was taken off
         except (TypeError, ValueError):  # a field JSON cannot hold: its state is still published
             log.exception("MQTT: event %d cannot be sent as JSON", event.id)
         else:

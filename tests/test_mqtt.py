@@ -21,7 +21,7 @@ from livecam.config import CameraConfig, ConfigError, MotionConfig, MqttBroker, 
 from livecam.events import Event
 from livecam.mqtt import ENTITIES, MqttOutput, Topics, command, discovery, node_name
 from livecam.record import STATES
-from livecam.registry import Registry
+from livecam.registry import SHUTDOWN_BUDGET, Registry
 
 TOPICS = Topics("livecam", "homeassistant", "host-0123abcd")
 
@@ -385,14 +385,16 @@ def test_a_broker_down_at_start_costs_capture_nothing(
             "motion.start", 0, "Bench", snapshot=b"\xff\xd8" + bytes(1000), score=n, box=[0, 0, 1, 1]
         )
         slowest = max(slowest, time.monotonic() - started)
-    assert slowest < 0.05  # an event is only queued
+    # Only queued: waiting on the broker would take its connect timeout (5 s). The bound is
+    # loose because this machine's 2 cores are shared.
+    assert slowest < 0.5
     assert output.dropped == len(noticed) - 1000  # the oldest let go and counted; the rest waits
     down = [r for r in caplog.get_records("setup") + caplog.records if "unreachable" in r.getMessage()]
     assert len(down) == 1, [r.getMessage() for r in caplog.records]  # once per outage, however many retries
     assert "hunter2" not in caplog.text and "mqtt://livecam:***@127.0.0.1:" in down[0].getMessage()
     started = time.monotonic()
     unreachable.shutdown()
-    assert time.monotonic() - started < 4.0  # within the shutdown budget
+    assert time.monotonic() - started < SHUTDOWN_BUDGET + 0.5  # within the shutdown budget
 
 
 def test_only_the_capturing_process_publishes(tmp_path: Path) -> None:

@@ -275,6 +275,7 @@ class MqttOutput:
         self._closing = False
         self._overflowed = False  # the queue dropped an event since the thread last looked
         self.sent = 0  # messages handed to the connection
+        self.received = 0  # messages that came from the broker (what livecam subscribed to)
         self.dropped = 0  # events let go: pushed out of a full queue, or livecam stopping
         self.ignored = 0  # commands not understood (a bad payload, a camera not captured here)
         # The network thread's own: the outage under way, and whether it was logged.
@@ -417,6 +418,8 @@ class MqttOutput:
         )
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.received += 1
         if message.topic == self.topics.ha_status:
             if message.payload == ONLINE.encode():
                 self._cameras_changed()  # Home Assistant (re)started: discovery again

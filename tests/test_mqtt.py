@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 import pytest
 
+from helpers import ROOT
 from livecam import cli
 from livecam.config import CameraConfig, ConfigError, MotionConfig, MqttBroker, load_settings, parse_source
 from livecam.events import Event
@@ -459,3 +460,17 @@ def test_a_broker_that_keeps_failing_is_logged_once(tmp_path: Path, caplog: pyte
     assert len(lines) == 1, lines  # ...and said so once
     assert f"MQTT broker mqtt://u:***@127.0.0.1:{port}: closed the connection at once" in lines[0]
     assert "hunter2" not in caplog.text
+
+
+def test_the_readme_names_every_topic() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.partition("\n### MQTT and Home Assistant\n")[2].split("\n#", 1)[0]
+    assert section, "README.md has no 'MQTT and Home Assistant' section"
+    written = {
+        row.split("|")[1].strip().strip("`").replace("P/", "livecam/").replace("/N/", "/3/")
+        for row in section.splitlines()
+        if row.startswith("| `P/")
+    }
+    node = TOPICS.availability.replace(TOPICS.node, "NODE")
+    published = {TOPICS.camera(3, leaf) for leaf in ("state", "motion", "picture", "event", "set")} | {node}
+    assert written == published

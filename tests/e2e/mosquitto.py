@@ -23,7 +23,14 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # Debian puts it
 class Mosquitto:
     """Debian's mosquitto on a loopback port, every client with a user name and password."""
 
-    def __init__(self, directory: Path, users: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        users: dict[str, str],
+        port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        """:param tls: a certificate and its key: the listener speaks TLS only (mqtts)."""
         self.port = port or free_port()
         self.directory = directory
         self.process: subprocess.Popen | None = None
@@ -44,7 +51,7 @@ class Mosquitto:
             "allow_anonymous false\n"
             "persistence false\n"  # a restart loses every retained message: livecam must send them again
             f"user {getpass.getuser()}\n"  # as root it would switch to "mosquitto", who cannot read tmp_path
-            f"log_dest file {self.log}\n"
+            f"log_dest file {self.log}\n" + (f"certfile {tls[0]}\nkeyfile {tls[1]}\n" if tls else "")
         )
 
     def start(self) -> Mosquitto:

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from importlib import metadata
 from typing import Any, Protocol
@@ -226,8 +226,8 @@ class Cameras(Protocol):
     events: EventLog
 
     @property
-    def local(self) -> list[Any]:
-        """The cameras this process captures (LocalCamera each)."""
+    def local(self) -> Sequence[LocalCamera]:
+        """The cameras this process captures."""
 
     def switch(self, change: Callable[[], None]) -> None:
         """Apply a camera's start or stop and remember it."""
@@ -288,6 +288,7 @@ class MqttOutput:
         self._client = self._make_client(backoff)
 
     def _make_client(self, backoff: tuple[float, float]) -> paho.Client:
+        """paho's client, set up but not connected: credentials, TLS, last will, backoff."""
         client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
             client_id=f"livecam-{self.topics.node}",

@@ -79,6 +79,12 @@ def check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         # The capture role needs no key: only gunicorn (the web role) refuses to start.
         print(f"the web role (gunicorn) will refuse to start: {exc}")
+    if settings.mqtt_url:  # shown masked: str() of a broker never holds its password
+        control = "switching from MQTT allowed" if settings.mqtt_control else "no switching from MQTT"
+        print(
+            f"MQTT broker {settings.mqtt_url}, topics under {settings.mqtt_prefix}/, "
+            f"Home Assistant discovery under {settings.mqtt_discovery}/, {control}"
+        )
     changed = catalog.load(state_directory(settings))
     if changed.tables or changed.removed:
         added = ", ".join(str(i) for i in sorted(changed.tables)) or "none"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from .integers import parse_int
 from .redaction import redact, split_url, url_port
@@ -139,6 +140,10 @@ class Settings:
     bus_creds: str | None = None  # a NATS .creds file or a user nkey seed file for the frame bus
     bus_prefix: str = "livecam"  # the subjects' prefix (not isolation: a site is a NATS account)
     workers: int = 1  # gunicorn workers: more than one only in bus mode
+    mqtt_url: MqttBroker | None = None  # where the cameras' states and events go, for Home Assistant
+    mqtt_control: bool = False  # cameras switched from MQTT (whoever may publish there may switch)
+    mqtt_prefix: str = "livecam"  # livecam's MQTT topics' first levels
+    mqtt_discovery: str = "homeassistant"  # Home Assistant's discovery prefix
     discovered: bool = False  # cameras came from device discovery, not configuration
     # [profiles.NAME] tables for every camera, as validated (each keeps only the keys it sets)
     profiles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -687,6 +692,78 @@ def _subject_token(label: str, value: Any) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class MqttBroker:
+    """An MQTT broker, as ``mqtt://USER:PASSWORD@HOST:PORT`` (or ``mqtts://``) names it."""
+
+    tls: bool
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    shown: str = ""  # the URL with its password masked, for the log and check-config
+
+    def __str__(self) -> str:
+        return self.shown
+
+
+# scheme, then anything up to the LAST "@" as the user and password (a password may hold "@"),
+# then a host name, an IPv4 address or a bracketed IPv6 one, and an optional port.
+MQTT_URL_RE = re.compile(
+    r"(?P<scheme>mqtts?)://(?:(?P<userinfo>.*)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)"
+    r"(?::(?P<port>[0-9]{1,5}))?/?"  # [0-9], not \d: int() would read "٣" as 3
+)
+
+
+def parse_mqtt_url(label: str, value: Any) -> MqttBroker:
+    """Split an MQTT URL into a broker; user and password are percent-decoded, as in any URL.
+
+    :raise ConfigError: it is not one; the message never shows the password.
+    """
+    text = _text(label, value)
+    match = MQTT_URL_RE.fullmatch(text)
+    if not match:
+        # Not echoed: a URL too mangled to parse may not be masked right (no "@" after a password).
+        raise ConfigError(f"{label}: expected mqtt://[USER:PASSWORD@]HOST[:PORT] or mqtts://... (not shown)")
+    scheme, userinfo, port = match["scheme"], match["userinfo"], match["port"]
+    number = int(port) if port else (8883 if scheme == "mqtts" else 1883)
+    if not 1 <= number <= 65535:
+        raise ConfigError(f"{label}: {redact(text)} names a port that is not one from 1 to 65535")
+    user = password = None
+    if userinfo is not None:
+        user, colon, secret = userinfo.partition(":")
+        user, password = unquote(user) or None, unquote(secret) if colon else None
+    if password is not None and user is None:
+        # MQTT sends a password only with a user name: brokers refuse one alone.
+        raise ConfigError(f"{label}: {redact(text)} has a password but no user name")
+    host = match["host"].strip("[]")
+    return MqttBroker(scheme == "mqtts", host, number, user, password, redact(text))
+
+
+def _mqtt_topic(label: str, value: Any) -> str:
+    """Validate a topic prefix: levels split by "/", none empty, no wildcard, not a $ topic."""
+    text = _text(label, value)
+    bad = any(not level or set(level) & set("+#\0") for level in text.split("/"))
+    if len(text) > 128 or text.startswith("$") or bad:
+        raise ConfigError(
+            f"{label}: must be MQTT topic levels (home/livecam): none empty, no + or #, not starting with $"
+        )
+    return text
+
+
+FLAG_WORDS = {
+    **dict.fromkeys(("true", "1", "yes", "on"), True),
+    **dict.fromkeys(("false", "0", "no", "off"), False),
+}
+
+
+def _env_flag(label: str, value: Any) -> bool:
+    """A flag from TOML (true/false) or from the environment's text (true, 1, yes, on...)."""
+    if isinstance(value, str) and value.strip().lower() in FLAG_WORDS:
+        return FLAG_WORDS[value.strip().lower()]
+    return _flag(label, value)
+
+
 MAX_WEBHOOKS = 16  # a thread each
 
 
@@ -748,6 +825,10 @@ SETTING_CHECKS: dict[str, Check] = {
     "bus_creds": _bus_creds,
     "bus_prefix": _subject_token,
     "workers": _count(1, 64),
+    "mqtt_url": parse_mqtt_url,
+    "mqtt_control": _env_flag,
+    "mqtt_prefix": _mqtt_topic,
+    "mqtt_discovery": _mqtt_topic,
     "profiles": _profiles,
     "webhook_url": _webhook_urls,
     "webhook_secret": _secret,

@@ -14,6 +14,7 @@ from .bus import FrameBus
 from .capture import Camera
 from .config import CameraConfig, Settings, state_directory
 from .events import EventLog
+from .mqtt import MqttOutput
 from .record import CameraLike
 from .remote import RemoteCamera
 from .sender import Sender
@@ -118,6 +119,8 @@ class Registry:
         self.outputs: list[Output] = []
         if self.bus is None and settings.webhook_url:
             self.outputs.append(WebhookOutput(settings, self.events).start())
+        if self.bus is None and settings.mqtt_url:
+            self.outputs.append(MqttOutput(settings, self).start())
 
     def _new_camera(self, config: CameraConfig) -> Camera:
         return Camera(config, max_frame=self.settings.max_frame_mb * 2**20, events=self.events)

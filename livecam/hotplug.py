@@ -118,16 +118,22 @@ class DeviceWatcher:
             return []
         state_dir = self.registry.state_dir
         remembered = state.load_device_ids(state_dir)
-        ids = assign_ids(new, remembered, taken={camera.id for camera in self.registry})
+        removed = self.registry.removed
+        for device in list(new):
+            # A device whose camera was removed at run time stays removed, as at startup: by
+            # the id remembered for its stable path, else (no udev links) by its index.
+            cam_id = remembered.get(device.stable) if device.stable else device.index
+            if cam_id in removed:
+                log.info("%s is camera %s, removed at run time: not added", _label(device), cam_id)
+                new.remove(device)
+        # The others never take a removed camera's id: it is not theirs.
+        ids = assign_ids(new, remembered, taken={camera.id for camera in self.registry} | removed)
         learned = {**remembered, **{d.stable: cam_id for cam_id, d in ids.items() if d.stable}}
         if learned != remembered:
             state.save_device_ids(state_dir, learned)
         switches = state.load(state_dir) or {}
         added = []
         for cam_id, device in ids.items():
-            if self.registry.was_removed(cam_id):
-                log.info("%s is camera %s, removed at run time: not added", _label(device), cam_id)
-                continue
             table = discovered_table(device)
             try:
                 config = camera_config(cam_id, table, self.registry.settings, f"cameras.{cam_id}")

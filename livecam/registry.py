@@ -159,9 +159,10 @@ class Registry:
         """The lowest camera id not in use."""
         return next(cam_id for cam_id in range(len(self._cameras) + 1) if cam_id not in self._cameras)
 
-    def was_removed(self, cam_id: int) -> bool:
-        """Whether this camera was removed at run time (discovery does not bring it back)."""
-        return cam_id in self._catalog.removed
+    @property
+    def removed(self) -> frozenset[int]:
+        """The ids of the cameras removed at run time (discovery does not bring them back)."""
+        return frozenset(self._catalog.removed)
 
     def add(self, config: CameraConfig, table: dict[str, Any], start: bool, keep: bool = True) -> CameraLike:
         """Add a camera at run time, kept across restarts unless ``keep`` is false (a device

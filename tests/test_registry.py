@@ -49,6 +49,6 @@ def test_a_camera_discovery_adds_is_not_kept_but_its_removal_is(tmp_path: Path) 
         assert registry.current_table(3) == table  # discovery's table, for a change at run time
         assert catalog.load(tmp_path).tables == {}  # discovery finds it again: not a run-time camera
         registry.remove(3)
-        assert registry.was_removed(3) and catalog.load(tmp_path).removed == {3}  # and stays removed
+        assert registry.removed == {3} == catalog.load(tmp_path).removed  # and stays removed
     finally:
         registry.shutdown()

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import appstate, auth, errors, metrics, origin
+from . import appstate, auth, errors, hotplug, metrics, origin
 from .config import load_settings
 from .registry import Registry
 from .views import camera, dashboard, events, manage
@@ -52,6 +52,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     registry.listen(rebuild)
     registry.restore()
+    hotplug.start(registry)  # zero configuration, one process: webcams plugged in later join
     # Release devices at interpreter exit too (the dev server); gunicorn's hooks do it sooner.
     ref = weakref.ref(registry)
     atexit.register(lambda: (r := ref()) is not None and r.shutdown())

@@ -852,7 +852,12 @@ def _discovered_cameras(discover: Any, state_dir: Path) -> dict[str, Any]:
     learned = {**remembered, **{device.stable: cam_id for cam_id, device in ids.items() if device.stable}}
     if learned != remembered:
         save_device_ids(state_dir, learned)
-    return {str(cam_id): {"source": d.stable or d.index, "autostart": True} for cam_id, d in ids.items()}
+    return {str(cam_id): discovered_table(device) for cam_id, device in ids.items()}
+
+
+def discovered_table(device: Device) -> dict[str, Any]:
+    """A discovered device's camera table: captured by its stable path (else its index), autostarted."""
+    return {"source": device.stable or device.index, "autostart": True}
 
 
 def beyond_loopback(binds: list[str]) -> list[str]:

@@ -43,6 +43,13 @@ class Output(Protocol):
         """Stop following, deliver what is queued until ``timeout``, drop the rest."""
 
 
+class Watcher(Protocol):
+    """A thread that changes the cameras on its own (hotplug.py's device watcher)."""
+
+    def close(self, timeout: float) -> None:
+        """Stop changing them and end, within ``timeout``."""
+
+
 class Slots:
     """A fixed number of places, taken without waiting and given back exactly once each."""
 
@@ -85,6 +92,11 @@ class Registry:
         self._local: dict[int, Camera] = {}  # the cameras this process captures (none in the web role)
         self._remote: dict[int, RemoteCamera] = {}  # the cameras it follows through the bus
         self._catalog = catalog.Catalog()
+        # Cameras device discovery added at run time (a webcam plugged in), with their tables:
+        # discovery's, never kept in the catalog, since discovery finds them again at startup.
+        self._found: dict[int, dict[str, Any]] = {}
+        # Stopped first at shutdown, so no camera is added while the others stop.
+        self.watcher: Watcher | None = None
         if remote:
             assert settings.bus, "remote cameras need a frame bus"
             self.bus = FrameBus(
@@ -138,7 +150,9 @@ class Registry:
 
     def current_table(self, cam_id: int) -> dict[str, Any]:
         """A camera's settings as a table: as changed at run time, else as configured."""
-        table = self._catalog.tables.get(cam_id) or self.settings.tables.get(cam_id)
+        table = (
+            self._catalog.tables.get(cam_id) or self.settings.tables.get(cam_id) or self._found.get(cam_id)
+        )
         if table is None:
             camera = self._cameras[cam_id]
             table = {"source": str(camera.config.source), "name": camera.config.name}
@@ -148,8 +162,14 @@ class Registry:
         """The lowest camera id not in use."""
         return next(cam_id for cam_id in range(len(self._cameras) + 1) if cam_id not in self._cameras)
 
-    def add(self, config: CameraConfig, table: dict[str, Any], start: bool) -> CameraLike:
-        """Add a camera at run time, kept across restarts; start it if ``start``.
+    @property
+    def removed(self) -> frozenset[int]:
+        """The ids of the cameras removed at run time (discovery does not bring them back)."""
+        return frozenset(self._catalog.removed)
+
+    def add(self, config: CameraConfig, table: dict[str, Any], start: bool, keep: bool = True) -> CameraLike:
+        """Add a camera at run time, kept across restarts unless ``keep`` is false (a device
+        discovery found: found again at startup); start it if ``start``.
 
         :raise CameraConflict: its id or its device is another camera's.
         """
@@ -160,7 +180,10 @@ class Registry:
                 raise CameraConflict(f"livecam runs at most {catalog.MAX_CAMERAS} cameras")
             self._check_device(config)
             camera = self._new_camera(config)
-            self._catalog.tables[config.id] = table
+            if keep:
+                self._catalog.tables[config.id] = table
+            else:
+                self._found[config.id] = table
             self._catalog.removed.discard(config.id)
             self._put(config.id, camera)
             if start:
@@ -203,8 +226,9 @@ class Registry:
             camera = self._local[cam_id]
             camera.stop()  # its streams end and its source is released (joined)
             self._catalog.tables.pop(cam_id, None)
-            if cam_id in self.settings.cameras:
-                self._catalog.removed.add(cam_id)
+            found = self._found.pop(cam_id, None) is not None
+            if cam_id in self.settings.cameras or found:
+                self._catalog.removed.add(cam_id)  # discovery finds it again: it stays removed
             self._put(cam_id, None)
             self.switch(lambda: None)  # the switches file forgets it
         log.info("camera %s removed at run time", cam_id)
@@ -284,6 +308,8 @@ class Registry:
         if not self._shutdown_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return
         try:
+            if self.watcher is not None:
+                self.watcher.close(max(0.1, min(1.0, deadline - time.monotonic())))
             if self.bus is not None:
                 if self.bus.closed:
                     return

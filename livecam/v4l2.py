@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,27 +155,30 @@ def discover_devices(dev: str | os.PathLike[str] = "/dev", ioctl: Ioctl = fcntl.
     return [device.index for device in list_devices(dev, ioctl)]
 
 
-def assign_ids(devices: list[Device], remembered: Mapping[str, int]) -> dict[int, Device]:
+def assign_ids(
+    devices: list[Device], remembered: Mapping[str, int], taken: Collection[int] = ()
+) -> dict[int, Device]:
     """Camera ids for discovered devices, kept by stable path so USB order cannot move them.
 
     A device whose stable path is remembered keeps its id; one without a stable path keeps
     its index as before, if no other device holds it; a new device takes its index too when
     that is free (so ids stay what they were before ids were remembered), else the lowest id
     that is neither in use nor remembered for a device now absent (it may come back).
+    ``taken``: ids other cameras hold already (a device plugged in while livecam runs).
     """
     ids: dict[int, Device] = {}
     new = []
     for device in devices:
         cam_id = remembered.get(device.stable) if device.stable else None
-        if cam_id is not None and cam_id not in ids:
+        if cam_id is not None and cam_id not in ids and cam_id not in taken:
             ids[cam_id] = device
         else:
             new.append(device)
-    for device in [d for d in new if d.stable is None and d.index not in ids]:
+    for device in [d for d in new if d.stable is None and d.index not in ids and d.index not in taken]:
         ids[device.index] = device
         new.remove(device)
     for device in new:
-        reserved = set(ids) | set(remembered.values())
+        reserved = set(ids) | set(remembered.values()) | set(taken)
         free = device.index if device.index not in reserved else None
         ids[free if free is not None else next(n for n in itertools.count() if n not in reserved)] = device
     return dict(sorted(ids.items()))

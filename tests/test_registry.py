@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import capture_threads
-from livecam.config import load_settings
+from livecam import catalog
+from livecam.config import camera_config, load_settings
 from livecam.registry import Registry
 
 
@@ -37,3 +38,17 @@ def test_two_registries_never_share_a_camera() -> None:
     settings = load_settings(environ={}, overrides={"cameras": {"0": {"source": "testsrc"}}})
     first, second = Registry(settings), Registry(settings)
     assert first.get(0) is not second.get(0)
+
+
+def test_a_camera_discovery_adds_is_not_kept_but_its_removal_is(tmp_path: Path) -> None:
+    settings = load_settings(environ={}, overrides={"state_dir": str(tmp_path)}, discover=lambda: [])
+    registry = Registry(settings)
+    try:
+        table = {"source": "testsrc:32x24@5", "autostart": True}
+        registry.add(camera_config(3, table, settings, "cameras.3"), table, start=False, keep=False)
+        assert registry.current_table(3) == table  # discovery's table, for a change at run time
+        assert catalog.load(tmp_path).tables == {}  # discovery finds it again: not a run-time camera
+        registry.remove(3)
+        assert registry.removed == {3} == catalog.load(tmp_path).removed  # and stays removed
+    finally:
+        registry.shutdown()

@@ -33,8 +33,10 @@ from livecam.v4l2 import (
     VIDIOC_ENUM_FRAMESIZES,
     VIDIOC_QUERYCAP,
     CaptureMode,
+    Device,
     Mode,
     SizeRange,
+    assign_ids,
     can_capture,
     card_name,
     choose_mode,
@@ -113,6 +115,20 @@ def test_list_devices_names_the_card_and_its_by_id_link(tmp_path: Path) -> None:
     (device,) = list_devices(tmp_path, dev.ioctl)
     assert (device.index, device.name) == (0, "HD Webcam C615")
     assert device.by_id == str(tmp_path / "v4l" / "by-id" / "usb-Logi-index0")
+
+
+def test_ids_taken_by_other_cameras_are_not_given_to_devices() -> None:
+    remembered = {"/dev/v4l/by-id/desk": 1, "/dev/v4l/by-id/gone": 3}
+    desk = Device(5, "/dev/video5", "Desk", "/dev/v4l/by-id/desk")
+    plain = Device(0, "/dev/video0", "Plain", None)
+    new = Device(2, "/dev/video2", "New", "/dev/v4l/by-id/new")
+    # Nothing taken: the remembered id, the index, the index.
+    assert assign_ids([plain, new, desk], remembered) == {0: plain, 1: desk, 2: new}
+    # A device plugged in while livecam runs: ids of other cameras (the test pattern's 0, a camera
+    # added at run time as 2) are skipped, and so are ids remembered for absent devices (3).
+    assert assign_ids([plain, new], remembered, taken={0, 2}) == {4: plain, 5: new}
+    # A remembered id another camera took meanwhile: the device gets a new one.
+    assert assign_ids([desk], remembered, taken={1}) == {5: desk}
 
 
 def test_modes_of_a_1080p_webcam_are_enumerated_with_every_rate(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import appstate, auth, errors, metrics, origin
 from .config import load_settings
 from .registry import Registry
-from .views import camera, dashboard, events
+from .views import camera, dashboard, events, streaming
 
 __all__ = ["create_app"]
 
@@ -49,6 +49,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(events.bp)
+    streaming.init_app(app)
     metrics.init_app(app, registry)
     for cam in registry:
         # One Blueprint object, registered once per camera under its own name and prefix.

@@ -312,3 +312,28 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+def response_head(sock: socket.socket) -> bytes:
+    """Read up to the end of a response's head (bounded by the socket's timeout)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+FIN_WAIT1 = 0x04  # the state of a TCP socket closed while data it sent waits for the peer
+
+
+def server_socket(port: int, peer_port: int) -> tuple[int, int] | None:
+    """The state and send queue (bytes) of the server's end of a loopback connection, or None
+    when the kernel keeps no socket for it (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+        if (local, remote) == (port, peer_port):
+            return int(fields[3], 16), int(fields[4].split(":")[0], 16)
+    return None

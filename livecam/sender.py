@@ -347,7 +347,7 @@ class Sender:
             self.wake()
 
     def wake(self) -> None:
-        """Make the loop look again (a frame was published, a camera stopped)."""
+        """Make the loop look again (a frame was published, a camera stopped, an event was kept)."""
         waker = self._waker
         if waker is not None:
             waker.wake()

@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import appstate, auth, errors, hotplug, metrics, origin
 from .config import load_settings
 from .registry import Registry
-from .views import camera, dashboard, events, manage
+from .views import camera, dashboard, events, manage, streaming
 
 __all__ = ["create_app"]
 
@@ -79,6 +79,7 @@ def _generation(registry: Registry, flask_config: Mapping[str, Any]) -> Flask:
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(manage.bp)
+    streaming.init_app(app)
     metrics.init_app(app, registry)
     for cam in registry:
         # One Blueprint object, registered once per camera under its own name and prefix.

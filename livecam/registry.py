@@ -56,20 +56,28 @@ class Slots:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.taken = 0
+        self.subscribers = 0  # of the places taken, those event streams hold (counted apart)
         self._lock = threading.Lock()
 
-    def take(self) -> bool:
-        """Take a place if one is free."""
+    def take(self, subscriber: bool = False) -> bool:
+        """Take a place if one is free (with ``subscriber``, for an event stream)."""
         with self._lock:
             if self.taken >= self.capacity:
                 return False
             self.taken += 1
+            self.subscribers += subscriber
             return True
 
-    def give_back(self) -> None:
-        """Return a place taken earlier."""
+    def give_back(self, subscriber: bool = False) -> None:
+        """Return a place taken earlier, as it was taken."""
         with self._lock:
             self.taken -= 1
+            self.subscribers -= subscriber
+
+    def census(self) -> tuple[int, int]:
+        """The places taken by other streams and by event streams, read together."""
+        with self._lock:
+            return self.taken - self.subscribers, self.subscribers
 
 
 def viewer_capacity(threads: int) -> int:

@@ -1,12 +1,15 @@
-"""A viewer's MJPEG body, written by whichever delivery path fits the connection.
+"""A viewer's MJPEG body, or a subscriber's event stream, written by whichever delivery path
+fits the connection.
 
 Two paths follow the one stream policy (cursor.py): under gunicorn on a plain TCP socket the
 request's thread hands the socket to the sender, which writes every stream from one thread;
 anywhere else (the development server, the test client, TLS or HTTP/2 straight to gunicorn)
 the body is a generator that the server's thread writes. Under livecam's own worker the
 hand-over is complete: the worker lets go of the connection (``DETACH``) and the request's
-thread goes back to the pool, so a viewer costs a socket, not a parked thread. Views ask
-``open_stream()`` and never choose.
+thread goes back to the pool, so a viewer costs a socket, not a parked thread. An event
+stream (Server-Sent Events) takes the same two paths: handed over for good to the sender,
+or written by the request's thread. Views ask ``open_stream()`` or ``open_events()`` and
+never choose.
 """
 
 from __future__ import annotations
@@ -17,13 +20,26 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from . import sse
 from .broadcast import BroadcastClosed, Broadcaster
 from .cursor import HEARTBEAT, Cursor
+from .events import Event, EventLog
 from .mjpeg import OPENING, STREAM_HEADERS, label
 from .registry import Slots
-from .sender import Sender, Sent, Viewer, limit_send_buffer, reset_on_close, send_buffer_for
+from .sender import (
+    EVENTS_SEND_BUFFER,
+    Sender,
+    Sent,
+    Subscriber,
+    Viewer,
+    framed,
+    limit_send_buffer,
+    reset_on_close,
+    send_buffer_for,
+)
 
 PARKED_CHECK = 30.0  # how often a parked request thread looks whether the sender still runs
 # The WSGI environ key under which livecam's worker offers to let go of the connection: a
@@ -139,7 +155,8 @@ def open_multiplexed(
     of ``slots``; None when none is left (the caller answers 503)."""
     if not slots.take():
         return None
-    frames = on_connection(multiplexed(tracks), environ, send_timeout, [t.broadcaster for t in tracks])
+    broadcasters = [track.broadcaster for track in tracks]
+    frames = on_connection(multiplexed(tracks), environ, send_timeout, partial(_parts_buffer, broadcasters))
     return Held(frames, Place(slots.give_back))
 
 
@@ -223,6 +240,19 @@ def handed_over(
             watching.close()
 
 
+def sender_can_write(environ: dict[str, Any], sender: Sender) -> bool:
+    """Whether the sender can write this request's connection: plain TCP (not TLS, which
+    gunicorn would have to encrypt), left blocking by the server, HTTP/1.x (a connection of
+    its own, not HTTP/2's shared one), and the sender running."""
+    sock = environ.get("gunicorn.socket")
+    return (
+        type(sock) is socket.socket
+        and sock.gettimeout() is None
+        and environ.get("SERVER_PROTOCOL") in HTTP1
+        and sender.alive
+    )
+
+
 def open_stream(
     broadcaster: Broadcaster,
     environ: dict[str, Any],
@@ -238,16 +268,10 @@ def open_stream(
     ``slots``; one the worker lets go of holds one of the sender's own places instead. The
     place is taken here, before the answer's status is decided, and held by the body.
     """
-    sock = environ.get("gunicorn.socket")
-    protocol = environ.get("SERVER_PROTOCOL")
-    if (
-        type(sock) is socket.socket  # plain TCP: not TLS, which gunicorn would have to encrypt
-        and sock.gettimeout() is None
-        and protocol in HTTP1
-        and sender.alive
-    ):
+    if sender_can_write(environ, sender):
+        sock = environ["gunicorn.socket"]
         # gunicorn frames an HTTP/1.1 body of unknown length in chunks; the sender must too.
-        chunked = protocol == "HTTP/1.1"
+        chunked = environ["SERVER_PROTOCOL"] == "HTTP/1.1"
         detach = environ.get(DETACH)
         if detach is not None:
             if not sender.reserve():
@@ -257,22 +281,104 @@ def open_stream(
         frames = written_by_sender(broadcaster, sender, sock, chunked, sent)
     else:
         frames = written_by_thread(broadcaster, sent=sent)
-        frames = on_connection(frames, environ, send_timeout, [broadcaster])
+        frames = on_connection(frames, environ, send_timeout, partial(_parts_buffer, [broadcaster]))
     if not slots.take():
         return None  # the body never started: it holds nothing yet
     return Held(frames, Place(slots.give_back))
 
 
+def _parts_buffer(broadcasters: list[Broadcaster]) -> int:
+    """The send buffer for a stream of these cameras' parts, as the sender sizes its viewers'."""
+    return send_buffer_for(sum(len(b.latest.part) for b in broadcasters if b.latest is not None))
+
+
+Framer = Callable[[Event], bytes | None]  # an event as one subscriber sees it: a message, or None
+
+
+def events_by_thread(
+    events: EventLog, since: int, frame: Framer, keepalive: float = sse.KEEPALIVE_INTERVAL
+) -> Iterator[bytes]:
+    """Yield an event stream for the server's thread to write: the retry hint, the kept events
+    after ``since``, then every new one as it comes (those waiting batched in one write), a
+    keepalive comment after ``keepalive`` seconds without a write; the end when the log closes.
+    """
+    yield sse.OPENING
+    last, written = since, time.monotonic()
+    while not events.closed:
+        kept = events.wait_after(last, max(0.0, written + keepalive - time.monotonic()))
+        data = b""
+        if kept:
+            last = kept[-1].id
+            data = framed(frame, kept)
+        elif time.monotonic() - written >= keepalive:
+            data = sse.KEEPALIVE
+        if data:
+            yield data
+            written = time.monotonic()  # the server has written it when the generator resumes
+
+
+def events_handed_over(
+    events: EventLog,
+    since: int,
+    frame: Framer,
+    sender: Sender,
+    detach: Callable[[], socket.socket],
+    chunked: bool,
+    place: Place,
+) -> Iterator[bytes]:
+    """Yield the retry hint, then give the connection to ``sender`` for good, which writes
+    the kept events after ``since`` and every new one; the request's thread is free."""
+    yield sse.OPENING
+    subscriber = Subscriber(detach(), events, since, frame, chunked, ended=_nothing)
+    place.hand_on()  # the sender gives the place back when it lets the subscriber go
+    sender.add(subscriber)
+
+
+def _nothing() -> None:
+    """A subscriber's end needs nothing more than its socket closed."""
+
+
+def open_events(
+    events: EventLog,
+    since: int,
+    frame: Framer,
+    environ: dict[str, Any],
+    sender: Sender,
+    slots: Slots,
+    send_timeout: float,
+) -> Iterator[bytes] | None:
+    """An event stream's body for this request, on the delivery path its connection allows;
+    None when that path has no room left (the caller answers 503).
+
+    Under livecam's worker on plain HTTP/1.x the sender takes the connection over, on one of
+    its own places; anywhere else the request's thread writes the stream, holding one of
+    ``slots`` as an MJPEG stream written by a thread does.
+    """
+    detach = environ.get(DETACH)
+    if detach is not None and sender_can_write(environ, sender):
+        if not sender.reserve(subscriber=True):
+            return None
+        place = Place(partial(sender.unreserve, subscriber=True))
+        chunked = environ["SERVER_PROTOCOL"] == "HTTP/1.1"
+        return Held(events_handed_over(events, since, frame, sender, detach, chunked, place), place)
+    body = on_connection(
+        events_by_thread(events, since, frame), environ, send_timeout, lambda: EVENTS_SEND_BUFFER
+    )
+    if not slots.take(subscriber=True):
+        return None
+    return Held(body, Place(partial(slots.give_back, subscriber=True)))
+
+
 def on_connection(
-    frames: Iterator[bytes], environ: dict[str, Any], send_timeout: float, broadcasters: list[Broadcaster]
+    frames: Iterator[bytes], environ: dict[str, Any], send_timeout: float, send_buffer: Callable[[], int]
 ) -> Iterator[bytes]:
     """Yield ``frames`` for the server's thread to write, its connection set up for a stream
     at the first step, before the server writes anything.
 
     A viewer that stops reading fills its socket buffer: without a timeout the write would
     block the thread forever (gunicorn resets the socket's mode after). Where the connection
-    is the stream's alone (HTTP/1.x), its send buffer is bounded as the sender bounds its
-    viewers', and a body the server gives up on before its end (a write failed or timed
+    is the stream's alone (HTTP/1.x), its send buffer is bounded to ``send_buffer()`` as the
+    sender bounds its clients', and a body the server gives up on before its end (a write failed or timed
     out) resets the connection, freeing what waits in that buffer at once.
     """
     sock = environ.get("gunicorn.socket")
@@ -280,8 +386,7 @@ def on_connection(
     if sock is not None:
         sock.settimeout(send_timeout)
     if own:
-        parts = sum(len(b.latest.part) for b in broadcasters if b.latest is not None)
-        limit_send_buffer(sock, send_buffer_for(parts))
+        limit_send_buffer(sock, send_buffer())
     try:
         yield from frames
     except GeneratorExit:

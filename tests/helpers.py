@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import signal
@@ -75,6 +76,26 @@ class ChunkReader:
         return line
 
 
+class Dechunked(io.RawIOBase):
+    """Decode an HTTP/1.1 chunked body from a socket, checking the framing as it goes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._file = sock.makefile("rb")
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self._rest:
+            size = int(self._file.readline().strip(), 16)
+            self._rest = self._file.read(size)
+            assert self._file.read(2) == b"\r\n"
+        count = min(len(buffer), len(self._rest))
+        buffer[:count], self._rest = self._rest[:count], self._rest[count:]
+        return count
+
+
 def read_parts(stream: Readable, boundary: bytes = b"frame") -> Iterator[Part]:
     """Yield parts until the stream ends; assert the framing livecam promises."""
     opening = stream.readline()
@@ -97,6 +118,38 @@ def read_parts(stream: Readable, boundary: bytes = b"frame") -> Iterator[Part]:
         closing = stream.read(len(boundary) + 6)
         assert closing == b"\r\n--" + boundary + b"\r\n", closing
         yield Part(headers, body)
+
+
+@dataclass
+class Message:
+    """One Server-Sent Events block: its fields (``event``, ``id``, ``data``, ``retry``) and comments."""
+
+    fields: dict[str, str]
+    comments: list[str]
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.fields["data"])
+
+
+def read_messages(stream: Readable) -> Iterator[Message]:
+    """Yield SSE blocks until the stream ends; assert the framing livecam promises: each field
+    once, the data on one line, every line ended by LF alone."""
+    fields: dict[str, str] = {}
+    comments: list[str] = []
+    while line := stream.readline():
+        assert line.endswith(b"\n") and not line.endswith(b"\r\n"), line
+        text = line[:-1].decode("utf-8")
+        if not text:
+            if fields or comments:
+                yield Message(fields, comments)
+            fields, comments = {}, []
+        elif text.startswith(":"):
+            comments.append(text[1:].strip())
+        else:
+            name, _, value = text.partition(":")
+            assert name not in fields, f"{name} twice in one message"
+            fields[name] = value.removeprefix(" ")
 
 
 def read_for(parts: Iterator[Part], seconds: float) -> list[Part]:
@@ -259,3 +312,28 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+def response_head(sock: socket.socket) -> bytes:
+    """Read up to the end of a response's head (bounded by the socket's timeout)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+FIN_WAIT1 = 0x04  # the state of a TCP socket closed while data it sent waits for the peer
+
+
+def server_socket(port: int, peer_port: int) -> tuple[int, int] | None:
+    """The state and send queue (bytes) of the server's end of a loopback connection, or None
+    when the kernel keeps no socket for it (/proc/net/tcp)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
+        if (local, remote) == (port, peer_port):
+            return int(fields[3], 16), int(fields[4].split(":")[0], 16)
+    return None

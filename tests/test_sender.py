@@ -1,4 +1,5 @@
-"""The stream sender over real sockets: framing, newest-frame-first, heartbeats, hang-ups."""
+"""The stream sender over real sockets: framing, newest-frame-first, heartbeats, hang-ups; event
+subscribers: every event in order, none skipped, keepalives, cut-offs."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ import struct
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from helpers import read_parts, wait_for
+from helpers import Dechunked, Message, read_messages, read_parts, wait_for
+from livecam import sse
 from livecam.broadcast import Broadcaster
 from livecam.cursor import Cursor
-from livecam.sender import Sender, Viewer, send_buffer_for
+from livecam.events import Event, EventLog
+from livecam.sender import MAX_BACKLOG, Sender, Subscriber, Viewer, send_buffer_for
 
 OPENING = b"--frame\r\n"
 
@@ -51,26 +55,6 @@ def connect(
     sender.add(viewer)
     client.settimeout(10)
     return client, viewer
-
-
-class Dechunked(io.RawIOBase):
-    """Decode an HTTP/1.1 chunked body from a socket, checking the framing as it goes."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._file = sock.makefile("rb")
-        self._rest = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        if not self._rest:
-            size = int(self._file.readline().strip(), 16)
-            self._rest = self._file.read(size)
-            assert self._file.read(2) == b"\r\n"
-        count = min(len(buffer), len(self._rest))
-        buffer[:count], self._rest = self._rest[:count], self._rest[count:]
-        return count
 
 
 def test_each_frame_once_in_raw_framing(sender: Sender) -> None:
@@ -287,3 +271,201 @@ def test_a_viewer_cut_off_for_not_reading_is_reset_freeing_its_buffer(sender: Se
         while client.recv(65536):  # what was delivered before the reset, then the reset
             pass
     client.close()
+
+
+# -- event subscribers ----------------------------------------------------------------------
+
+
+def frame_all(event: Event) -> bytes:
+    return sse.message(event.type, event.id, event.json())
+
+
+def subscribe(
+    sender: Sender,
+    log: EventLog,
+    since: int = 0,
+    chunked: bool = False,
+    tcp: bool = False,
+    frame: Callable[[Event], bytes | None] = frame_all,
+) -> tuple[socket.socket, Subscriber]:
+    """A subscriber whose socket the sender owns, on a socket pair or (``tcp``) a loopback TCP
+    connection whose client keeps a tiny window."""
+    if tcp:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.connect(listener.getsockname())
+            server, _ = listener.accept()
+    else:
+        server, client = socket.socketpair()
+    sender.sockets += [server, client]
+    server.sendall(sse.OPENING if not chunked else b"D\r\n" + sse.OPENING + b"\r\n")  # as gunicorn would
+    assert sender.reserve(subscriber=True)
+    subscriber = Subscriber(server, log, since, frame, chunked, ended=lambda: None)
+    sender.add(subscriber)
+    client.settimeout(10)
+    return client, subscriber
+
+
+def ids(messages: Iterator[Message], count: int) -> list[int]:
+    """The ids of the next ``count`` events, after the opening retry hint if it comes."""
+    found = []
+    for message in messages:
+        if "id" in message.fields:
+            found.append(int(message.fields["id"]))
+            if len(found) == count:
+                break
+    return found
+
+
+def add(log: EventLog, number: int, camera: int = 0, pad: int = 0) -> Event:
+    return log.add("camera.state", camera, "Door", state="on", number=number, pad="x" * pad)
+
+
+def test_a_subscriber_gets_the_kept_events_after_its_id_then_each_new_one_in_order(sender: Sender) -> None:
+    log = EventLog()
+    before = [add(log, n) for n in range(3)]
+    client, subscriber = subscribe(sender, log, since=before[0].id)
+    messages = read_messages(client.makefile("rb"))
+    assert next(messages).fields == {"retry": str(sse.RETRY_MS)}
+    assert ids(messages, 2) == [e.id for e in before[1:]]  # the missed ones, oldest first
+    later = [add(log, n) for n in range(3, 6)]
+    received = [next(messages) for _ in range(3)]
+    assert [int(m.fields["id"]) for m in received] == [e.id for e in later]
+    assert [m.fields["event"] for m in received] == ["camera.state"] * 3
+    assert [m.json["number"] for m in received] == [3, 4, 5]
+    assert sender.census() == (0, 1)
+    client.close()
+
+
+def test_chunked_events_for_http_11_and_a_clean_end_when_the_log_closes(sender: Sender) -> None:
+    log = EventLog()
+    client, subscriber = subscribe(sender, log, chunked=True)
+    messages = read_messages(io.BufferedReader(Dechunked(client)))
+    events = [add(log, n) for n in range(2)]
+    assert ids(messages, 2) == [e.id for e in events]
+    log.close()  # the app is stopping
+    assert subscriber.done.wait(5)
+    assert client.recv(100).endswith(b"0\r\n\r\n")  # the last chunk: the stream ended cleanly
+    assert sender.census() == (0, 0)
+    client.close()
+
+
+def test_a_slow_subscriber_gets_every_event_batched_none_skipped(sender: Sender) -> None:
+    log = EventLog()
+    client, subscriber = subscribe(sender, log, tcp=True)
+    events = [add(log, n, pad=400) for n in range(400)]  # while nobody reads: ~200 KB
+    assert wait_for(lambda: subscriber.pending is not None)  # the socket is full: some wait
+    assert ids(read_messages(client.makefile("rb")), len(events)) == [e.id for e in events]
+    assert not subscriber.done.is_set()
+    client.close()
+
+
+def test_a_subscriber_joining_while_events_pour_in_gets_each_exactly_once(sender: Sender) -> None:
+    log = EventLog()
+    pouring = threading.Event()
+    added: list[Event] = []
+
+    def pour() -> None:
+        # At most a thousand (about 130 KB): however slow the machine, no backlog bound is reached.
+        while not pouring.is_set() and len(added) < 1000:
+            added.append(add(log, len(added)))
+            time.sleep(0.0005)
+
+    writer = threading.Thread(target=pour)
+    writer.start()
+    try:
+        subscribers = []
+        for _ in range(40):  # each joins at another moment of the flow
+            assert wait_for(lambda: len(added) > 5, timeout=5)
+            subscribers.append((added[-3].id, *subscribe(sender, log, since=added[-3].id)))
+            time.sleep(0.01)
+    finally:
+        pouring.set()
+        writer.join(5)
+    for since, client, _ in subscribers:
+        expected = [e.id for e in added if e.id > since]
+        assert ids(read_messages(client.makefile("rb")), len(expected)) == expected
+        client.close()
+
+
+def test_a_subscriber_that_stops_reading_is_cut_off_past_the_backlog_bound(sender: Sender) -> None:
+    sender._send_timeout = 60  # only the bound can cut it off here
+    log = EventLog()
+    client, subscriber = subscribe(sender, log, tcp=True)
+    server_end = (subscriber.sock.getsockname()[1], client.getsockname()[1])
+    for n in range(1000):  # about 1 MB of events; the client reads none
+        add(log, n, pad=1000)
+        if subscriber.done.is_set():
+            break
+    assert subscriber.done.wait(5)
+    assert sender.census() == (0, 0)
+    # Reset, not closed behind a full buffer: no socket lingers in FIN-WAIT-1.
+    assert not kernel_keeps(server_end)
+    client.close()
+
+
+def test_a_subscriber_whose_events_stay_stuck_is_cut_off_after_the_send_timeout(sender: Sender) -> None:
+    log = EventLog()
+    client, subscriber = subscribe(sender, log, tcp=True)
+    for n in range(300):  # fills the kernel's buffers, not the backlog bound
+        add(log, n, pad=1000)
+    assert wait_for(lambda: subscriber.pending is not None)
+    assert subscriber.backlog < MAX_BACKLOG
+    assert subscriber.done.wait(10)  # the send timeout (1 s) cut it off
+    client.close()
+
+
+def test_a_quiet_stream_gets_a_keepalive_comment(sender: Sender) -> None:
+    sender._keepalive = 0.3
+    client, _ = subscribe(sender, EventLog())
+    messages = read_messages(client.makefile("rb"))
+    assert next(messages).fields == {"retry": str(sse.RETRY_MS)}
+    started = time.monotonic()
+    assert next(messages).comments == ["keepalive"]
+    assert 0.2 < time.monotonic() - started < 2
+    client.close()
+
+
+def test_a_subscriber_that_closes_its_side_is_let_go_at_once(sender: Sender) -> None:
+    log = EventLog()
+    client, subscriber = subscribe(sender, log)
+    client.shutdown(socket.SHUT_WR)
+    assert subscriber.done.wait(2)  # no event, no keepalive needed to notice it
+    assert sender.census() == (0, 0)
+    client.close()
+
+
+def test_the_filter_and_the_last_subscriber_leaving_stops_the_listening(sender: Sender) -> None:
+    log = EventLog()
+    door, yard = add(log, 0, camera=1), add(log, 1, camera=2)
+    only_yard = partial(lambda event, camera: frame_all(event) if event.camera == camera else None, camera=2)
+    client, subscriber = subscribe(sender, log, frame=only_yard)
+    reader = client.makefile("rb")
+    messages = read_messages(reader)
+    assert ids(messages, 1) == [yard.id] and door.id < yard.id
+    assert wait_for(lambda: len(log._listeners) == 1)
+    add(log, 2, camera=1)
+    last = add(log, 3, camera=2)
+    assert ids(messages, 1) == [last.id]
+    reader.close()
+    client.close()  # no event for it since: the hang-up itself is noticed
+    assert subscriber.done.wait(5)
+    assert wait_for(lambda: log._listeners == [])  # a log nobody follows never wakes the loop
+
+
+def test_a_framing_failure_ends_that_stream_only(sender: Sender) -> None:
+    log = EventLog()
+    broadcaster = Broadcaster()
+    viewer_client, _ = connect(sender, broadcaster)
+
+    def broken(event: Event) -> bytes:
+        raise TypeError("not JSON")
+
+    client, subscriber = subscribe(sender, log, frame=broken)
+    add(log, 0)
+    assert subscriber.done.wait(5)
+    publish(broadcaster, b"still")
+    assert next(read_parts(viewer_client.makefile("rb"))).body == b"still"  # the loop lives on
+    for sock in (client, viewer_client):
+        sock.close()

@@ -1,23 +1,28 @@
-"""The thread-per-viewer delivery path, and the choice of path."""
+"""The thread-per-viewer delivery path, and the choice of path, for video and event streams."""
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 
-from helpers import ChunkReader, read_parts, wait_for
+from helpers import ChunkReader, Dechunked, read_messages, read_parts, wait_for
+from livecam import sse
 from livecam.broadcast import Broadcaster
+from livecam.events import Event, EventLog
 from livecam.mjpeg import OPENING
 from livecam.registry import Slots
 from livecam.sender import Sender
 from livecam.streams import (
     DETACH,
     Track,
+    events_by_thread,
     headers,
     multiplexed,
+    open_events,
     open_multiplexed,
     open_stream,
     written_by_thread,
@@ -225,3 +230,64 @@ def test_a_multiplexed_stream_holds_its_slot_until_it_ends() -> None:
     assert next(body) == OPENING and slots.taken == 1
     broadcaster.close()
     assert list(body) == [] and slots.taken == 0
+
+
+# -- event streams ------------------------------------------------------------------------
+
+
+def every_event(event: Event) -> bytes:
+    return sse.message(event.type, event.id, event.json())
+
+
+def test_an_event_stream_written_by_a_thread_replays_then_follows_then_ends_with_the_log() -> None:
+    log = EventLog()
+    first, second = (log.add("camera.state", 0, "Door", state=s) for s in ("starting", "on"))
+    body = events_by_thread(log, first.id, every_event, keepalive=0.2)
+    messages = read_messages(ChunkReader(body))
+    assert next(messages).fields == {"retry": str(sse.RETRY_MS)}
+    assert next(messages).fields["id"] == str(second.id)  # the kept one after first
+    assert next(messages).comments == ["keepalive"]  # nothing new for a while
+    third = log.add("camera.state", 0, "Door", state="off")
+    assert next(messages).json["id"] == third.id
+    ended = threading.Thread(target=lambda: list(messages))
+    ended.start()
+    log.close()  # the app stops: the stream ends, whatever it waited for
+    ended.join(5)
+    assert not ended.is_alive()
+
+
+def test_an_event_stream_on_the_thread_path_holds_a_place_counted_apart() -> None:
+    sender, slots, log = Sender(send_timeout=5), Slots(2), EventLog()
+    dev = {"SERVER_PROTOCOL": "HTTP/1.1"}
+    body = open_events(log, 0, every_event, dev, sender, slots, 5)
+    assert next(body) == sse.OPENING
+    assert slots.census() == (0, 1)  # an event stream, not a video stream
+    video = open_stream(Broadcaster(), dev, sender, slots, 5)
+    assert video is not None and slots.census() == (1, 1)  # the threads' places are shared
+    assert open_events(log, 0, every_event, dev, sender, slots, 5) is None  # none left: a 503
+    body.close()
+    video.close()
+    assert slots.taken == 0 and slots.census() == (0, 0)
+    sender.stop()
+
+
+def test_an_event_stream_the_worker_lets_go_of_is_the_sender_s_alone() -> None:
+    server_side, client = socket.socketpair()
+    sender, slots, log = Sender(send_timeout=5), Slots(1), EventLog()
+    kept = log.add("camera.state", 3, "Door", state="on")
+    body = open_events(log, 0, every_event, detaching(server_side), sender, slots, 5)
+    assert sender.census() == (0, 1)  # the sender's place is taken with the answer
+    assert next(body) == sse.OPENING  # the server writes it, then asks for more:
+    assert list(body) == []  # the body ends: the request's thread is free
+    server_side.close()  # as gunicorn closes its own descriptor
+    assert slots.taken == 0
+    client.settimeout(5)
+    messages = read_messages(io.BufferedReader(Dechunked(client)))
+    assert next(messages).json["id"] == kept.id  # replayed by the sender
+    new = log.add("camera.state", 3, "Door", state="off")
+    assert next(messages).json["id"] == new.id
+    log.close()  # livecam stops: the sender ends the body at its next look
+    assert list(messages) == []
+    assert wait_for(lambda: sender.census() == (0, 0))
+    client.close()
+    sender.stop()

@@ -8,9 +8,15 @@
 // streams and each frame is decoded with createImageBitmap and drawn on the tile's canvas,
 // then released: a blob: URL per frame in an <img> instead grows Chromium's memory by about
 // 12 MB a minute for good (bench/profiles.py). One connection carries the video, one more
-// the status refresh and the toggles. Tiles out of view and hidden tabs receive nothing: the stream is asked again for
+// the status refresh and the toggles. Tiles out of view and hidden tabs receive no video: the stream is asked again for
 // the tiles now wanted whenever that set changes. Every URL comes from data- attributes the
 // server filled in with url_for.
+//
+// What livecam notices arrives at once on one more connection, an EventSource on /events
+// (Server-Sent Events): a tile whose camera sees motion is marked and shows where, a camera
+// switched elsewhere shows its new state without waiting for the status refresh, and the
+// header's list of events (the recent ones from /events/recent first) stays current. After
+// a drop the browser reconnects by itself and livecam replays what it missed (Last-Event-ID).
 "use strict";
 
 const LABELS = { on: "live", error: "no signal" };
@@ -20,6 +26,8 @@ const CHECK_MS = 500;
 const RETRY_MS = 1000; // first wait before asking again for a stream that failed
 const RETRY_MAX_MS = 15000;
 const SETTLE_MS = 250; // scrolling settles before the stream is asked again
+const EVENTS_SHOWN = 100; // events in the header's list, newest first
+const SAME_CHANGE_S = 0.05; // a record's "since" and its state event's time differ by less
 
 const body = document.body;
 const STREAMS_URL = new URL(body.dataset.streamsUrl, location.href);
@@ -33,9 +41,16 @@ const cams = [...document.querySelectorAll(".tile")].map((el) => {
   canvas.setAttribute("role", "img");
   canvas.setAttribute("aria-label", view.dataset.alt);
   view.append(canvas);
+  const box = document.createElement("div"); // where the camera sees motion, over the picture
+  box.className = "motion-box";
+  box.hidden = true;
+  view.after(box);
   return {
     el,
     canvas,
+    box,
+    motion: null, // the box [x0, y0, x1, y1] (0 to 1) of the motion under way, or null
+    stateAt: 0, // the time of the last state event: an older record's state is stale
     context: canvas.getContext("2d"),
     id: el.dataset.id,
     state: el.dataset.state,
@@ -233,6 +248,7 @@ async function setPicture(cam, blob) {
       if (cam.canvas.width !== bitmap.width || cam.canvas.height !== bitmap.height) {
         cam.canvas.width = bitmap.width;
         cam.canvas.height = bitmap.height;
+        placeBox(cam);
       }
       cam.context.drawImage(bitmap, 0, 0);
     }
@@ -284,23 +300,29 @@ function setFocus(cam) {
   sync();
 }
 
-function update(cam, record) {
+function setState(cam, state, error) {
   const was = cam.state;
-  cam.state = record.state;
-  cam.el.dataset.state = record.state;
-  if (!cam.el.classList.contains("stalled")) setField(cam.el, "state", LABELS[record.state] || record.state);
-  setField(cam.el, "fps", record.fps.toFixed(1));
-  setField(cam.el, "viewers", record.viewers);
-  setField(cam.el, "error", record.error || cam.message);
-  setRatio(cam, record.width, record.height);
-  cam.el.querySelector(".toggle").textContent = record.state === "off" ? "Turn on" : "Turn off";
-  cam.el.querySelector(".snapshot").hidden = record.state !== "on"; // no picture to download
-  if (record.state === "off") {
+  cam.state = state;
+  cam.el.dataset.state = state;
+  if (!cam.el.classList.contains("stalled")) setField(cam.el, "state", LABELS[state] || state);
+  setField(cam.el, "error", error || cam.message);
+  cam.el.querySelector(".toggle").textContent = state === "off" ? "Turn on" : "Turn off";
+  cam.el.querySelector(".snapshot").hidden = state !== "on"; // no picture to download
+  if (state === "off") {
     showNoPicture(cam);
+    setMotion(cam, null);
     if (cam.el.classList.contains("stalled")) setStalled(cam, false);
   }
-  if (!focused && record.state !== "off") focused = cam;
-  if (was !== record.state) syncSoon();
+  if (!focused && state !== "off") focused = cam;
+  if (was !== state) syncSoon();
+}
+
+function update(cam, record) {
+  // A record read before a state event arrived must not undo what the event said.
+  if (record.since >= cam.stateAt - SAME_CHANGE_S) setState(cam, record.state, record.error);
+  setField(cam.el, "fps", record.fps.toFixed(1));
+  setField(cam.el, "viewers", record.viewers);
+  setRatio(cam, record.width, record.height);
 }
 
 async function refreshStatus() {
@@ -360,18 +382,192 @@ function enhance(cam) {
   if (cam.state === "off") showNoPicture(cam);
 }
 
+// -- events: motion, state changes, the list -----------------------------------------
+
+// Mark a tile whose camera sees motion and show where (box: [x0, y0, x1, y1], 0 to 1), or
+// clear it (null).
+function setMotion(cam, box) {
+  cam.motion = box;
+  cam.el.classList.toggle("motion", Boolean(box));
+  placeBox(cam);
+}
+
+// Put the motion box over the part of the canvas the picture fills (object-fit: contain).
+function placeBox(cam) {
+  const box = cam.motion;
+  cam.box.hidden = !box;
+  if (!box) return;
+  const canvas = cam.canvas;
+  const shown = canvas.width > 0;
+  const width = shown ? canvas.width : Number(cam.el.dataset.width) || 4;
+  const height = shown ? canvas.height : Number(cam.el.dataset.height) || 3;
+  const scale = Math.min(canvas.clientWidth / width, canvas.clientHeight / height);
+  const [w, h] = [width * scale, height * scale];
+  const left = canvas.offsetLeft + (canvas.clientWidth - w) / 2;
+  const top = canvas.offsetTop + (canvas.clientHeight - h) / 2;
+  const style = cam.box.style;
+  style.left = `${left + box[0] * w}px`;
+  style.top = `${top + box[1] * h}px`;
+  style.width = `${(box[2] - box[0]) * w}px`;
+  style.height = `${(box[3] - box[1]) * h}px`;
+}
+
+const eventsButton = document.querySelector(".events-button");
+const eventsPanel = document.getElementById("events");
+const eventList = eventsPanel.querySelector(".event-list");
+const listed = new Set(); // the ids of the events in the list
+let lastEventId = null; // the newest event seen: where a new EventSource starts
+let unseen = 0; // events that came while the list was closed
+
+function describe(event) {
+  if (event.type === "motion.start") return "motion";
+  if (event.type === "motion.end") return `motion ended after ${Number(event.duration).toFixed(1)} s`;
+  const state = LABELS[event.state] || event.state;
+  return event.error ? `${state}: ${event.error}` : state;
+}
+
+// One event in the list: its picture (loaded only once the list shows it), what, where, when.
+function eventItem(event) {
+  const item = document.createElement("li");
+  item.className = "event";
+  item.dataset.id = event.id;
+  item.dataset.type = event.type;
+  item.dataset.camera = event.camera;
+  if (event.snapshot) {
+    const picture = document.createElement("img");
+    picture.loading = "lazy";
+    picture.alt = `${event.name}, ${describe(event)}`;
+    picture.src = event.snapshot;
+    item.append(picture);
+  }
+  const text = document.createElement("p");
+  const name = document.createElement("strong");
+  name.textContent = event.name;
+  const what = document.createElement("span");
+  what.textContent = describe(event);
+  const when = document.createElement("time");
+  const date = new Date(event.time * 1000);
+  when.dateTime = date.toISOString();
+  when.textContent = date.toLocaleTimeString();
+  text.append(name, " ", what, " ", when);
+  item.append(text);
+  return item;
+}
+
+// Add events (oldest first) to the list, which shows the newest first, at most EVENTS_SHOWN;
+// each once. Returns how many were new to it.
+function addToList(events) {
+  let added = 0;
+  for (const event of events) {
+    if (listed.has(event.id)) continue;
+    listed.add(event.id);
+    eventList.prepend(eventItem(event));
+    added++;
+  }
+  while (eventList.children.length > EVENTS_SHOWN) {
+    const oldest = eventList.lastElementChild;
+    listed.delete(Number(oldest.dataset.id));
+    oldest.remove();
+  }
+  eventsPanel.classList.toggle("has-events", eventList.children.length > 0);
+  return added;
+}
+
+function setUnseen(count) {
+  unseen = count;
+  setField(document, "unseen", unseen ? String(unseen) : "");
+}
+
+// What an event changes on the page.
+function apply(event) {
+  const cam = byId.get(String(event.camera));
+  if (!cam) return;
+  if (event.type === "motion.start") setMotion(cam, event.box);
+  else if (event.type === "motion.end") setMotion(cam, null);
+  else if (event.type === "camera.state") {
+    cam.stateAt = event.time;
+    setState(cam, event.state, event.error);
+  }
+}
+
+function onEvent(message) {
+  const event = JSON.parse(message.data);
+  lastEventId = message.lastEventId;
+  apply(event);
+  if (addToList([event]) && eventsPanel.hidden) setUnseen(unseen + 1);
+}
+
+// Follow /events from lastEventId on. The browser reconnects by itself after a drop (with
+// Last-Event-ID); an answer that is not a stream (401, 503) ends the EventSource for good,
+// so a new one is made a little later.
+function listen() {
+  const url = new URL(body.dataset.eventsUrl, location.href);
+  if (lastEventId !== null) url.searchParams.set("since", lastEventId);
+  const source = new EventSource(url);
+  for (const type of ["motion.start", "motion.end", "camera.state"]) source.addEventListener(type, onEvent);
+  source.addEventListener("error", () => {
+    if (source.readyState === EventSource.CLOSED) setTimeout(listen, RETRY_MAX_MS);
+  });
+}
+
+// The motion under way when the page opened: each camera's last motion event, if a start.
+function motionNow(events) {
+  const last = new Map();
+  for (const event of events) if (event.type.startsWith("motion.")) last.set(event.camera, event);
+  for (const [camera, event] of last) {
+    const cam = byId.get(String(camera));
+    if (cam && event.type === "motion.start" && cam.state !== "off") setMotion(cam, event.box);
+  }
+}
+
+function showList(shown) {
+  eventsPanel.hidden = !shown;
+  eventsButton.setAttribute("aria-expanded", String(shown));
+  if (shown) setUnseen(0);
+}
+
+async function enhanceEvents() {
+  eventsButton.hidden = false;
+  eventsButton.addEventListener("click", () => showList(eventsPanel.hidden));
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !eventsPanel.hidden) showList(false);
+  });
+  try {
+    const url = new URL(body.dataset.recentUrl, location.href);
+    url.searchParams.set("limit", EVENTS_SHOWN);
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (response.status === 401) return goLogin();
+    if (!response.ok) throw new Error(response.statusText);
+    const recent = (await response.json()).reverse(); // oldest first
+    addToList(recent);
+    motionNow(recent);
+    // From the newest listed on; none yet: every event kept from now on, from the start.
+    lastEventId = recent.length ? String(recent[recent.length - 1].id) : "0";
+  } catch (err) {
+    // No list: the stream still brings what happens from now on.
+  }
+  listen();
+}
+
 // Tiles scrolled out of sight (on a phone, most of them) are left out of the stream.
 const visibility = new IntersectionObserver((entries) => {
   for (const entry of entries) cams.find((cam) => cam.el === entry.target).visible = entry.isIntersecting;
   syncSoon();
 });
 
+// A motion box follows its picture when the tile changes size (focus, fullscreen, the window).
+const resized = new ResizeObserver((entries) => {
+  for (const entry of entries) placeBox(cams.find((cam) => cam.canvas === entry.target));
+});
+
 for (const cam of cams) {
   enhance(cam);
   visibility.observe(cam.el);
+  resized.observe(cam.canvas);
 }
 const named = cams.find((cam) => `#${cam.el.id}` === location.hash);
 if (named) setFocus(named);
 document.addEventListener("visibilitychange", () => sync());
 setInterval(refreshStatus, STATUS_MS);
 setInterval(checkStalls, CHECK_MS);
+enhanceEvents();

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, redirect, request, url_for
+from flask import Blueprint, Response, current_app, jsonify, redirect, request, url_for
 from werkzeug.exceptions import BadRequest, NotFound
 
 from .. import streams
@@ -14,10 +14,10 @@ from ..appstate import get_registry, newest
 from ..catalog import runtime_camera
 from ..config import FULL, ConfigError
 from ..errors import json_error
-from ..mjpeg import CONTENT_TYPE
 from ..record import CameraBusy, CameraLike
 from ..registry import CameraConflict
 from .events import listed
+from .streaming import headers_only, stream_response, too_many_viewers
 
 bp = Blueprint("camera", __name__)
 
@@ -124,31 +124,6 @@ def stop(camera_id: int) -> Response:
     return _switch(camera, camera.stop)
 
 
-def too_many_viewers() -> Response:
-    """The answer to a stream beyond what livecam serves at once."""
-    return json_error(503, "too many viewers: livecam serves no more streams now", **{"Retry-After": "5"})
-
-
-_OPENED = "livecam_stream"  # the flask.g attribute naming the stream body a request opened
-
-
-def stream_response(body: streams.Held) -> Response:
-    """The 200 answer carrying a stream ``body`` that holds its viewer place."""
-    setattr(g, _OPENED, body)
-    headers = streams.headers(request.environ)
-    return Response(body, content_type=CONTENT_TYPE, headers=headers, direct_passthrough=True)
-
-
-@bp.teardown_app_request
-def _close_unsent_stream(error: BaseException | None) -> None:
-    """Give back the place of a stream whose answer failed after its view (a hook raised)."""
-    body = g.pop(_OPENED, None)
-    # The failure's traceback keeps the discarded response alive for as long as anything
-    # (a log handler) keeps the exception: without this its place would be held as long.
-    if body is not None and error is not None:
-        body.close()
-
-
 @bp.get("/stream.mjpg", endpoint="stream")
 @requires("view", embeddable=True)
 def stream_mjpg(camera_id: int) -> Response:
@@ -162,9 +137,7 @@ def stream_mjpg(camera_id: int) -> Response:
     if not camera.is_on:
         return json_error(503, f"camera {camera_id} is off")
     if request.method == "HEAD":
-        # Headers only: no body to stream, so no viewer, thread or slot to hold; and no
-        # Content-Length, which a GET of an endless stream would not have either.
-        return Response(iter(()), content_type=CONTENT_TYPE, headers=streams.headers(request.environ))
+        return headers_only()
     registry = get_registry()
     body = streams.open_stream(
         camera.feeds[profile],

@@ -13,8 +13,8 @@ from ..appstate import get_registry
 from ..config import FULL
 from ..errors import json_error
 from ..integers import parse_int
-from ..mjpeg import CONTENT_TYPE
-from .camera import profile_of, record, stream_response, too_many_viewers
+from .camera import profile_of, record
+from .streaming import headers_only, stream_response, too_many_viewers
 
 bp = Blueprint("dashboard", __name__)
 
@@ -100,7 +100,7 @@ def multiplexed() -> Response:
     if not tracks:
         return json_error(503, "none of these cameras is on")
     if request.method == "HEAD":
-        return Response(iter(()), content_type=CONTENT_TYPE, headers=streams.headers(request.environ))
+        return headers_only()
     body = streams.open_multiplexed(
         tracks, request.environ, registry.viewer_slots, registry.settings.send_timeout
     )
@@ -118,10 +118,15 @@ def healthz() -> Response:
     for camera in registry:
         states[camera.state] = states.get(camera.state, 0) + 1
     slots, sender = registry.viewer_slots, registry.sender
-    # Streams that keep a request thread, and those the sender owns alone (livecam's worker).
-    streaming = slots.taken + sender.owned
+    # Streams that keep a request thread, and those the sender owns alone (livecam's worker);
+    # event streams (/events) take the same places, and are counted apart.
+    (threads, subscribed), (owned, subscribers) = slots.census(), sender.census()
     return jsonify(
-        status="ok", cameras=states, streams=streaming, max_streams=slots.capacity + sender.capacity
+        status="ok",
+        cameras=states,
+        streams=threads + owned,
+        event_streams=subscribed + subscribers,
+        max_streams=slots.capacity + sender.capacity,
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import re
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,7 +15,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from helpers import ROOT, Server, decode, wait_for
+from helpers import ROOT, Server, decode, read_messages, wait_for
 from hostile_camera import HostileCamera
 from nginx_proxy import Nginx
 
@@ -361,6 +364,8 @@ def test_phone_layout(eight_cameras: Server, browser: Browser) -> None:
 
 def test_dashboard_without_javascript(eight_cameras: Server, browser: Browser) -> None:
     page, _ = open_page(browser, address(eight_cameras), java_script_enabled=False)
+    expect(page.locator(".events-button")).to_be_hidden()  # the list of events needs JavaScript
+    expect(page.locator(".motion-label").first).to_be_hidden()
     # Every camera shows a picture: a snapshot, and the one in focus its live stream.
     wait_for_pictures(page)
     sources = [img.get_attribute("src") for img in page.locator(".view img").all()]
@@ -473,3 +478,156 @@ def test_only_an_allowed_site_may_embed_streams_and_snapshots(
     finally:
         allowed.stop()
         other.stop()
+
+
+# Camera 0's test pattern has a block sweeping along its bottom: motion, with the name and the
+# clock at the top left out.
+MOTION = "\n[cameras.0.motion]\nenabled = true\narea = 0.002\nduration = 0.2\nignore = [[0, 0, 1, 0.6]]\n"
+
+
+@pytest.fixture(params=["direct", "subpath"])
+def motion_site(
+    request: pytest.FixtureRequest,
+    serve: Callable[..., Server],
+    tmp_path: Path,
+    certificate: tuple[Path, Path],
+) -> Iterator[tuple[Server, str]]:
+    """A camera that sees motion (0, off) beside one that does not (1, on); the dashboard's
+    address straight to gunicorn, or under nginx's /livecam/ sub-path."""
+    config = tmp_path / "livecam.toml"
+    config.write_text('[cameras.0]\nname = "Driveway"\n[cameras.1]\nname = "Garden"\n' + MOTION)
+    env = {"LIVECAM_CAMERAS": "0=testsrc:320x240@10,1=testsrc:320x240@10", "LIVECAM_CONFIG": str(config)}
+    subpath = request.param == "subpath"
+    server = serve({**env, "LIVECAM_PROXY_HOPS": "1"} if subpath else env)
+    assert server.request("POST", "/cameras/1/start")[0] == 200
+    if not subpath:
+        yield server, address(server)
+        return
+    nginx = Nginx(tmp_path / "nginx", server.port, *certificate)
+    try:
+        nginx.wait_ready()
+        yield server, f"http://127.0.0.1:{nginx.ports['subpath']}/livecam/"
+    finally:
+        nginx.stop()
+
+
+class EventReader:
+    """The test's own subscriber to /events: each event with when it arrived here."""
+
+    def __init__(self, server: Server) -> None:
+        self._conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        self._conn.request("GET", "/events")
+        response = self._conn.getresponse()
+        assert response.status == 200
+        self.events: list[tuple[float, dict]] = []
+        self._arrived = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(response,), daemon=True)
+        self._thread.start()
+
+    def _read(self, response: http.client.HTTPResponse) -> None:
+        try:
+            for message in read_messages(response):
+                if "data" in message.fields:
+                    with self._arrived:
+                        self.events.append((time.monotonic(), message.json))
+                        self._arrived.notify_all()
+        except OSError:
+            pass  # closed by the test
+
+    def wait(self, matches: Callable[[dict], bool], timeout: float = 15.0) -> tuple[float, dict]:
+        """The first event ``matches`` accepts, and when it arrived (waits for it, bounded)."""
+        with self._arrived:
+            found = lambda: next(((t, e) for t, e in self.events if matches(e)), None)  # noqa: E731
+            assert self._arrived.wait_for(found, timeout), f"no such event in {[e for _, e in self.events]}"
+            return found()
+
+    def close(self) -> None:
+        self._conn.sock and self._conn.sock.shutdown(socket.SHUT_RDWR)
+        self._conn.close()
+
+
+def within_a_second_of(arrived: float) -> float:
+    """What is left of the second after an event arrived here (at least a moment)."""
+    return max(100.0, 1000 * (arrived + 1.0 - time.monotonic()))
+
+
+def test_motion_marks_its_tile_state_changes_come_at_once_and_the_list_shows_events(
+    motion_site: tuple[Server, str], browser: Browser
+) -> None:
+    server, url = motion_site
+    events = EventReader(server)
+    try:
+        page, problems = open_page(browser, url)
+        button = page.locator(".events-button")
+        expect(button).to_be_visible()
+        expect(page.locator("#camera-1 .badge")).to_have_text("live")
+        # From here on the status refresh never answers: every change shown comes from /events.
+        page.evaluate(
+            "const plain = window.fetch, cameras = new URL(document.body.dataset.camerasUrl, location.href);"
+            "window.fetch = (url, options) => new URL(url, location.href).href === cameras.href"
+            " ? new Promise(() => {}) : plain(url, options)"
+        )
+
+        assert server.request("POST", "/cameras/0/start")[0] == 200
+        arrived, start = events.wait(lambda e: e["type"] == "motion.start" and e["camera"] == 0)
+        tile = page.locator("#camera-0")
+        expect(tile).to_have_class(re.compile(r"\bmotion\b"), timeout=within_a_second_of(arrived))
+        expect(tile.locator(".motion-label")).to_be_visible()
+        # The box is drawn where the event says, over the picture (320x240 in its canvas).
+        box = tile.locator(".motion-box")
+        expect(box).to_be_visible(timeout=within_a_second_of(arrived))
+        canvas = tile.locator(".view canvas").bounding_box()
+        scale = min(canvas["width"] / 320, canvas["height"] / 240)
+        left = canvas["x"] + (canvas["width"] - 320 * scale) / 2
+        top = canvas["y"] + (canvas["height"] - 240 * scale) / 2
+        x0, y0, x1, y1 = start["box"]
+        shown = box.bounding_box()
+        assert shown["x"] == pytest.approx(left + x0 * 320 * scale, abs=3)
+        assert shown["y"] == pytest.approx(top + y0 * 240 * scale, abs=3)
+        assert shown["width"] == pytest.approx((x1 - x0) * 320 * scale, abs=3)
+        assert shown["height"] == pytest.approx((y1 - y0) * 240 * scale, abs=3)
+        assert y0 >= 0.6  # the sweeping block, below the area left out
+        page.screenshot(path=ARTIFACTS / "dashboard-motion.png")
+
+        # Switched off from another client: the tile says so within a second, no poll needed.
+        assert server.request("POST", "/cameras/1/stop")[0] == 200
+        arrived, _ = events.wait(lambda e: e.get("state") == "off" and e["camera"] == 1)
+        expect(page.locator("#camera-1 .badge")).to_have_text("off", timeout=within_a_second_of(arrived))
+        expect(page.locator("#camera-1 .toggle")).to_have_text("Turn on")
+
+        # The motion ends with its camera: the mark and the box go.
+        assert server.request("POST", "/cameras/0/stop")[0] == 200
+        arrived, _ = events.wait(lambda e: e["type"] == "motion.end" and e["camera"] == 0)
+        expect(tile).not_to_have_class(re.compile(r"\bmotion\b"), timeout=within_a_second_of(arrived))
+        expect(box).to_be_hidden()
+        expect(tile.locator(".badge")).to_have_text("off", timeout=1000)
+
+        # The list opens from the header: what came before the page (from /events/recent) and
+        # after (from the stream), newest first, each motion event with its picture.
+        expect(button.locator(".unseen")).not_to_have_text("")
+        button.click()
+        panel = page.locator("#events")
+        expect(panel).to_be_visible()
+        expect(button.locator(".unseen")).to_have_text("")
+        item = panel.locator(f'.event[data-id="{start["id"]}"]')
+        expect(item).to_contain_text("Driveway")
+        expect(item).to_contain_text("motion")
+        picture = item.locator("img")
+        assert shows(
+            page, f"document.querySelector('.event[data-id=\"{start['id']}\"] img').naturalWidth === 320"
+        )
+        prefix = "/livecam" if "/livecam/" in url else ""
+        assert picture.get_attribute("src") == f"{prefix}/cameras/0/events/{start['id']}.jpg"
+        garden = panel.locator('.event[data-camera="1"]')
+        expect(garden.first).to_contain_text("off")  # the newest of camera 1's, from the stream
+        expect(garden.last).to_contain_text("starting")  # switched on before the page opened
+        ids = [int(i.get_attribute("data-id")) for i in panel.locator(".event").all()]
+        assert ids == sorted(ids, reverse=True) and len(ids) >= 6  # newest first
+        page.screenshot(path=ARTIFACTS / "dashboard-events.png")
+        page.keyboard.press("Escape")
+        expect(panel).to_be_hidden()
+        expect(button).to_have_attribute("aria-expanded", "false")
+        assert problems == []
+        page.context.close()
+    finally:
+        events.close()

@@ -34,6 +34,12 @@ def test_every_route_is_documented_and_nothing_else(app, client) -> None:
     assert routes == {path: set(ops) - {"parameters"} for path, ops in doc["paths"].items()}
 
 
+def test_the_event_stream_is_documented_as_server_sent_events(client) -> None:
+    events = documented(client)["paths"]["/events"]["get"]
+    assert list(events["responses"]["200"]["content"]) == ["text/event-stream"]
+    assert {p["name"] for p in events["parameters"]} == {"cameras", "since", "Last-Event-ID"}
+
+
 def test_document_names_its_base_under_a_proxy_prefix(make_app) -> None:
     app = make_app({"proxy_hops": 1, "cameras": {"0": {"source": "testsrc"}}})
     response = app.test_client().get("/openapi.yaml", headers={"X-Forwarded-Prefix": "/livecam"})
@@ -52,11 +58,14 @@ def test_schemathesis_finds_no_server_error_and_every_answer_conforms(
         str(ROOT / "tests" / "e2e" / "schemathesis.toml"),
         "run",
         f"http://127.0.0.1:{livecam.port}/openapi.yaml",
-        # A stream never ends while its camera is on; the gunicorn and browser tests read them for real.
+        # A stream never ends while its camera is on, nor the events while livecam runs; the gunicorn,
+        # events and browser tests read them for real.
         "--exclude-path",
         "/cameras/{camera_id}/stream.mjpg",
         "--exclude-path",
         "/streams.mjpg",
+        "--exclude-path",
+        "/events",
         "--request-timeout",
         "10",
         "--max-examples",

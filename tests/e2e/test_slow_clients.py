@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from helpers import Server, proc_status, read_parts, wait_for
+from helpers import FIN_WAIT1, Server, proc_status, read_parts, response_head, server_socket, wait_for
 from livecam.sender import MIN_SEND_BUFFER
 from livecam.worker import LINGER, REQUEST_TIMEOUT
 
@@ -37,17 +37,6 @@ def read_all(sock: socket.socket) -> bytes:
     """Everything until the server closes the connection (bounded by the socket's timeout)."""
     data = b""
     while chunk := sock.recv(65536):
-        data += chunk
-    return data
-
-
-def response_head(sock: socket.socket) -> bytes:
-    """Read up to the end of a response's head (bounded by the socket's timeout)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
         data += chunk
     return data
 
@@ -202,20 +191,6 @@ def test_a_request_on_a_kept_alive_connection_is_served_while_stopping(livecam: 
     answer = read_all(sock)  # the rest of the first answer's body, then the second answer
     assert b"HTTP/1.1 200 OK" in answer and b"Connection: close" in answer, answer[:300]
     sock.close()
-
-
-FIN_WAIT1 = 0x04  # the state of a TCP socket closed while data it sent waits for the peer
-
-
-def server_socket(port: int, peer_port: int) -> tuple[int, int] | None:
-    """The state and send queue (bytes) of the server's end of a loopback connection, or None
-    when the kernel keeps no socket for it (/proc/net/tcp)."""
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote = (int(address.rsplit(":", 1)[1], 16) for address in fields[1:3])
-        if (local, remote) == (port, peer_port):
-            return int(fields[3], 16), int(fields[4].split(":")[0], 16)
-    return None
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["sender", "tls-thread"])

@@ -23,6 +23,7 @@ from .config import MotionConfig
 ANALYSIS_WIDTH = 160  # pixels: enough to see a person across a room, cheap to compare
 ALPHA = 0.05  # how fast the background follows the picture, per analysis
 SETTLE = 3  # analyses after a recalibration before motion counts again
+SLACK = 0.02  # seconds of clock jitter forgiven when motion is timed
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 relative to the picture, 0 to 1
 
 
@@ -135,7 +136,9 @@ class MotionDetector:
             self._peak = max(self._peak, score)
             self._box = _union(self._box, box)
             return Analysis(score, box, True)
-        if now - self._moving_since < self.config.duration:
+        # A little slack: with analyses exactly ``duration`` apart, clock jitter must not make
+        # the event wait for one more analysis.
+        if now - self._moving_since < self.config.duration - SLACK:
             return Analysis(score, box, True)
         self._active, self._started, self._peak, self._box = True, now, score, box
         assert box is not None

@@ -48,7 +48,8 @@ RECONNECT_WAIT = 0.5  # seconds between attempts to reach NATS, at start and aft
 PENDING_BYTES = 8 * 2**20
 
 Handler = Callable[[bytes, dict[str, str]], None]  # (payload, headers), run in the bus thread
-Responder = Callable[[bytes], bytes]  # request payload -> reply, run in a worker thread
+# request payload -> reply (None: no answer, another process answers), run in a worker thread
+Responder = Callable[[bytes], bytes | None]
 
 
 class FrameBus:
@@ -205,7 +206,8 @@ class FrameBus:
         return self._keep(subject, handler, pending_bytes)
 
     def serve(self, subject: str, responder: Responder) -> Callable[[], None]:
-        """Answer requests on ``subject`` with ``responder(payload)``, run off the bus thread."""
+        """Answer requests on ``subject`` with ``responder(payload)``, run off the bus thread;
+        when it returns None, this process stays silent (the request is another's to answer)."""
         return self._keep(subject, responder, 0)
 
     def request(self, subject: str, payload: bytes, timeout: float) -> bytes | None:
@@ -376,7 +378,8 @@ class FrameBus:
         async def answer(msg: Msg) -> None:
             try:
                 reply = await self._loop.run_in_executor(None, callback, msg.data)
-                await msg.respond(reply)
+                if reply is not None:
+                    await msg.respond(reply)
             except Exception:  # noqa: BLE001 - the asker times out; the server goes on
                 log.exception("frame bus: answering %s failed", subject)
 

@@ -45,7 +45,9 @@ def test_frames_cross_the_bus_with_their_headers(nats_server: NatsServer, make_b
     assert payload == b"\xff\xd8jpeg" and headers["seq"] == "1"
 
 
-def test_requests_are_answered_off_the_bus_thread(nats_server: NatsServer, make_bus) -> None:
+def test_requests_are_answered_off_the_bus_thread(
+    nats_server: NatsServer, make_bus, caplog: pytest.LogCaptureFixture
+) -> None:
     capture, web = make_bus(nats_server.url), make_bus(nats_server.url)
     assert capture.wait_connected(5) and web.wait_connected(5)
     threads: list[str] = []
@@ -59,6 +61,12 @@ def test_requests_are_answered_off_the_bus_thread(nats_server: NatsServer, make_
     assert wait_for(lambda: ask() == b"status of 3")
     assert "livecam-bus" not in threads
     assert web.request(web.subject("camera", 9, "status"), b"9", timeout=0.2) is None  # nobody answers
+    # A responder that returns None stays silent: the asker hears the one that answers.
+    capture.serve(capture.subject("pick"), lambda payload: None)
+    capture.serve(capture.subject("pick"), lambda payload: b"mine")
+    assert wait_for(lambda: web.request(web.subject("pick"), b"?", timeout=0.5) == b"mine")
+    assert all(web.request(web.subject("pick"), b"?", timeout=0.5) == b"mine" for _ in range(5))
+    assert "answering" not in caplog.text  # silence is no failure
 
 
 def test_a_bus_without_nats_starts_and_connects_when_nats_comes(make_bus) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from . import catalog, state
 from .bus import FrameBus
 from .capture import Camera
-from .config import CameraConfig, Settings, state_directory
+from .config import CameraConfig, ConfigError, Settings, state_directory
 from .events import EventLog
 from .record import CameraLike
 from .remote import RemoteCamera
@@ -124,11 +124,6 @@ class Registry:
 
     # -- run-time changes ----------------------------------------------------------------
 
-    @property
-    def changeable(self) -> bool:
-        """Whether cameras can be added, changed and removed here (one process: yes)."""
-        return self.bus is None
-
     def listen(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after each camera added or removed (the app builds its routes anew)."""
         self._listeners.append(listener)
@@ -144,6 +139,56 @@ class Registry:
     def free_id(self) -> int:
         """The lowest camera id not in use."""
         return next(cam_id for cam_id in range(len(self._cameras) + 1) if cam_id not in self._cameras)
+
+    @property
+    def removed(self) -> set[int]:
+        """The configured cameras removed at run time (kept removed across restarts)."""
+        return set(self._catalog.removed)
+
+    def create(
+        self, table: dict[str, Any], cam_id: int | None = None, capture: str | None = None
+    ) -> CameraLike:
+        """Add a camera from its table (the keys of a ``[cameras.ID]`` table), with ``cam_id``
+        or the lowest free id, switched on unless ``autostart`` is false.
+
+        :param capture: in bus mode, the capture process that is to capture it.
+        :raise ConfigError: a bad key or value, or a source a run-time camera may not read.
+        :raise CameraConflict: its id or its device is another camera's.
+        """
+        self._check_changeable()
+        if capture is not None:
+            raise ConfigError(
+                "capture: names a capture process of bus mode; this livecam captures its cameras"
+            )
+        config = catalog.runtime_camera(self.free_id() if cam_id is None else cam_id, table, self.settings)
+        return self.add(config, table, start=table.get("autostart", True))
+
+    def edit(self, cam_id: int, changes: dict[str, Any]) -> CameraLike:
+        """Change some of a camera's settings (None removes a key), laid over its current table.
+
+        :raise ConfigError: a bad key or value, or an id. :raise CameraConflict: its device is
+            another camera's. :raise KeyError: no such camera.
+        """
+        self._check_changeable()
+        if "id" in changes:
+            raise ConfigError("id: a camera's id cannot change (add a new one, then remove this one)")
+        if cam_id not in self._local:
+            raise KeyError(cam_id)
+        table = {**self.current_table(cam_id), **changes}
+        table = {key: value for key, value in table.items() if value is not None}  # None removes a key
+        return self.change(catalog.runtime_camera(cam_id, table, self.settings), table)
+
+    def delete(self, cam_id: int) -> None:
+        """Remove a camera (see remove()).
+
+        :raise KeyError: no such camera.
+        """
+        self._check_changeable()
+        self.remove(cam_id)
+
+    def _check_changeable(self) -> None:
+        if self.bus is not None:
+            raise CameraConflict("cameras are changed in the capture process's configuration in bus mode")
 
     def add(self, config: CameraConfig, table: dict[str, Any], start: bool) -> CameraLike:
         """Add a camera at run time, kept across restarts; start it if ``start``.

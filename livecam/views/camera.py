@@ -11,7 +11,6 @@ from werkzeug.exceptions import BadRequest, NotFound
 from .. import streams
 from ..access import requires
 from ..appstate import get_registry, newest
-from ..catalog import runtime_camera
 from ..config import FULL, ConfigError
 from ..errors import json_error
 from ..mjpeg import CONTENT_TYPE
@@ -249,13 +248,6 @@ def refused(exc: Exception) -> Response:
     return json_error(400, str(exc))
 
 
-def unchangeable() -> Response | None:
-    """A 409 where cameras cannot change at run time (bus mode's web role), else None."""
-    if get_registry().changeable:
-        return None
-    return json_error(409, "cameras are changed in the capture process's configuration in bus mode")
-
-
 @bp.patch("")
 @requires("control")
 def change(camera_id: int) -> Response:
@@ -264,18 +256,10 @@ def change(camera_id: int) -> Response:
 
     :raise 400: a bad key or value. :raise 409: its device is another camera's.
     """
-    if (refusal := unchangeable()) is not None:
-        return refusal
-    registry = get_registry()
     camera = get_camera(camera_id)
     changes = json_table()
-    if "id" in changes:
-        return json_error(400, "id: a camera's id cannot change (add a new one, then remove this one)")
-    table = {**registry.current_table(camera.id), **changes}
-    table = {key: value for key, value in table.items() if value is not None}  # null removes a key
     try:
-        config = runtime_camera(camera.id, table, registry.settings)
-        camera = registry.change(config, table)
+        camera = get_registry().edit(camera.id, changes)
     except (ConfigError, CameraConflict) as exc:
         return refused(exc)
     return jsonify(record(camera))
@@ -285,7 +269,8 @@ def change(camera_id: int) -> Response:
 @requires("control")
 def remove(camera_id: int) -> Response:
     """Remove the camera: its streams end, its source is released; 204."""
-    if (refusal := unchangeable()) is not None:
-        return refusal
-    get_registry().remove(get_camera(camera_id).id)
+    try:
+        get_registry().delete(get_camera(camera_id).id)
+    except CameraConflict as exc:
+        return refused(exc)
     return Response(status=204)

@@ -76,6 +76,7 @@ class FrameBus:
         self._made: dict[int, Subscription | None] = {}  # None: being made
         self._tokens = itertools.count()
         self._closing = False
+        self._answering: set[asyncio.Task[None]] = set()  # answers under way (the bus thread's)
         self._connecting: Future[None] | None = None
         # Messages waiting for the bus thread, newest per subject; _sending says whether the
         # bus thread's sender task is under way (it clears it when the outbox is empty).
@@ -383,7 +384,16 @@ class FrameBus:
             except Exception:  # noqa: BLE001 - the asker times out; the server goes on
                 log.exception("frame bus: answering %s failed", subject)
 
-        return await client.subscribe(subject, cb=answer)
+        async def take(msg: Msg) -> None:
+            # One request at a time per subscription, as nats-py delivers them; but an answer
+            # under way outlives its subscription: a request that ends it (a camera removed
+            # or reopened by its own manage request) is still answered.
+            task = self._loop.create_task(answer(msg))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+            await asyncio.shield(task)
+
+        return await client.subscribe(subject, cb=take)
 
     async def _request(self, subject: str, payload: bytes, timeout: float) -> bytes | None:
         client = self._client

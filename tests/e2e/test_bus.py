@@ -69,6 +69,24 @@ def test_requests_are_answered_off_the_bus_thread(
     assert "answering" not in caplog.text  # silence is no failure
 
 
+def test_a_request_that_ends_its_own_subscription_is_still_answered(
+    nats_server: NatsServer, make_bus
+) -> None:
+    """As a camera's removal, asked on the camera's own subject, ends that subscription."""
+    capture, web = make_bus(nats_server.url), make_bus(nats_server.url)
+    assert capture.wait_connected(5) and web.wait_connected(5)
+    cancels = []
+
+    def remove(payload: bytes) -> bytes:
+        cancels[0]()
+        time.sleep(0.2)  # the subscription is gone by the time the answer goes
+        return b"removed"
+
+    cancels.append(capture.serve(capture.subject("camera", 3, "manage"), remove))
+    assert wait_for(lambda: web.request(web.subject("camera", 3, "manage"), b"", timeout=2) == b"removed")
+    assert web.request(web.subject("camera", 3, "manage"), b"", timeout=0.5) is None  # gone indeed
+
+
 def test_a_bus_without_nats_starts_and_connects_when_nats_comes(make_bus) -> None:
     server = NatsServer(free_port())  # not started yet
     bus = make_bus(server.url)

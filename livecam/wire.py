@@ -67,6 +67,8 @@ MANAGE_ACTIONS = ("change", "remove")
 # The statuses a manage or add answer may give, as the web worker answers them over HTTP.
 MANAGE_STATUSES = (200, 201, 204, 400, 404, 409, 503)
 LOG_EVERY = 60.0  # seconds between two log lines about bad messages on one subject
+CATALOG_EVERY = 1.0  # seconds between two catalogs of a capture process (and after each change)
+ALIVE_FOR = 3.0  # seconds a capture process counts as alive after its last catalog
 
 T = TypeVar("T")
 
@@ -450,6 +452,11 @@ def decode_latest_reply(payload: bytes, max_bytes: int) -> FrameMessage | None:
     if not all(isinstance(value, str) for value in headers.values()):
         raise BadMessage("latest answer header: expected text values")
     return decode_frame(jpeg, headers, max_bytes)
+
+
+def host_of(owner: str) -> str:
+    """The host of an owner name (``host:pid``), by which a capture process may be named."""
+    return owner.rpartition(":")[0] or owner
 
 
 def decode_owner(payload: bytes) -> str:

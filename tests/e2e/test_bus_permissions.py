@@ -216,6 +216,9 @@ DENIED = {
         ("subscription", "livecam.camera.0.latest"),
         ("subscription", "livecam.camera.0.owner"),
         ("subscription", "livecam.camera.0.interest"),
+        ("publish", "livecam.capture.catalog"),  # a forged catalog: cameras gone from every worker
+        ("subscription", "livecam.cameras.add"),  # to answer adds itself
+        ("subscription", "livecam.camera.0.manage"),
         ("subscription", "livecam.>"),
         ("subscription", "_INBOX.>"),
         ("subscription", ">"),
@@ -224,8 +227,11 @@ DENIED = {
         ("publish", "livecam.camera.0.control"),  # switch a camera
         ("publish", "livecam.camera.0.latest"),
         ("publish", "livecam.camera.0.interest"),
+        ("publish", "livecam.cameras.add"),  # add a camera
+        ("publish", "livecam.camera.0.manage"),  # change or remove one
         ("publish", "livecam._INBOX.forged.1"),
         ("publish", "other.camera.0.state"),
+        ("publish", "other.capture.catalog"),
         ("subscription", "livecam.camera.0.frame.full"),
         ("subscription", "livecam.camera.0.event"),
         ("subscription", "livecam.>"),
@@ -340,28 +346,31 @@ def test_capture_with_the_web_roles_key_says_what_is_denied_once(
 ) -> None:
     seed = site.seeds["site1-web"]
     capture = start_capture(CAMERAS, url=site.url, bus_creds=str(seed))
-    # Its owner question, then a record every second: wait until nats-server has denied it
-    # four records.
-    assert wait_for(lambda: site.messages_from("livecam-capture") >= 5, timeout=20)
+    # Its owner question, then a record and a catalog every second: wait until nats-server
+    # has denied it four records.
+    assert wait_for(lambda: site.messages_from("livecam-capture") >= 9, timeout=20)
     capture.send_signal(signal.SIGTERM)
     assert capture.wait(10) == 0
     said = capture.stdout.read().decode()
 
     line = (
         f"ERROR livecam.bus: frame bus: {site.url} denies livecam-capture (LIVECAM_BUS_CREDS {seed})"
-        " permission to {} to livecam.camera.0.{}: check the role's permissions"
+        " permission to {} to livecam.{}: check the role's permissions"
         " (deploy/nats/livecam.conf)"
     )
     for what, subject in [
-        ("publish", "state"),  # four times, said once
-        ("publish", "owner"),
-        ("subscribe", "owner"),
-        ("subscribe", "control"),
-        ("subscribe", "latest"),
-        ("subscribe", "interest"),
+        ("publish", "camera.0.state"),  # four times, said once
+        ("publish", "camera.0.owner"),
+        ("subscribe", "camera.0.owner"),
+        ("subscribe", "camera.0.control"),
+        ("subscribe", "camera.0.latest"),
+        ("subscribe", "camera.0.interest"),
+        ("subscribe", "camera.0.manage"),
+        ("subscribe", "cameras.add"),
+        ("publish", "capture.catalog"),  # four times, said once
     ]:
         assert said.count(line.format(what, subject)) == 1, said
-    assert said.count(DENIES) == 6, said
+    assert said.count(DENIES) == 9, said
     assert site.keys["site1-web"].seed not in said and site.keys["site1-web"].seed[2:20] not in said
 
 

@@ -242,10 +242,18 @@ def json_table() -> dict[str, Any]:
 
 
 def refused(exc: Exception) -> Response:
-    """The answer to a camera the registry would not take."""
+    """The answer to a camera the registry would not take (in bus mode: its capture
+    process, or none answered)."""
     if isinstance(exc, CameraConflict):
         return json_error(409, str(exc))
+    if isinstance(exc, CameraBusy):
+        return json_error(503, str(exc), **{"Retry-After": "2"})
+    if isinstance(exc, KeyError):
+        return json_error(404, "no such camera (any more)")
     return json_error(400, str(exc))
+
+
+MANAGE_ERRORS = (ConfigError, CameraConflict, CameraBusy, KeyError)  # what refused() answers
 
 
 @bp.patch("")
@@ -255,12 +263,13 @@ def change(camera_id: int) -> Response:
     anything else by reopening only this camera.
 
     :raise 400: a bad key or value. :raise 409: its device is another camera's.
+    :raise 503: in bus mode, its capture process did not answer.
     """
     camera = get_camera(camera_id)
     changes = json_table()
     try:
         camera = get_registry().edit(camera.id, changes)
-    except (ConfigError, CameraConflict) as exc:
+    except MANAGE_ERRORS as exc:
         return refused(exc)
     return jsonify(record(camera))
 
@@ -268,9 +277,12 @@ def change(camera_id: int) -> Response:
 @bp.delete("")
 @requires("control")
 def remove(camera_id: int) -> Response:
-    """Remove the camera: its streams end, its source is released; 204."""
+    """Remove the camera: its streams end, its source is released; 204.
+
+    :raise 503: in bus mode, its capture process did not answer.
+    """
     try:
         get_registry().delete(get_camera(camera_id).id)
-    except CameraConflict as exc:
+    except MANAGE_ERRORS as exc:
         return refused(exc)
     return Response(status=204)

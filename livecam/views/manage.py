@@ -20,10 +20,9 @@ from ..catalog import SourceRefused, check_source
 from ..config import ConfigError, parse_source
 from ..errors import json_error
 from ..frames import encode
-from ..registry import CameraConflict
 from ..source_base import SourceError
 from ..sources import open_source
-from .camera import json_table, record, refused
+from .camera import MANAGE_ERRORS, json_table, record, refused
 
 bp = Blueprint("manage", __name__)
 
@@ -39,8 +38,12 @@ def add() -> Response:
     """Add a camera (the keys of a ``[cameras.ID]`` table; ``id`` optional, else the lowest
     free one). It is switched on unless ``autostart`` is false; 201 with its record.
 
+    In bus mode, a capture process adds it: the one ``capture`` names (its owner name, or
+    its host), else the only one.
+
     :raise 400: a bad key or value, or a source a run-time camera may not read.
     :raise 409: the id or the device is another camera's.
+    :raise 503: in bus mode, no capture process answered.
     """
     registry = get_registry()
     table = json_table()
@@ -59,7 +62,7 @@ def add() -> Response:
         return json_error(400, "capture: expected the name of a capture process (host, or host:pid)")
     try:
         camera = registry.create(table, cam_id, capture)
-    except (ConfigError, CameraConflict) as exc:
+    except MANAGE_ERRORS as exc:
         return refused(exc)
     data = record(camera)
     response = jsonify(data)

@@ -14,6 +14,7 @@ once a listener's PING is answered after that, whatever was routed to it has arr
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import sys
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -150,6 +152,19 @@ async def close(*roles: Role) -> None:
         await role.client.close()
 
 
+def send(server: Server, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+    """One JSON request; the status and the parsed body."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+    try:
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        conn.request(method, path, body=json.dumps(body).encode() if body else None, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+    finally:
+        conn.close()
+
+
 def test_the_shipped_file_needs_keys_of_your_own(tmp_path: Path) -> None:
     def check(conf: Path) -> subprocess.CompletedProcess[str]:
         command = [str(Path(sys.executable).with_name("nats-server")), "-t", "-c", str(conf)]
@@ -188,6 +203,13 @@ def test_livecam_roles_have_what_they_need(
         conn.close()
     status, body = livecam.request("POST", "/cameras/0/stop")
     assert (status, body["state"]) == (200, "off"), body
+    # A camera added, changed and removed through the web role is done by the capture
+    # process (its catalog heard by every web worker), none of it denied (below).
+    status, body = send(livecam, "POST", "/cameras", {"source": "testsrc:64x48@5", "autostart": False})
+    assert status == 201 and body["id"] == 1, (status, body)
+    status, body = send(livecam, "PATCH", "/cameras/1", {"name": "Yard"})
+    assert (status, body["name"]) == (200, "Yard"), body
+    assert send(livecam, "DELETE", "/cameras/1")[0] == 204
 
     # A second capture process asks who owns the camera, and the first one answers it.
     second = start_capture(CAMERAS, url=site.url, bus_creds=str(site.seeds["site1-capture"]))

@@ -250,7 +250,7 @@ class Registry:
         reply = self.bus.request(subject, payload, timeout=MANAGE_TIMEOUT)
         if reply is None:
             which = "no capture process" if cam_id is None else f"camera {cam_id}: no capture process"
-            raise CameraBusy(f"{which} answered within {MANAGE_TIMEOUT:g} s: try again shortly")
+            raise CameraBusy(f"{which} answered: try again shortly")
         try:
             answer = wire.decode_manage_reply(reply, cam_id)
         except wire.BadMessage as exc:

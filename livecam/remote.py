@@ -25,6 +25,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from functools import partial
@@ -50,6 +51,7 @@ CONTROL_TIMEOUT = 3.0
 FORGET_AFTER = 10.0  # seconds after which a silent capture process's catalog is forgotten
 WARM_UP = 2.5  # seconds of listening before a worker takes the capture processes it heard for all
 SOURCE_KINDS = ("device", "url", "file", "testsrc")
+INBOX = 1024  # catalogs a worker keeps unread (a few minutes of a site's)
 
 
 # A record's figures before the capture process has said anything.
@@ -450,7 +452,9 @@ class SiteCameras:
         self._have, self._appear, self._vanish, self._limit = have, appear, vanish, limit
         self._subjects = bus.subjects
         self._lock = threading.Condition()  # guards _inbox, _records and _listed; notified when one comes
-        self._inbox: dict[str, wire.Catalog] = {}  # the newest catalog of each owner, not yet read
+        # Catalogs not yet read, in order (each one's news matters: a camera gone since the last);
+        # at most a few minutes' worth of a site's catalogs.
+        self._inbox: deque[wire.Catalog] = deque(maxlen=INBOX)
         self._records: dict[int, dict[str, Any]] = {}  # first records of cameras awaited
         self._listed: dict[str, tuple[frozenset[int], float]] = {}  # owner -> (its cameras, when heard)
         self._awaited: dict[int, Callable[[], None]] = {}  # the thread's own: id -> end its subscription
@@ -494,7 +498,7 @@ class SiteCameras:
 
     def _on_catalog(self, catalog: wire.Catalog) -> None:
         with self._lock:
-            self._inbox[catalog.owner] = catalog
+            self._inbox.append(catalog)
             self._lock.notify_all()
 
     def _on_record(self, cam_id: int, told: dict[str, Any]) -> None:
@@ -516,13 +520,14 @@ class SiteCameras:
         """Read the catalogs and records that came: drop, await and add cameras."""
         with self._lock:
             self._lock.wait_for(lambda: self._inbox or self._records or self._stop.is_set(), 1.0)
-            inbox, self._inbox = self._inbox, {}
+            inbox = list(self._inbox)
+            self._inbox.clear()
             records, self._records = self._records, {}
             now = time.monotonic()
             dropped: set[int] = set()
-            for owner, catalog in inbox.items():
-                before = self._listed.get(owner, (frozenset(), now))[0]
-                self._listed[owner] = (catalog.cameras, now)
+            for catalog in inbox:
+                before = self._listed.get(catalog.owner, (frozenset(), now))[0]
+                self._listed[catalog.owner] = (catalog.cameras, now)
                 dropped |= (before - catalog.cameras) | catalog.removed
             self._listed = {o: entry for o, entry in self._listed.items() if now - entry[1] < FORGET_AFTER}
             alive = [cameras for cameras, heard in self._listed.values() if now - heard < wire.ALIVE_FOR]

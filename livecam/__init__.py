@@ -41,14 +41,24 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         logger.warning("no camera configured and no V4L2 capture device found: serving a test pattern")
     app = _generation(registry, flask_config)
     lock = threading.Lock()
+    # The newest generation's WSGI callable, called through one that stays app.wsgi_app: what
+    # wraps app.wsgi_app (livecam's gunicorn worker: Connection: close, a stream handed to the
+    # sender) wraps every generation, not the first one alone.
+    serving = app.wsgi_app
+
+    def dispatch(environ: dict[str, Any], start_response: Any) -> Any:
+        return serving(environ, start_response)
+
+    app.wsgi_app = dispatch  # type: ignore[method-assign]
 
     def rebuild() -> None:
         """A camera came or went: build the app's next generation and swap it in at once."""
+        nonlocal serving
         with lock:
             new = _generation(registry, flask_config)
             new.extensions = app.extensions  # one registry, throttle, metrics for all generations
             appstate.set_generation(app, new)
-            app.wsgi_app = new.wsgi_app  # type: ignore[method-assign]
+            serving = new.wsgi_app
 
     registry.listen(rebuild)
     registry.restore()

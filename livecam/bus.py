@@ -49,7 +49,8 @@ RECONNECT_WAIT = 0.5  # seconds between attempts to reach NATS, at start and aft
 PENDING_BYTES = 8 * 2**20
 
 Handler = Callable[[bytes, dict[str, str]], None]  # (payload, headers), run in the bus thread
-Responder = Callable[[bytes], bytes]  # request payload -> reply, run in a worker thread
+# request payload -> reply (None: no answer, another process answers), run in a worker thread
+Responder = Callable[[bytes], bytes | None]
 
 
 class FrameBus:
@@ -76,6 +77,7 @@ class FrameBus:
         self._made: dict[int, Subscription | None] = {}  # None: being made
         self._tokens = itertools.count()
         self._closing = False
+        self._answering: set[asyncio.Task[None]] = set()  # answers under way (the bus thread's)
         self._connecting: Future[None] | None = None
         # Messages waiting for the bus thread, newest per subject; _sending says whether the
         # bus thread's sender task is under way (it clears it when the outbox is empty).
@@ -207,7 +209,8 @@ class FrameBus:
         return self._keep(subject, handler, pending_bytes)
 
     def serve(self, subject: str, responder: Responder) -> Callable[[], None]:
-        """Answer requests on ``subject`` with ``responder(payload)``, run off the bus thread."""
+        """Answer requests on ``subject`` with ``responder(payload)``, run off the bus thread;
+        when it returns None, this process stays silent (the request is another's to answer)."""
         return self._keep(subject, responder, 0)
 
     def request(self, subject: str, payload: bytes, timeout: float) -> bytes | None:
@@ -386,7 +389,8 @@ class FrameBus:
             self._answering += 1
             try:
                 reply = await self._loop.run_in_executor(None, callback, msg.data)
-                await msg.respond(reply)
+                if reply is not None:
+                    await msg.respond(reply)
             except Exception:  # noqa: BLE001 - the asker times out; the server goes on
                 log.warning(
                     "frame bus: answering %s failed", subject, exc_info=log.isEnabledFor(logging.DEBUG)
@@ -394,7 +398,16 @@ class FrameBus:
             finally:
                 self._answering -= 1
 
-        return await client.subscribe(subject, cb=answer)
+        async def take(msg: Msg) -> None:
+            # One request at a time per subscription, as nats-py delivers them; but an answer
+            # under way outlives its subscription: a request that ends it (a camera removed
+            # or reopened by its own manage request) is still answered.
+            task = self._loop.create_task(answer(msg))
+            self._answering.add(task)
+            task.add_done_callback(self._answering.discard)
+            await asyncio.shield(task)
+
+        return await client.subscribe(subject, cb=take)
 
     async def _request(self, subject: str, payload: bytes, timeout: float) -> bytes | None:
         client = self._client

@@ -171,6 +171,6 @@ def start(
     """Watch for webcams plugged in, where discovery chose the cameras and this process captures
     them (one process; not bus mode); else None."""
     settings = registry.settings
-    if not settings.discovered or settings.bus is not None or not registry.changeable:
+    if not settings.discovered or settings.bus is not None or registry.bus is not None:
         return None
     return DeviceWatcher(registry, dev, ioctl, interval).start()

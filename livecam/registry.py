@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Protocol
 
-from . import catalog, state
+from . import catalog, state, wire
 from .bus import FrameBus
 from .capture import Camera
-from .config import CameraConfig, Settings, state_directory
+from .config import CameraConfig, ConfigError, Settings, state_directory
 from .events import EventLog
 from .mqtt import MqttOutput
-from .record import CameraLike
-from .remote import RemoteCamera
+from .record import CameraBusy, CameraLike
+from .remote import RemoteCamera, SiteCameras, config_from_record
 from .sender import Sender
 from .v4l2 import device_path
 from .webhooks import WebhookOutput
@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 class CameraConflict(Exception):
     """A camera added or changed at run time clashes with another: same id, same device."""
 
+
+# Seconds a capture process may take to add, change or remove a camera (bus mode), and to
+# wait for NATS before that.
+MANAGE_TIMEOUT = 5.0
+CONNECT_WAIT = 3.0
 
 # The whole shutdown fits in gunicorn's graceful timeout (5 s), or the arbiter kills the
 # worker before the sources are released.
@@ -105,6 +110,9 @@ class Registry:
         self._found: dict[int, dict[str, Any]] = {}
         # Stopped first at shutdown, so no camera is added while the others stop.
         self.watcher: Watcher | None = None
+        self.site: SiteCameras | None = None  # the capture processes' catalogs (web role)
+        self._change_lock = threading.Lock()  # one run-time change at a time
+        self._listeners: list[Callable[[], None]] = []  # told after each camera added or removed
         if remote:
             assert settings.bus, "remote cameras need a frame bus"
             self.bus = FrameBus(
@@ -124,8 +132,6 @@ class Registry:
                 for cam_id, config in catalog.apply(settings, self._catalog).items()
             }
             self._cameras = dict(self._local)
-        self._change_lock = threading.Lock()  # one run-time change at a time
-        self._listeners: list[Callable[[], None]] = []  # told after each camera added or removed
         self._save_lock = threading.Lock()
         self._shutdown_lock = threading.Lock()
         self._shutdown_deadline: float | None = None  # one budget, however many callers
@@ -146,11 +152,6 @@ class Registry:
         return Camera(config, max_frame=self.settings.max_frame_mb * 2**20, events=self.events)
 
     # -- run-time changes ----------------------------------------------------------------
-
-    @property
-    def changeable(self) -> bool:
-        """Whether cameras can be added, changed and removed here (one process: yes)."""
-        return self.bus is None
 
     def listen(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` after each camera added or removed (the app builds its routes anew)."""
@@ -174,6 +175,155 @@ class Registry:
     def removed(self) -> frozenset[int]:
         """The ids of the cameras removed at run time (discovery does not bring them back)."""
         return frozenset(self._catalog.removed)
+
+    def create(
+        self, table: dict[str, Any], cam_id: int | None = None, capture: str | None = None
+    ) -> CameraLike:
+        """Add a camera from its table (the keys of a ``[cameras.ID]`` table), with ``cam_id``
+        or the lowest free id, switched on unless ``autostart`` is false.
+
+        :param capture: in bus mode, the capture process that is to capture it (its owner
+            name or its host); None: the only one.
+        :raise ConfigError: a bad key or value, or a source a run-time camera may not read.
+        :raise CameraConflict: its id or its device is another camera's.
+        :raise CameraBusy: in bus mode, no capture process answered.
+        """
+        if self.bus is not None:
+            return self._create_remote(table, cam_id, capture)
+        if capture is not None:
+            raise ConfigError(
+                "capture: names a capture process of bus mode; this livecam captures its cameras"
+            )
+        config = catalog.runtime_camera(self.free_id() if cam_id is None else cam_id, table, self.settings)
+        return self.add(config, table, start=table.get("autostart", True))
+
+    def edit(self, cam_id: int, changes: dict[str, Any]) -> CameraLike:
+        """Change some of a camera's settings (None removes a key), laid over its current table.
+
+        :raise ConfigError: a bad key or value, or an id. :raise CameraConflict: its device is
+            another camera's. :raise KeyError: no such camera. :raise CameraBusy: in bus mode,
+            its capture process did not answer.
+        """
+        if "id" in changes:
+            raise ConfigError("id: a camera's id cannot change (add a new one, then remove this one)")
+        if self.bus is not None:
+            return self._edit_remote(cam_id, changes)
+        if cam_id not in self._local:
+            raise KeyError(cam_id)
+        table = {**self.current_table(cam_id), **changes}
+        table = {key: value for key, value in table.items() if value is not None}  # None removes a key
+        return self.change(catalog.runtime_camera(cam_id, table, self.settings), table)
+
+    def delete(self, cam_id: int) -> None:
+        """Remove a camera (see remove()).
+
+        :raise KeyError: no such camera. :raise CameraBusy: in bus mode, its capture process
+            did not answer.
+        """
+        if self.bus is not None:
+            self._delete_remote(cam_id)
+        else:
+            self.remove(cam_id)
+
+    # -- run-time changes in bus mode's web role: asked of the capture processes -------------
+
+    def _create_remote(self, table: dict[str, Any], cam_id: int | None, capture: str | None) -> CameraLike:
+        assert self.bus is not None
+        if cam_id is not None and cam_id in self._cameras:
+            raise CameraConflict(f"camera {cam_id} exists already")
+        owners = self.site.owners() if self.site is not None else None
+        if capture is not None and owners is not None:
+            if not any(capture in (owner, wire.host_of(owner)) for owner in owners):
+                heard = ", ".join(owners) or "none"
+                raise ConfigError(f"capture: no capture process {capture} is heard (heard: {heard})")
+        taken = frozenset(sorted(self._cameras)[: wire.MAX_IDS])
+        payload = wire.encode_add(wire.AddRequest(table, cam_id, capture, taken))
+        if len(payload) > wire.MAX_JSON:
+            raise ConfigError(f"a camera table of at most {wire.MAX_JSON // 1024} KB, please")
+        told = self._ask(self.bus.subjects.add(), payload, cam_id).record
+        assert told is not None
+        if "owner" in told and self.site is not None:
+            self.site.note(told["owner"], told["id"])
+        return self._appear(told["id"], told)
+
+    def _edit_remote(self, cam_id: int, changes: dict[str, Any]) -> CameraLike:
+        assert self.bus is not None
+        if cam_id not in self._cameras:
+            raise KeyError(cam_id)
+        payload = wire.encode_manage(wire.ManageRequest("change", changes))
+        told = self._ask(self.bus.subjects.manage(cam_id), payload, cam_id).record
+        assert told is not None
+        return self._appear(cam_id, told)
+
+    def _delete_remote(self, cam_id: int) -> None:
+        assert self.bus is not None
+        if cam_id not in self._cameras:
+            raise KeyError(cam_id)
+        payload = wire.encode_manage(wire.ManageRequest("remove", {}))
+        self._ask(self.bus.subjects.manage(cam_id), payload, cam_id)
+        self._vanish(cam_id)
+
+    def _ask(self, subject: str, payload: bytes, cam_id: int | None) -> wire.ManageReply:
+        """Ask the capture side and wait for its answer; a refusal raises what one process would.
+
+        :raise ConfigError: 400. :raise CameraConflict: 409. :raise KeyError: 404.
+        :raise CameraBusy: no answer, or one that is no answer (503).
+        """
+        assert self.bus is not None
+        if not self.bus.wait_connected(CONNECT_WAIT):
+            raise CameraBusy("the frame bus is unreachable")
+        reply = self.bus.request(subject, payload, timeout=MANAGE_TIMEOUT)
+        if reply is None:
+            which = "no capture process" if cam_id is None else f"camera {cam_id}: no capture process"
+            raise CameraBusy(f"{which} answered: try again shortly")
+        try:
+            answer = wire.decode_manage_reply(reply, cam_id)
+        except wire.BadMessage as exc:
+            self.bus.rejections.reject(subject, str(exc))
+            raise CameraBusy(f"the capture process's answer was refused: {exc}") from None
+        refusals = {400: ConfigError, 409: CameraConflict, 404: KeyError, 503: CameraBusy}
+        if answer.status in refusals:
+            raise refusals[answer.status](answer.error)
+        return answer
+
+    def _appear(self, cam_id: int, told: dict[str, Any]) -> CameraLike:
+        """A camera of the capture processes, as its record says: added here unless known."""
+        with self._change_lock:
+            camera = self._remote.get(cam_id)
+            if camera is not None:
+                camera.take_record(told)
+                return camera
+            assert self.bus is not None
+            config = config_from_record(cam_id, told)
+            camera = RemoteCamera(
+                config, self.bus, max_frame=self.settings.max_frame_mb * 2**20, events=self.events
+            )
+            camera.take_record(told)
+            self._put_remote(cam_id, camera)
+        log.info("camera %s (%s) added by %s", cam_id, config.name, told.get("owner", "a capture process"))
+        self._changed()
+        return camera
+
+    def _vanish(self, cam_id: int) -> None:
+        """A camera its capture process removed: its streams here end, and it is forgotten."""
+        with self._change_lock:
+            camera = self._remote.get(cam_id)
+            if camera is None:
+                return
+            self._put_remote(cam_id, None)
+        camera.close()
+        log.info("camera %s removed by its capture process", cam_id)
+        self._changed()
+
+    def _put_remote(self, cam_id: int, camera: RemoteCamera | None) -> None:
+        """Swap the camera maps of the web role (copy on write, as _put)."""
+        remote = dict(self._remote)
+        if camera is None:
+            remote.pop(cam_id, None)
+        else:
+            remote[cam_id] = camera
+        self._remote = dict(sorted(remote.items()))
+        self._cameras = dict(self._remote)
 
     def add(self, config: CameraConfig, table: dict[str, Any], start: bool, keep: bool = True) -> CameraLike:
         """Add a camera at run time, kept across restarts unless ``keep`` is false (a device
@@ -288,9 +438,17 @@ class Registry:
         return len(self._cameras)
 
     def restore(self) -> None:
-        """Switch on the cameras that were on before a restart, else those set to autostart."""
+        """Switch on the cameras that were on before a restart, else those set to autostart.
+
+        In the web role, their capture process does, with its own state; the worker starts
+        following the capture processes' catalogs (its listeners now being in place).
+        """
         if self.bus is not None:
-            return  # their capture process does, with its own state
+            if self.site is None:
+                self.site = SiteCameras(
+                    self.bus, lambda: self._cameras.keys(), self._appear, self._vanish, catalog.MAX_CAMERAS
+                )
+            return
         state.remove_leftovers(self.state_dir)
         saved = state.load(self.state_dir) or {}
         for camera in self:
@@ -322,6 +480,8 @@ class Registry:
                 if self.bus.closed:
                     return
                 # A web worker stopping leaves the cameras as they are: they are not its own.
+                if self.site is not None:
+                    self.site.close(max(0.0, deadline - time.monotonic()))
                 for remote in self._remote.values():
                     remote.close(max(0.0, deadline - time.monotonic()))
                 self.sender.stop(max(0.1, deadline - time.monotonic()))

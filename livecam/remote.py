@@ -9,6 +9,13 @@ number of viewers), tells the capture process so every second (an interest that 
 and asks for the profile's latest frame so that a new viewer sees one at once. When the
 capture process or NATS is gone, its viewers get the "no signal" placeholder once a second
 on the same connection, and live frames again when it is back.
+
+Who the camera is (its name, its source as shown, its stream profiles) is its capture
+process's word too: the record's, where cameras are changed at run time. A worker's own
+configuration only says it until the first record comes.
+
+A SiteCameras follows the capture processes' catalogs, so that every worker serves the
+cameras added and removed at run time through any other one.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -26,10 +35,11 @@ from . import wire
 from .broadcast import Broadcaster, Feeds, Frame
 from .bus import FrameBus
 from .capture import fresh_frame
-from .config import FULL, CameraConfig
+from .config import FULL, CameraConfig, ConfigError, Profile, SourceSpec, parse_source
 from .events import Event, EventLog
 from .frames import encode, no_signal_image
 from .record import CameraBusy, profile_record, record
+from .redaction import redact
 from .stats import SendStats
 
 log = logging.getLogger(__name__)
@@ -39,6 +49,10 @@ ANNOUNCE_EVERY = 1.0  # how often a worker with viewers renews its interest
 UNSUBSCRIBE_AFTER = 5.0  # frames stay subscribed this long after the last viewer left
 CONTROL_TIMEOUT = 3.0
 EVENT_RATE, EVENT_BURST = 20.0, 100  # events a second a camera may bring, and in one burst
+FORGET_AFTER = 10.0  # seconds after which a silent capture process's catalog is forgotten
+WARM_UP = 2.5  # seconds of listening before a worker takes the capture processes it heard for all
+SOURCE_KINDS = ("device", "url", "file", "testsrc")
+INBOX = 1024  # catalogs a worker keeps unread (a few minutes of a site's)
 
 
 # A record's figures before the capture process has said anything.
@@ -75,6 +89,51 @@ _QUIET_PROFILE: dict[str, Any] = {
 
 def _decode_event(payload: bytes, _headers: dict[str, str], cam_id: int, max_bytes: int) -> Event:
     return wire.decode_event(payload, cam_id, max_bytes)
+
+
+def config_from_record(
+    cam_id: int, told: Mapping[str, Any], base: CameraConfig | None = None
+) -> CameraConfig:
+    """The camera as its capture process's record (checked by wire.py) describes it: its
+    name, its source as shown (redacted: a worker never opens it), its stream profiles with
+    their caps and qualities. What the record does not say is ``base``'s."""
+    shown = told.get("name") or (base.name if base is not None else f"Camera {cam_id}")
+    source = _shown_source(told) or (base.source if base is not None else SourceSpec("url", "unknown"))
+    profiles = dict(base.profiles) if base is not None else {}
+    if told.get("profiles"):
+        profiles = {
+            profile: Profile(
+                profile,
+                figures.get("width") or getattr(profiles.get(profile), "width", None),
+                figures.get("max_fps"),
+                figures.get("quality"),
+            )
+            for profile, figures in told["profiles"].items()
+        }
+    full = profiles.pop(FULL, Profile(FULL))
+    fields = {"name": shown, "source": source, "width": full.width, "fps": full.fps, "quality": full.quality}
+    if base is None:
+        return CameraConfig(id=cam_id, profiles=profiles, **fields)
+    return replace(base, profiles=profiles, **fields)
+
+
+def _shown_source(told: Mapping[str, Any]) -> SourceSpec | None:
+    kind, shown = told.get("kind"), told.get("source")
+    if kind not in SOURCE_KINDS or not isinstance(shown, str):
+        return None
+    if kind == "testsrc":
+        try:
+            return parse_source(shown, "source")
+        except ConfigError:
+            return SourceSpec("testsrc", "")
+    return SourceSpec(str(kind), shown)
+
+
+def _identity(config: CameraConfig) -> tuple[Any, ...]:
+    """What a record may change of a camera: its name, source and profiles (not their sizes,
+    which follow the picture)."""
+    profiles = tuple((name, p.fps, p.quality) for name, p in config.profiles.items())
+    return config.name, redact(str(config.source)), config.source.kind, profiles
 
 
 def worker_name() -> str:
@@ -230,9 +289,15 @@ class RemoteCamera:
         """A fresh live frame of ``profile``, waiting up to ``timeout`` for one; None if none comes."""
         return fresh_frame(self._feeds[profile], timeout)
 
+    def take_record(self, told: dict[str, Any]) -> None:
+        """A record of the camera its capture process gave otherwise (a change's answer)."""
+        self._on_state(told)
+
     def _on_state(self, told: dict[str, Any]) -> None:
-        """A record from the capture process, checked by wire.py: keep it; follow on and off."""
+        """A record from the capture process, checked by wire.py: keep it; follow on and off,
+        and who the camera is."""
         with self._lock:
+            self._follow_config(told)
             self._record, self._seen = told, time.monotonic()
             if told["state"] == "off" and not self._feeds.closed:
                 self._feeds.close()  # every stream of the camera ends, as in one process
@@ -251,12 +316,32 @@ class RemoteCamera:
         self._event_tokens -= 1
         events.take(event)
 
+    def _follow_config(self, told: dict[str, Any]) -> None:
+        """Take the name, source and profiles the record says (under _lock). A change of the
+        profiles ends this worker's streams of the camera, as a camera reopened does."""
+        config = config_from_record(self.id, told, self.config)
+        if _identity(config) == _identity(self.config):
+            return
+        before, self.config = self.config, config
+        log.info("camera %s: %s, as its capture process says", self.id, config.name)
+        if list(config.profiles) == list(before.profiles):
+            return
+        sends = self.profile_sends
+        self.profile_sends = {
+            name: sends.get(name) or SendStats(total=self.sends) for name in config.profiles
+        }
+        old, self._feeds = self._feeds, self._new_feeds()
+        if old.closed:
+            self._feeds.close()
+        old.close()
+
     def _on_frame(self, profile: str, frame: wire.FrameMessage) -> None:
         """A frame of ``profile`` from the capture process (in the bus thread): this worker's
         viewers of it get it."""
-        self._feeds[profile].publish(
-            frame.jpeg, frame.timestamp or time.time(), placeholder=frame.placeholder
-        )
+        feeds = self._feeds
+        if profile not in feeds:
+            return  # a profile the camera no longer has
+        feeds[profile].publish(frame.jpeg, frame.timestamp or time.time(), placeholder=frame.placeholder)
 
     def _subscribe_frames(self, profile: str) -> Callable[[], None]:
         """Receive ``profile``'s frames, each checked by wire.py first."""
@@ -356,3 +441,137 @@ class RemoteCamera:
         self._thread.join(timeout)
         for cancel in self._cancel_frames.values():
             cancel()
+
+
+class SiteCameras:
+    """Bus mode's web role: the cameras the site's capture processes say they have.
+
+    Each capture process lists its cameras, and the configured ones it removed at run time,
+    every second and after each change (``P.capture.catalog``). A camera listed that this
+    worker lacks is added (``appear``) once its first record comes, which says its name and
+    profiles; one that its capture process stops listing, or lists as removed, is dropped
+    (``vanish``) unless another process lists it. A capture process that goes silent changes
+    nothing: its cameras stay, "capture offline", until it is back.
+    """
+
+    def __init__(
+        self,
+        bus: FrameBus,
+        have: Callable[[], Collection[int]],
+        appear: Callable[[int, dict[str, Any]], None],
+        vanish: Callable[[int], None],
+        limit: int,
+    ) -> None:
+        """:param have: the worker's cameras now. :param limit: the most cameras it keeps.
+        ``appear`` and ``vanish`` run in this object's own thread."""
+        self._bus = bus
+        self._have, self._appear, self._vanish, self._limit = have, appear, vanish, limit
+        self._subjects = bus.subjects
+        self._lock = threading.Condition()  # guards _inbox, _records and _listed; notified when one comes
+        # Catalogs not yet read, in order (each one's news matters: a camera gone since the last);
+        # at most a few minutes' worth of a site's catalogs.
+        self._inbox: deque[wire.Catalog] = deque(maxlen=INBOX)
+        self._records: dict[int, dict[str, Any]] = {}  # first records of cameras awaited
+        self._listed: dict[str, tuple[frozenset[int], float]] = {}  # owner -> (its cameras, when heard)
+        self._awaited: dict[int, Callable[[], None]] = {}  # the thread's own: id -> end its subscription
+        self._full = False  # the thread's own: whether it said it keeps no more cameras
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        subject = self._subjects.catalog()
+        decode = lambda payload, _: wire.decode_catalog(payload)  # noqa: E731
+        handler = wire.checked(decode, self._on_catalog, bus.rejections, subject)
+        self._cancel = bus.subscribe(subject, handler, pending_bytes=2**20)
+        self._thread = threading.Thread(target=self._run, name="livecam-site", daemon=True)
+        self._thread.start()
+
+    def owners(self) -> list[str] | None:
+        """The capture processes heard lately, or None while this worker has not listened long
+        enough to know them all."""
+        now = time.monotonic()
+        if now - self._started < WARM_UP or not self._bus.connected:
+            return None
+        with self._lock:
+            return sorted(owner for owner, (_, heard) in self._listed.items() if now - heard < wire.ALIVE_FOR)
+
+    def note(self, owner: str, cam_id: int) -> None:
+        """A camera ``owner`` added for this worker: listed by it from now on, as its next
+        catalog will say (so that a removal through another worker is noticed even before)."""
+        with self._lock:
+            cameras, heard = self._listed.get(owner, (frozenset(), time.monotonic()))
+            self._listed[owner] = (cameras | {cam_id}, heard)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop following the catalogs."""
+        self._stop.set()
+        self._cancel()
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join(timeout)
+        for cancel in self._awaited.values():
+            cancel()
+
+    # -- in the bus thread ------------------------------------------------------------------
+
+    def _on_catalog(self, catalog: wire.Catalog) -> None:
+        with self._lock:
+            self._inbox.append(catalog)
+            self._lock.notify_all()
+
+    def _on_record(self, cam_id: int, told: dict[str, Any]) -> None:
+        with self._lock:
+            self._records[cam_id] = told
+            self._lock.notify_all()
+
+    # -- in its own thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._round()
+            except Exception:  # noqa: BLE001 - the next catalog comes within a second
+                log.exception("following the capture processes' catalogs failed; going on")
+                self._stop.wait(1.0)
+
+    def _round(self) -> None:
+        """Read the catalogs and records that came: drop, await and add cameras."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._inbox or self._records or self._stop.is_set(), 1.0)
+            inbox = list(self._inbox)
+            self._inbox.clear()
+            records, self._records = self._records, {}
+            now = time.monotonic()
+            dropped: set[int] = set()
+            for catalog in inbox:
+                before = self._listed.get(catalog.owner, (frozenset(), now))[0]
+                self._listed[catalog.owner] = (catalog.cameras, now)
+                dropped |= (before - catalog.cameras) | catalog.removed
+            self._listed = {o: entry for o, entry in self._listed.items() if now - entry[1] < FORGET_AFTER}
+            alive = [cameras for cameras, heard in self._listed.values() if now - heard < wire.ALIVE_FOR]
+        if self._stop.is_set():
+            return
+        listed = set().union(*alive)
+        for cam_id in sorted(dropped - listed):
+            if cam_id in self._have():
+                self._vanish(cam_id)
+        for cam_id, told in sorted(records.items()):
+            if cam_id in self._awaited and cam_id in listed and cam_id not in self._have():
+                self._appear(cam_id, told)
+        have = set(self._have())
+        for cam_id in [c for c in self._awaited if c not in listed or c in have]:
+            self._awaited.pop(cam_id)()
+        for cam_id in sorted(listed - have - set(self._awaited)):
+            if len(have) + len(self._awaited) >= self._limit:
+                if not self._full:
+                    self._full = True
+                    log.warning(
+                        "the capture processes list more than %d cameras: the rest left out", self._limit
+                    )
+                break
+            self._awaited[cam_id] = self._await(cam_id)
+
+    def _await(self, cam_id: int) -> Callable[[], None]:
+        """Follow a listed camera's records until the first one comes."""
+        subject = self._subjects.state(cam_id)
+        decode = lambda payload, _: wire.decode_record(payload, cam_id)  # noqa: E731
+        handler = wire.checked(decode, partial(self._on_record, cam_id), self._bus.rejections, subject)
+        return self._bus.subscribe(subject, handler, pending_bytes=2**20)

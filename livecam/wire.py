@@ -19,7 +19,18 @@ Subjects, under a site's prefix P, for camera N:
   of the frame's headers, then the JPEG, or empty when there is none;
 - ``P.camera.N.owner``: a request; the answer names the process that captures the camera;
 - ``P.camera.N.event``: an event the capture process noticed (a JSON line, then its JPEG
-  when it has one).
+  when it has one);
+- ``P.camera.N.manage``: a request to change the camera's settings or remove it, answered by
+  the process that captures it (``{"status": ..., "record": ...}`` or ``{"status": ...,
+  "error": ...}``, the HTTP status the web worker gives);
+- ``P.cameras.add``: a request to add a camera (its table, an optional id and the capture
+  process it names), answered by one capture process alone, the same way;
+- ``P.capture.catalog``: each capture process's cameras (and the configured ones it removed at
+  run time), every second and after each change.
+
+A camera table in a request is checked here only as a JSON object: its keys and values are
+the configuration's, checked where it is applied (catalog.runtime_camera), with the same
+messages as a camera added over HTTP in one process.
 """
 
 from __future__ import annotations
@@ -50,7 +61,14 @@ MAX_JSON = 64 * 1024  # bytes of a record, an interest or a control answer
 PROFILE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a prefix part: no dot, no wildcard
 ACTIONS = ("start", "stop", "toggle")
+MAX_ID = 999_999  # the largest camera id
+MAX_IDS = 1024  # camera ids in one list of a message
+MANAGE_ACTIONS = ("change", "remove")
+# The statuses a manage or add answer may give, as the web worker answers them over HTTP.
+MANAGE_STATUSES = (200, 201, 204, 400, 404, 409, 503)
 LOG_EVERY = 60.0  # seconds between two log lines about bad messages on one subject
+CATALOG_EVERY = 1.0  # seconds between two catalogs of a capture process (and after each change)
+ALIVE_FOR = 3.0  # seconds a capture process counts as alive after its last catalog
 
 T = TypeVar("T")
 
@@ -104,6 +122,18 @@ class Subjects:
         """Where a camera's events are published."""
         return self.camera(cam_id, "event")
 
+    def manage(self, cam_id: int) -> str:
+        """Where a camera's change or removal is asked of its capture process."""
+        return self.camera(cam_id, "manage")
+
+    def add(self) -> str:
+        """Where a new camera is asked of the capture processes."""
+        return f"{self.prefix}.cameras.add"
+
+    def catalog(self) -> str:
+        """Where each capture process lists its cameras."""
+        return f"{self.prefix}.capture.catalog"
+
 
 # -- checks of decoded JSON values --------------------------------------------------------
 
@@ -126,6 +156,16 @@ def _side(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE:
         raise BadMessage(f"expected a size from 1 to {MAX_SIDE}, got {_shown(value)}")
     return value
+
+
+def _camera_id(value: object) -> int:
+    return _count(value, MAX_ID)
+
+
+def _camera_ids(value: object, what: str) -> frozenset[int]:
+    if not isinstance(value, list) or len(value) > MAX_IDS:
+        raise BadMessage(f"{what}: expected a list of at most {MAX_IDS} camera ids, got {_shown(value)}")
+    return frozenset(_camera_id(cam_id) for cam_id in value)
 
 
 def _time(value: object) -> float:
@@ -287,7 +327,13 @@ def decode_record(payload: bytes, cam_id: int | None = None) -> dict[str, Any]:
     :param cam_id: the camera the subject names: a record of another one is refused.
     :raise BadMessage: a field of the wrong type or out of range, or no state.
     """
-    data = _json_object(payload, "record")
+    return _record(_json_object(payload, "record"), cam_id)
+
+
+def _record(data: object, cam_id: int | None) -> dict[str, Any]:
+    """decode_record's checks, of a decoded JSON object."""
+    if not isinstance(data, dict):
+        raise BadMessage("record is not a JSON object")
     record = _fields(data, RECORD_FIELDS, "record")
     if "state" not in record:
         raise BadMessage("record without a state")
@@ -412,6 +458,11 @@ def decode_latest_reply(payload: bytes, max_bytes: int) -> FrameMessage | None:
     return decode_frame(jpeg, headers, max_bytes)
 
 
+def host_of(owner: str) -> str:
+    """The host of an owner name (``host:pid``), by which a capture process may be named."""
+    return owner.rpartition(":")[0] or owner
+
+
 def decode_owner(payload: bytes) -> str:
     """Who captures a camera, as its process answered.
 
@@ -421,6 +472,160 @@ def decode_owner(payload: bytes) -> str:
         return str(CHECKS["name"](payload.decode()))
     except UnicodeDecodeError:
         raise BadMessage("owner: not UTF-8") from None
+
+
+# -- cameras added, changed and removed --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AddRequest:
+    """A camera to add: its table, the id asked for (None: the lowest free one), the capture
+    process named (None: the only one), and the ids the asking web worker knows in use."""
+
+    table: dict[str, Any]
+    cam_id: int | None = None
+    capture: str | None = None
+    taken: frozenset[int] = frozenset()
+
+
+def encode_add(request: AddRequest) -> bytes:
+    """An add request as JSON."""
+    body = {
+        "table": request.table,
+        "id": request.cam_id,
+        "capture": request.capture,
+        "taken": sorted(request.taken),
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_add(payload: bytes) -> AddRequest:
+    """An add request from the bus.
+
+    :raise BadMessage: no table object, an id out of range, a capture process that is no
+        name, taken ids that are not ids.
+    """
+    data = _json_object(payload, "add request")
+    table = data.get("table")
+    if not isinstance(table, dict):
+        raise BadMessage(f"add request table: expected a JSON object, got {_shown(table)}")
+    cam_id = data.get("id")
+    capture = data.get("capture")
+    try:
+        return AddRequest(
+            table,
+            None if cam_id is None else _camera_id(cam_id),
+            None if capture is None else str(CHECKS["name"](capture)),
+            _camera_ids(data.get("taken", []), "taken"),
+        )
+    except BadMessage as exc:
+        raise BadMessage(f"add request: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ManageRequest:
+    """A camera's change (the keys to change; None removes one) or removal."""
+
+    action: str
+    changes: dict[str, Any]
+
+
+def encode_manage(request: ManageRequest) -> bytes:
+    """A manage request as JSON."""
+    body: dict[str, Any] = {"action": request.action}
+    if request.action == "change":
+        body["changes"] = request.changes
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_manage(payload: bytes) -> ManageRequest:
+    """A change or removal asked of a camera's capture process.
+
+    :raise BadMessage: another action, or a change without an object of changes.
+    """
+    data = _json_object(payload, "manage request")
+    action = data.get("action")
+    if action not in MANAGE_ACTIONS:
+        raise BadMessage(f"manage request: expected the action change or remove, got {_shown(action)}")
+    changes = data.get("changes", {})
+    if not isinstance(changes, dict) or (action == "change" and not changes):
+        raise BadMessage(f"manage request changes: expected a JSON object of settings, got {_shown(changes)}")
+    return ManageRequest(str(action), changes if action == "change" else {})
+
+
+@dataclass(frozen=True)
+class ManageReply:
+    """A capture process's answer to an add, a change or a removal: the HTTP status to give,
+    with the camera's record (200, 201) or the reason (400, 404, 409, 503)."""
+
+    status: int
+    record: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def encode_manage_reply(reply: ManageReply) -> bytes:
+    """A manage answer as JSON."""
+    body: dict[str, Any] = {"status": reply.status}
+    if reply.record is not None:
+        body["record"] = reply.record
+    if reply.error is not None:
+        body["error"] = reply.error[:MAX_TEXT]
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_manage_reply(payload: bytes, cam_id: int | None = None) -> ManageReply:
+    """A capture process's answer to an add, a change or a removal.
+
+    :param cam_id: the camera asked about: a record of another one is refused.
+    :raise BadMessage: a status it may not give, a success without a checked record, a
+        refusal without its reason.
+    """
+    data = _json_object(payload, "manage answer")
+    status = data.get("status")
+    if isinstance(status, bool) or status not in MANAGE_STATUSES:
+        raise BadMessage(f"manage answer status: expected one of {MANAGE_STATUSES}, got {_shown(status)}")
+    if status in (200, 201):
+        if "record" not in data:
+            raise BadMessage(f"manage answer {status} without the camera's record")
+        record = _record(data["record"], cam_id)
+        if "id" not in record:
+            raise BadMessage(f"manage answer {status}: a record without its camera's id")
+        return ManageReply(status, record=record)
+    if status == 204:
+        return ManageReply(status)
+    return ManageReply(status, error=str(CHECKS["text"](data.get("error"))) or "refused")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A capture process's cameras, and the configured ones it removed at run time."""
+
+    owner: str
+    cameras: frozenset[int]
+    removed: frozenset[int] = frozenset()
+
+
+def encode_catalog(catalog: Catalog) -> bytes:
+    """A catalog as JSON."""
+    body = {"owner": catalog.owner, "cameras": sorted(catalog.cameras), "removed": sorted(catalog.removed)}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_catalog(payload: bytes) -> Catalog:
+    """A capture process's catalog from the bus.
+
+    :raise BadMessage: no owner name, or lists that are not of camera ids.
+    """
+    data = _json_object(payload, "catalog")
+    try:
+        owner = str(CHECKS["name"](data.get("owner")))
+        cameras = _camera_ids(data.get("cameras"), "cameras")
+        removed = _camera_ids(data.get("removed", []), "removed")
+    except BadMessage as exc:
+        raise BadMessage(f"catalog: {exc}") from None
+    if cameras & removed:
+        raise BadMessage(f"catalog: cameras {sorted(cameras & removed)[:5]} both listed and removed")
+    return Catalog(owner, cameras, removed)
 
 
 # -- events -------------------------------------------------------------------------------

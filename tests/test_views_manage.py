@@ -117,6 +117,8 @@ def test_changes_are_kept_across_a_restart_without_touching_the_file(tmp_path: P
         ({"source": SMALL, "id": True}, 400, "^id: expected a whole number"),
         ({"source": SMALL, "id": 0}, 409, "camera 0 exists already"),
         ({"source": SMALL, "name": "x" * 65}, 400, "^name: must be"),
+        ({"source": SMALL, "capture": "cams1"}, 400, "^capture: names a capture process of bus mode"),
+        ({"source": SMALL, "capture": ["cams1"]}, 400, "^capture: expected the name"),
     ],
 )
 def test_a_bad_camera_is_refused_naming_the_key(

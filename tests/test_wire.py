@@ -55,6 +55,9 @@ def test_subjects_of_a_camera() -> None:
     assert subjects.control(3) == "site-a.cams.camera.3.control"
     assert subjects.latest(3) == "site-a.cams.camera.3.latest"
     assert subjects.owner(3) == "site-a.cams.camera.3.owner"
+    assert subjects.manage(3) == "site-a.cams.camera.3.manage"
+    assert subjects.add() == "site-a.cams.cameras.add"
+    assert subjects.catalog() == "site-a.cams.capture.catalog"
 
 
 @pytest.mark.parametrize("prefix", ["", "a..b", "a.*", "a.>", "a b", "ä"])
@@ -339,3 +342,149 @@ def test_a_hostile_event_is_refused(body: dict[str, Any], jpeg: bytes) -> None:
         wire.decode_event(json.dumps(event).encode() + b"\n" + jpeg, 3, MAX)
     with pytest.raises(wire.BadMessage):
         wire.decode_event(json.dumps(event).encode(), 3, MAX)  # no line at all
+
+
+# -- cameras added, changed and removed --------------------------------------------------
+
+
+def test_an_add_request_round_trips() -> None:
+    request = wire.AddRequest({"source": "testsrc", "name": "Yard"}, 7, "host:12", frozenset({0, 1}))
+    assert wire.decode_add(wire.encode_add(request)) == request
+    bare = wire.AddRequest({"source": "testsrc"})
+    assert wire.decode_add(wire.encode_add(bare)) == bare
+    # The table's own keys are the configuration's, checked where it is applied.
+    assert wire.decode_add(b'{"table": {"rotate": "sideways"}}').table == {"rotate": "sideways"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"table": "testsrc"},
+        {"table": ["source", "testsrc"]},
+        {"table": None},
+        {"table": {}, "id": -1},
+        {"table": {}, "id": 10**6},
+        {"table": {}, "id": True},
+        {"table": {}, "id": "3"},
+        {"table": {}, "id": 2.5},
+        {"table": {}, "capture": ""},
+        {"table": {}, "capture": 5},
+        {"table": {}, "capture": "x" * 201},
+        {"table": {}, "capture": "host\x1b[31m"},
+        {"table": {}, "taken": "0,1"},
+        {"table": {}, "taken": [0, -1]},
+        {"table": {}, "taken": [False]},
+        {"table": {}, "taken": list(range(2000))},
+    ],
+)
+def test_a_hostile_add_request_is_refused(body: dict[str, Any]) -> None:
+    with pytest.raises(wire.BadMessage):
+        wire.decode_add(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize(
+    "payload", [b"", b"junk", b"[]", b"\xff", b"[" * 100_000, b'{"table": {"n": "' + b"x" * 70_000 + b'"}}']
+)
+def test_an_add_request_that_is_not_one_is_refused(payload: bytes) -> None:
+    with pytest.raises(wire.BadMessage):
+        wire.decode_add(payload)
+
+
+def test_a_manage_request_is_a_change_or_a_removal() -> None:
+    change = wire.ManageRequest("change", {"name": "Garden", "rotate": None})
+    assert wire.decode_manage(wire.encode_manage(change)) == change
+    remove = wire.ManageRequest("remove", {})
+    assert wire.decode_manage(wire.encode_manage(remove)) == remove
+    # A removal's stray changes are not carried on.
+    assert wire.decode_manage(b'{"action": "remove", "changes": {"x": 1}}') == remove
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"remove",
+        b'{"action": "explode"}',
+        b'{"action": "REMOVE"}',
+        b'{"action": ["remove"]}',
+        b'{"action": "change"}',
+        b'{"action": "change", "changes": {}}',
+        b'{"action": "change", "changes": "name=x"}',
+        b'{"action": "remove", "changes": []}',
+        b"\xff\xfe",
+        b'{"action": "change", "changes": {"name": "' + b"x" * 70_000 + b'"}}',
+    ],
+)
+def test_a_hostile_manage_request_is_refused(payload: bytes) -> None:
+    with pytest.raises(wire.BadMessage):
+        wire.decode_manage(payload)
+
+
+def test_a_manage_answer_is_a_status_with_the_record_or_the_reason() -> None:
+    record = a_record()
+    added = wire.decode_manage_reply(wire.encode_manage_reply(wire.ManageReply(201, record=record)))
+    assert added == wire.ManageReply(201, record=record)
+    changed = wire.decode_manage_reply(wire.encode_manage_reply(wire.ManageReply(200, record=record)), 3)
+    assert changed.record == record
+    assert wire.decode_manage_reply(wire.encode_manage_reply(wire.ManageReply(204))) == wire.ManageReply(204)
+    refused = wire.ManageReply(409, error="source: device /dev/video0 is already camera 1")
+    assert wire.decode_manage_reply(wire.encode_manage_reply(refused)) == refused
+    # A record's unknown fields are left out, as on the state subject.
+    body = {"status": 200, "record": {**record, "script": "<script>"}}
+    assert "script" not in wire.decode_manage_reply(json.dumps(body).encode(), 3).record
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": 500, "error": "x"},
+        {"status": 302, "record": a_record()},
+        {"status": "201", "record": a_record()},
+        {"status": True, "error": "x"},
+        {"status": 201},
+        {"status": 200, "record": "ok"},
+        {"status": 200, "record": {"id": 4, "state": "on"}},  # another camera's
+        {"status": 201, "record": {"state": "on"}},  # whose?
+        {"status": 200, "record": {**a_record(), "fps": "fast"}},
+        {"status": 200, "record": {**a_record(), "profiles": {"full": {"width": 60000}}}},
+        {"status": 400},
+        {"status": 400, "error": ["x"]},
+        {"status": 409, "error": "x" * 5000},
+        {"status": 409, "error": "line\nbreak"},
+        {"error": "no status"},
+    ],
+)
+def test_a_hostile_manage_answer_is_refused(body: dict[str, Any]) -> None:
+    with pytest.raises(wire.BadMessage):
+        wire.decode_manage_reply(json.dumps(body).encode(), 3)
+
+
+def test_a_catalog_round_trips() -> None:
+    catalog = wire.Catalog("host:12", frozenset({0, 5}), frozenset({1}))
+    assert wire.decode_catalog(wire.encode_catalog(catalog)) == catalog
+    empty = wire.Catalog("host:12", frozenset())
+    assert wire.decode_catalog(wire.encode_catalog(empty)) == empty
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"cameras": [0]},
+        {"owner": "", "cameras": [0]},
+        {"owner": ["h"], "cameras": [0]},
+        {"owner": "h\u0000", "cameras": [0]},
+        {"owner": "h"},
+        {"owner": "h", "cameras": "0,1"},
+        {"owner": "h", "cameras": [-1]},
+        {"owner": "h", "cameras": [10**6]},
+        {"owner": "h", "cameras": [1.5]},
+        {"owner": "h", "cameras": [True]},
+        {"owner": "h", "cameras": ["0"]},
+        {"owner": "h", "cameras": list(range(2000))},
+        {"owner": "h", "cameras": [0], "removed": {"0": 1}},
+        {"owner": "h", "cameras": [0], "removed": [0]},  # listed and removed at once
+    ],
+)
+def test_a_hostile_catalog_is_refused(body: dict[str, Any]) -> None:
+    with pytest.raises(wire.BadMessage):
+        wire.decode_catalog(json.dumps(body).encode())

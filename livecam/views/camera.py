@@ -11,7 +11,6 @@ from werkzeug.exceptions import BadRequest, NotFound
 from .. import streams
 from ..access import requires
 from ..appstate import get_registry, newest
-from ..catalog import runtime_camera
 from ..config import FULL, ConfigError
 from ..errors import json_error
 from ..record import CameraBusy, CameraLike
@@ -216,17 +215,18 @@ def json_table() -> dict[str, Any]:
 
 
 def refused(exc: Exception) -> Response:
-    """The answer to a camera the registry would not take."""
+    """The answer to a camera the registry would not take (in bus mode: its capture
+    process, or none answered)."""
     if isinstance(exc, CameraConflict):
         return json_error(409, str(exc))
+    if isinstance(exc, CameraBusy):
+        return json_error(503, str(exc), **{"Retry-After": "2"})
+    if isinstance(exc, KeyError):
+        return json_error(404, "no such camera (any more)")
     return json_error(400, str(exc))
 
 
-def unchangeable() -> Response | None:
-    """A 409 where cameras cannot change at run time (bus mode's web role), else None."""
-    if get_registry().changeable:
-        return None
-    return json_error(409, "cameras are changed in the capture process's configuration in bus mode")
+MANAGE_ERRORS = (ConfigError, CameraConflict, CameraBusy, KeyError)  # what refused() answers
 
 
 @bp.patch("")
@@ -236,20 +236,13 @@ def change(camera_id: int) -> Response:
     anything else by reopening only this camera.
 
     :raise 400: a bad key or value. :raise 409: its device is another camera's.
+    :raise 503: in bus mode, its capture process did not answer.
     """
-    if (refusal := unchangeable()) is not None:
-        return refusal
-    registry = get_registry()
     camera = get_camera(camera_id)
     changes = json_table()
-    if "id" in changes:
-        return json_error(400, "id: a camera's id cannot change (add a new one, then remove this one)")
-    table = {**registry.current_table(camera.id), **changes}
-    table = {key: value for key, value in table.items() if value is not None}  # null removes a key
     try:
-        config = runtime_camera(camera.id, table, registry.settings)
-        camera = registry.change(config, table)
-    except (ConfigError, CameraConflict) as exc:
+        camera = get_registry().edit(camera.id, changes)
+    except MANAGE_ERRORS as exc:
         return refused(exc)
     return jsonify(record(camera))
 
@@ -257,8 +250,12 @@ def change(camera_id: int) -> Response:
 @bp.delete("")
 @requires("control")
 def remove(camera_id: int) -> Response:
-    """Remove the camera: its streams end, its source is released; 204."""
-    if (refusal := unchangeable()) is not None:
-        return refusal
-    get_registry().remove(get_camera(camera_id).id)
+    """Remove the camera: its streams end, its source is released; 204.
+
+    :raise 503: in bus mode, its capture process did not answer.
+    """
+    try:
+        get_registry().delete(get_camera(camera_id).id)
+    except MANAGE_ERRORS as exc:
+        return refused(exc)
     return Response(status=204)

@@ -16,14 +16,13 @@ from flask import Blueprint, Response, jsonify
 
 from ..access import requires
 from ..appstate import get_registry
-from ..catalog import SourceRefused, check_source, runtime_camera
+from ..catalog import SourceRefused, check_source
 from ..config import ConfigError, parse_source
 from ..errors import json_error
 from ..frames import encode
-from ..registry import CameraConflict
 from ..source_base import SourceError
 from ..sources import open_source
-from .camera import json_table, record, refused, unchangeable
+from .camera import MANAGE_ERRORS, json_table, record, refused
 
 bp = Blueprint("manage", __name__)
 
@@ -39,25 +38,31 @@ def add() -> Response:
     """Add a camera (the keys of a ``[cameras.ID]`` table; ``id`` optional, else the lowest
     free one). It is switched on unless ``autostart`` is false; 201 with its record.
 
+    In bus mode, a capture process adds it: the one ``capture`` names (its owner name, or
+    its host), else the only one.
+
     :raise 400: a bad key or value, or a source a run-time camera may not read.
     :raise 409: the id or the device is another camera's.
+    :raise 503: in bus mode, no capture process answered.
     """
-    if (refusal := unchangeable()) is not None:
-        return refusal
     registry = get_registry()
     table = json_table()
     if "id" not in table:
-        cam_id = registry.free_id()
+        cam_id = None
     elif (
         isinstance(raw_id := table.pop("id"), int) and not isinstance(raw_id, bool) and 0 <= raw_id <= 999_999
     ):
         cam_id = raw_id
     else:
         return json_error(400, f"id: expected a whole number from 0 to 999999, got {str(raw_id)[:20]!r}")
+    capture = table.pop("capture", None)
+    if capture is not None and not (
+        isinstance(capture, str) and 0 < len(capture) <= 200 and capture.isprintable()
+    ):
+        return json_error(400, "capture: expected the name of a capture process (host, or host:pid)")
     try:
-        config = runtime_camera(cam_id, table, registry.settings)
-        camera = registry.add(config, table, start=table.get("autostart", True))
-    except (ConfigError, CameraConflict) as exc:
+        camera = registry.create(table, cam_id, capture)
+    except MANAGE_ERRORS as exc:
         return refused(exc)
     data = record(camera)
     response = jsonify(data)

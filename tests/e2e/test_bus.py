@@ -45,7 +45,9 @@ def test_frames_cross_the_bus_with_their_headers(nats_server: NatsServer, make_b
     assert payload == b"\xff\xd8jpeg" and headers["seq"] == "1"
 
 
-def test_requests_are_answered_off_the_bus_thread(nats_server: NatsServer, make_bus) -> None:
+def test_requests_are_answered_off_the_bus_thread(
+    nats_server: NatsServer, make_bus, caplog: pytest.LogCaptureFixture
+) -> None:
     capture, web = make_bus(nats_server.url), make_bus(nats_server.url)
     assert capture.wait_connected(5) and web.wait_connected(5)
     threads: list[str] = []
@@ -59,6 +61,30 @@ def test_requests_are_answered_off_the_bus_thread(nats_server: NatsServer, make_
     assert wait_for(lambda: ask() == b"status of 3")
     assert "livecam-bus" not in threads
     assert web.request(web.subject("camera", 9, "status"), b"9", timeout=0.2) is None  # nobody answers
+    # A responder that returns None stays silent: the asker hears the one that answers.
+    capture.serve(capture.subject("pick"), lambda payload: None)
+    capture.serve(capture.subject("pick"), lambda payload: b"mine")
+    assert wait_for(lambda: web.request(web.subject("pick"), b"?", timeout=0.5) == b"mine")
+    assert all(web.request(web.subject("pick"), b"?", timeout=0.5) == b"mine" for _ in range(5))
+    assert "answering" not in caplog.text  # silence is no failure
+
+
+def test_a_request_that_ends_its_own_subscription_is_still_answered(
+    nats_server: NatsServer, make_bus
+) -> None:
+    """As a camera's removal, asked on the camera's own subject, ends that subscription."""
+    capture, web = make_bus(nats_server.url), make_bus(nats_server.url)
+    assert capture.wait_connected(5) and web.wait_connected(5)
+    cancels = []
+
+    def remove(payload: bytes) -> bytes:
+        cancels[0]()
+        time.sleep(0.2)  # the subscription is gone by the time the answer goes
+        return b"removed"
+
+    cancels.append(capture.serve(capture.subject("camera", 3, "manage"), remove))
+    assert wait_for(lambda: web.request(web.subject("camera", 3, "manage"), b"", timeout=2) == b"removed")
+    assert web.request(web.subject("camera", 3, "manage"), b"", timeout=0.5) is None  # gone indeed
 
 
 def test_a_bus_without_nats_starts_and_connects_when_nats_comes(make_bus) -> None:

@@ -14,6 +14,7 @@ once a listener's PING is answered after that, whatever was routed to it has arr
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import sys
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -150,6 +152,19 @@ async def close(*roles: Role) -> None:
         await role.client.close()
 
 
+def send(server: Server, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+    """One JSON request; the status and the parsed body."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+    try:
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        conn.request(method, path, body=json.dumps(body).encode() if body else None, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+    finally:
+        conn.close()
+
+
 def test_the_shipped_file_needs_keys_of_your_own(tmp_path: Path) -> None:
     def check(conf: Path) -> subprocess.CompletedProcess[str]:
         command = [str(Path(sys.executable).with_name("nats-server")), "-t", "-c", str(conf)]
@@ -188,6 +203,13 @@ def test_livecam_roles_have_what_they_need(
         conn.close()
     status, body = livecam.request("POST", "/cameras/0/stop")
     assert (status, body["state"]) == (200, "off"), body
+    # A camera added, changed and removed through the web role is done by the capture
+    # process (its catalog heard by every web worker), none of it denied (below).
+    status, body = send(livecam, "POST", "/cameras", {"source": "testsrc:64x48@5", "autostart": False})
+    assert status == 201 and body["id"] == 1, (status, body)
+    status, body = send(livecam, "PATCH", "/cameras/1", {"name": "Yard"})
+    assert (status, body["name"]) == (200, "Yard"), body
+    assert send(livecam, "DELETE", "/cameras/1")[0] == 204
 
     # A second capture process asks who owns the camera, and the first one answers it.
     second = start_capture(CAMERAS, url=site.url, bus_creds=str(site.seeds["site1-capture"]))
@@ -216,6 +238,9 @@ DENIED = {
         ("subscription", "livecam.camera.0.latest"),
         ("subscription", "livecam.camera.0.owner"),
         ("subscription", "livecam.camera.0.interest"),
+        ("publish", "livecam.capture.catalog"),  # a forged catalog: cameras gone from every worker
+        ("subscription", "livecam.cameras.add"),  # to answer adds itself
+        ("subscription", "livecam.camera.0.manage"),
         ("subscription", "livecam.>"),
         ("subscription", "_INBOX.>"),
         ("subscription", ">"),
@@ -224,8 +249,11 @@ DENIED = {
         ("publish", "livecam.camera.0.control"),  # switch a camera
         ("publish", "livecam.camera.0.latest"),
         ("publish", "livecam.camera.0.interest"),
+        ("publish", "livecam.cameras.add"),  # add a camera
+        ("publish", "livecam.camera.0.manage"),  # change or remove one
         ("publish", "livecam._INBOX.forged.1"),
         ("publish", "other.camera.0.state"),
+        ("publish", "other.capture.catalog"),
         ("subscription", "livecam.camera.0.frame.full"),
         ("subscription", "livecam.camera.0.event"),
         ("subscription", "livecam.>"),
@@ -340,28 +368,31 @@ def test_capture_with_the_web_roles_key_says_what_is_denied_once(
 ) -> None:
     seed = site.seeds["site1-web"]
     capture = start_capture(CAMERAS, url=site.url, bus_creds=str(seed))
-    # Its owner question, then a record every second: wait until nats-server has denied it
-    # four records.
-    assert wait_for(lambda: site.messages_from("livecam-capture") >= 5, timeout=20)
+    # Its owner question, then a record and a catalog every second: wait until nats-server
+    # has denied it four records.
+    assert wait_for(lambda: site.messages_from("livecam-capture") >= 9, timeout=20)
     capture.send_signal(signal.SIGTERM)
     assert capture.wait(10) == 0
     said = capture.stdout.read().decode()
 
     line = (
         f"ERROR livecam.bus: frame bus: {site.url} denies livecam-capture (LIVECAM_BUS_CREDS {seed})"
-        " permission to {} to livecam.camera.0.{}: check the role's permissions"
+        " permission to {} to livecam.{}: check the role's permissions"
         " (deploy/nats/livecam.conf)"
     )
     for what, subject in [
-        ("publish", "state"),  # four times, said once
-        ("publish", "owner"),
-        ("subscribe", "owner"),
-        ("subscribe", "control"),
-        ("subscribe", "latest"),
-        ("subscribe", "interest"),
+        ("publish", "camera.0.state"),  # four times, said once
+        ("publish", "camera.0.owner"),
+        ("subscribe", "camera.0.owner"),
+        ("subscribe", "camera.0.control"),
+        ("subscribe", "camera.0.latest"),
+        ("subscribe", "camera.0.interest"),
+        ("subscribe", "camera.0.manage"),
+        ("subscribe", "cameras.add"),
+        ("publish", "capture.catalog"),  # four times, said once
     ]:
         assert said.count(line.format(what, subject)) == 1, said
-    assert said.count(DENIES) == 6, said
+    assert said.count(DENIES) == 9, said
     assert site.keys["site1-web"].seed not in said and site.keys["site1-web"].seed[2:20] not in said
 
 

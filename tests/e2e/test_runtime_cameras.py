@@ -99,6 +99,20 @@ def test_twenty_cameras_come_and_go_while_three_viewers_watch_others(
     assert [c["id"] for c in server.request("GET", "/cameras")[1]] == [0, 1, 2]
 
 
+def test_streams_opened_after_a_change_are_handed_to_the_sender_too(serve: Callable[..., Server]) -> None:
+    """The worker's middleware (Connection: close, the hand-over to the sender) wraps every
+    generation of the app, not the first one alone."""
+    server = serve({"LIVECAM_CAMERAS": "0=testsrc:64x48@10", "LIVECAM_CONTROL_TOKEN": CONTROL})
+    assert send(server, "POST", "/cameras/0/start")[0] == 200
+    assert send(server, "POST", "/cameras", {"source": "testsrc:64x48@10"})[0] == 201
+    for cam_id in (0, 1):
+        conn, response = server.open_stream(f"/cameras/{cam_id}/stream.mjpg")  # Connection: close
+        try:
+            assert next(read_parts(response)).body[:2] == b"\xff\xd8"
+        finally:
+            conn.close()
+
+
 def test_a_restart_brings_back_the_cameras_added_with_their_switches(
     serve: Callable[..., Server], tmp_path: Path
 ) -> None:

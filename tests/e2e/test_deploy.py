@@ -125,7 +125,9 @@ def test_every_dashboard_link_works_through_nginx(livecam: Server, nginx: Nginx,
     page.feed(body.decode())
     assert ("src", f"{prefix}/cameras/0/stream.mjpg") in page.links, page.links
     for attribute, url in page.links:
-        assert url.startswith((f"{prefix}/static/", f"{prefix}/cameras", f"{prefix}/streams.mjpg")), (
+        assert url.startswith(
+            (f"{prefix}/static/", f"{prefix}/cameras", f"{prefix}/streams.mjpg", f"{prefix}/events")
+        ), (
             attribute,
             url,
         )
@@ -135,6 +137,15 @@ def test_every_dashboard_link_works_through_nginx(livecam: Server, nginx: Nginx,
         if url.endswith(".mjpg") or "/streams.mjpg?" in url:
             with open_stream(port, url) as parts:
                 decode(next(parts).body)
+        elif url.endswith("/events"):  # the live events never end: its opening is enough
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", url, headers={"Accept": "text/event-stream"})
+            response = conn.getresponse()
+            assert response.status == 200 and response.getheader("Content-Type").startswith(
+                "text/event-stream"
+            )
+            assert response.readline().startswith(b"retry:")
+            conn.close()
         else:
             assert fetch(port, "GET", url)[0].status == 200, url
 

@@ -122,6 +122,16 @@ def _session_role() -> str | None:
     return role
 
 
+def browser_may_control() -> bool:
+    """Whether this browser may use "control" routes: no control token is set (a page that
+    was shown has passed any view token), or its login session holds the control token.
+
+    Only the session is read: a Bearer header is judged, and counted by the throttle, where
+    a route needs it, so what a page shows never tells whether a guessed token is right.
+    """
+    return not _settings().control_token or _session_role() == "control"
+
+
 def _needed(access: str) -> str | None:
     """The token a route's declared access calls for with the tokens set, or None for none."""
     settings = _settings()

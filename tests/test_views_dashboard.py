@@ -11,14 +11,23 @@ from livecam.appstate import get_registry
 
 
 class Tags(HTMLParser):
-    """Collect every start tag with its attributes."""
+    """Collect every start tag of the page with its attributes; a <template>'s content is
+    not part of the page (a browser leaves it inert), so its tags are kept apart."""
 
     def __init__(self) -> None:
         super().__init__()
         self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.templates: list[tuple[str, dict[str, str | None]]] = []
+        self._in_template = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
+        (self.templates if self._in_template else self.tags).append((tag, dict(attrs)))
+        if tag == "template":
+            self._in_template += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "template":
+            self._in_template -= 1
 
 
 def parse(html: str) -> list[tuple[str, dict[str, str | None]]]:
@@ -39,7 +48,8 @@ def test_dashboard_shows_every_camera_with_a_working_form(client) -> None:
     html = response.get_data(as_text=True)
     assert "Bench" in html and "Door" in html
     tags = parse(html)
-    forms = [attrs for tag, attrs in tags if tag == "form"]
+    # The tiles' forms post; the dialogs' (adding, removing a camera) are the script's.
+    forms = [attrs for tag, attrs in tags if tag == "form" and "action" in attrs]
     assert [f["action"] for f in forms] == ["/cameras/0/toggle", "/cameras/1/toggle"]
     assert all(f["method"] == "post" for f in forms)
     # Only the camera that is on streams; the one that is off shows the no-picture icon.
@@ -49,11 +59,12 @@ def test_dashboard_shows_every_camera_with_a_working_form(client) -> None:
     # A snapshot to download, offered only while there is a picture.
     assert "download" in links["/cameras/0/snapshot.jpg"] and "hidden" not in links["/cameras/0/snapshot.jpg"]
     assert "hidden" in links["/cameras/1/snapshot.jpg"]
-    assert html.count("test pattern") == 2
+    assert html.count('<span class="label">test pattern</span>') == 2
     scripts = [attrs["src"] for tag, attrs in tags if tag == "script"]
     assert scripts == ["/static/dashboard.js"]
     # Nothing from a CDN: every file the page and its style sheet use is livecam's.
     used = {attrs.get("src") or attrs.get("href") for tag, attrs in tags if tag in ("link", "script", "img")}
+    used.discard(None)  # the picture a tried source shows, set by the script
     assert all(url.startswith(("/static/", "/cameras/")) for url in used), used
     icons = {"/static/download.svg", "/static/fullscreen.svg"}
     for url in {url for url in used if url.startswith("/static/")} | icons:
@@ -87,6 +98,82 @@ def test_login_link_when_switching_needs_a_token(make_app) -> None:
     assert ("a", "/login?next=/") in [(tag, attrs.get("href")) for tag, attrs in tags]
     # Where the script sends the browser when a toggle answers 401.
     assert dict(tags)["body"]["data-login-url"] == "/login?next=/"
+
+
+CONTROLS = ("add-button", "edit", "remove")  # the classes of the controls that change cameras
+
+
+def controls(html: str) -> dict[str, int]:
+    """How many of each control that changes cameras the page has, and its dialogs."""
+    tags = parse(html)
+    classes = [set((attrs.get("class") or "").split()) for _, attrs in tags]
+    found = {name: sum(name in c for c in classes) for name in CONTROLS}
+    found["dialogs"] = sum(tag == "dialog" for tag, _ in tags)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("tokens", "login", "may"),
+    [
+        ({}, None, True),  # no token: anyone may control
+        ({"view_token": "watch-only-1"}, "watch-only-1", True),  # control routes need only the view token
+        ({"control_token": "switch-cameras"}, None, False),
+        ({"control_token": "switch-cameras"}, "switch-cameras", True),
+        ({"control_token": "switch-cameras", "view_token": "watch-only-1"}, "watch-only-1", False),
+        ({"control_token": "switch-cameras", "view_token": "watch-only-1"}, "switch-cameras", True),
+    ],
+)
+def test_the_controls_that_change_cameras_are_for_those_who_may_control(
+    make_app, tokens: dict[str, str], login: str | None, may: bool
+) -> None:
+    cameras = {"0": {"source": "testsrc:32x24@5"}, "1": {"source": "testsrc:32x24@5"}}
+    client = make_app({**tokens, "cameras": cameras}).test_client()
+    if login:
+        assert client.post("/login", data={"token": login}).status_code == 303
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    body = dict(parse(html))["body"]
+    if may:
+        # The header's button, each tile's Edit and Remove (hidden until the script shows
+        # them), the two dialogs, and the URLs the script sends to.
+        assert controls(html) == {"add-button": 1, "edit": 2, "remove": 2, "dialogs": 2}
+        assert (body["data-add-url"], body["data-probe-url"]) == ("/cameras", "/cameras/probe")
+        assert all("hidden" in attrs for _, attrs in parse(html) if (attrs.get("class") or "") in CONTROLS)
+    else:
+        assert controls(html) == {"add-button": 0, "edit": 0, "remove": 0, "dialogs": 0}
+        assert "data-add-url" not in body and "data-probe-url" not in body
+
+
+def test_a_bearer_token_on_the_page_does_not_show_the_controls(make_app) -> None:
+    # Only the login session counts: the page never tells whether a guessed token is right.
+    client = make_app(
+        {"control_token": "switch-cameras", "cameras": {"0": {"source": "testsrc"}}}
+    ).test_client()
+    html = client.get("/", headers={"Authorization": "Bearer switch-cameras"}).get_data(as_text=True)
+    assert controls(html)["add-button"] == 0
+
+
+def test_no_controls_where_cameras_cannot_change(make_app, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app({"cameras": {"0": {"source": "testsrc:32x24@5"}}})
+    registry = get_registry(app)
+    monkeypatch.setattr(type(registry), "changeable", property(lambda self: False))  # as in bus mode
+    assert controls(app.test_client().get("/").get_data(as_text=True))["add-button"] == 0
+
+
+def test_the_tile_template_is_blank_and_a_camera_s_name_is_escaped(make_app) -> None:
+    name = '<img src=x onerror=alert(1)> & "quotes"'
+    client = make_app({"cameras": {"0": {"source": "testsrc:32x24@5", "name": name}}}).test_client()
+    html = client.get("/").get_data(as_text=True)
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt; &amp; &#34;quotes&#34;" in html
+    parser = Tags()
+    parser.feed(html)
+    # The tile the script fills in for a camera added later: no camera's id, name or URL.
+    articles = [attrs for tag, attrs in parser.templates if tag == "article"]
+    assert len(articles) == 1 and articles[0]["data-id"] == "" and "id" not in articles[0]
+    urls = [v for _, attrs in parser.templates for k, v in attrs.items() if k in ("href", "src", "action")]
+    assert urls and not any(urls)
+    assert all(tag != "img" for tag, _ in parser.templates)
 
 
 def test_camera_list(client) -> None:

@@ -17,6 +17,12 @@
 // switched elsewhere shows its new state without waiting for the status refresh, and the
 // header's list of events (the recent ones from /events/recent first) stays current. After
 // a drop the browser reconnects by itself and livecam replays what it missed (Last-Event-ID).
+//
+// Cameras come and go while the page is open: the status refresh reads the list, and a
+// camera added anywhere gets its tile (built from the page's <template>, played through the
+// same stream), one removed loses it. A visitor who may control also gets the Add camera
+// dialog (try a source, then save it) and each tile's Edit and Remove; the server renders
+// those controls only for such a visitor, and checks every request anyway.
 "use strict";
 
 const LABELS = { on: "live", error: "no signal" };
@@ -32,8 +38,10 @@ const SAME_CHANGE_S = 0.05; // a record's "since" and its state event's time dif
 const body = document.body;
 const STREAMS_URL = new URL(body.dataset.streamsUrl, location.href);
 const CRLF2 = [13, 10, 13, 10];
+const MANAGE = "addUrl" in body.dataset; // the server offers the controls that change cameras
 
-const cams = [...document.querySelectorAll(".tile")].map((el) => {
+// What the page knows of a tile's camera, and the canvas its frames are drawn on.
+function adopt(el) {
   const view = el.querySelector(".view");
   view.querySelector("noscript")?.remove(); // its picture is for pages without JavaScript
   const canvas = document.createElement("canvas");
@@ -53,6 +61,7 @@ const cams = [...document.querySelectorAll(".tile")].map((el) => {
     stateAt: 0, // the time of the last state event: an older record's state is stale
     context: canvas.getContext("2d"),
     id: el.dataset.id,
+    name: el.querySelector("h2").textContent,
     state: el.dataset.state,
     visible: false, // the IntersectionObserver says so at once
     stamp: "", // X-Timestamp of the newest frame shown
@@ -61,12 +70,20 @@ const cams = [...document.querySelectorAll(".tile")].map((el) => {
     loading: false,
     message: "", // why the last toggle failed
   };
-});
+}
+
+const grid = document.querySelector(".grid");
+const cams = [...grid.querySelectorAll(".tile")].map(adopt); // in id order, as the tiles
 const byId = new Map(cams.map((cam) => [cam.id, cam]));
+// A tile or its canvas: its camera (for the observers).
+const owners = new WeakMap(cams.flatMap((cam) => [[cam.el, cam], [cam.canvas, cam]]));
+let listChanges = 0; // cameras this page added or removed: a list read meanwhile may predate them
+let listsAsked = 0; // reads of the camera list asked for, and the newest one applied
+let listApplied = 0;
 // The camera in focus: the server's choice until the address (#camera-ID) or a click names another.
 let focused = cams.find((cam) => cam.el.classList.contains("focused")) || null;
 let offline = false;
-let stream = null; // {key, controller, openedAt}: the multiplexed stream being read
+let stream = null; // {key, controller, openedAt, stale}: the multiplexed stream being read
 let retryMs = RETRY_MS;
 let retryTimer = 0;
 let settleTimer = 0;
@@ -108,7 +125,7 @@ function wantedKey() {
 function sync(force = false) {
   clearTimeout(retryTimer);
   const key = wantedKey();
-  if (stream && stream.key === key && !force) return;
+  if (stream && stream.key === key && !stream.stale && !force) return;
   if (stream) stream.controller.abort();
   stream = null;
   for (const cam of cams) {
@@ -300,8 +317,20 @@ function setFocus(cam) {
   sync();
 }
 
+// The stream being read carries this camera's frames.
+function carries(cam) {
+  return Boolean(stream) && stream.key.split(",").includes(`${cam.id}:${profileOf(cam)}`);
+}
+
+// The camera stopped (switched off, or reopened with new settings): a stream opened before
+// carries none of its frames from now on, even if the same tiles are wanted again soon.
+function stopped(cam) {
+  if (carries(cam)) stream.stale = true;
+}
+
 function setState(cam, state, error) {
   const was = cam.state;
+  if (state === "off" && was !== "off") stopped(cam);
   cam.state = state;
   cam.el.dataset.state = state;
   if (!cam.el.classList.contains("stalled")) setField(cam.el, "state", LABELS[state] || state);
@@ -317,7 +346,17 @@ function setState(cam, state, error) {
   if (was !== state) syncSoon();
 }
 
+function setName(cam, name) {
+  cam.name = name;
+  cam.el.querySelector("h2").textContent = name;
+  cam.el.querySelector(".view").setAttribute("aria-label", `Watch ${name} live`);
+  cam.canvas.setAttribute("aria-label", `Picture from ${name}`);
+}
+
 function update(cam, record) {
+  if (record.name !== cam.name) setName(cam, record.name); // renamed (here or elsewhere)
+  const label = cam.el.querySelector(".label"); // server-drawn tiles have one for a test pattern only
+  if (label) label.hidden = !record.test_pattern;
   // A record read before a state event arrived must not undo what the event said.
   if (record.since >= cam.stateAt - SAME_CHANGE_S) setState(cam, record.state, record.error);
   setField(cam.el, "fps", record.fps.toFixed(1));
@@ -328,12 +367,24 @@ function update(cam, record) {
 async function refreshStatus() {
   if (document.hidden) return;
   try {
+    const changes = listChanges;
+    const asked = ++listsAsked;
     const response = await fetch(body.dataset.camerasUrl, { headers: { Accept: "application/json" } });
     if (response.status === 401) return goLogin(); // the session expired
     if (!response.ok) throw new Error(response.statusText);
-    for (const record of await response.json()) {
+    const records = await response.json();
+    // A list asked for before this page added or removed a camera, or before a list already
+    // applied, would undo what came since: its cameras come and go with the next one.
+    const current = changes === listChanges && asked > listApplied;
+    if (current) listApplied = asked;
+    for (const record of records) {
       const cam = byId.get(String(record.id));
       if (cam) update(cam, record);
+      else if (current) addTile(record); // added elsewhere
+    }
+    if (current) {
+      const listed = new Set(records.map((record) => String(record.id)));
+      for (const cam of cams.filter((cam) => !listed.has(cam.id))) dropTile(cam); // removed elsewhere
     }
     if (offline) sync(true); // back from an outage: a restart ended the stream
     offline = false;
@@ -377,6 +428,14 @@ function enhance(cam) {
     setFocus(cam);
     view.parentElement.requestFullscreen().catch(() => {}); // refused: the focused tile will do
   });
+
+  const edit = cam.el.querySelector(".edit");
+  const remove = cam.el.querySelector(".remove");
+  if (MANAGE && edit && remove) {
+    edit.hidden = remove.hidden = false;
+    edit.addEventListener("click", () => openEditor(cam));
+    remove.addEventListener("click", () => askRemove(cam));
+  }
 
   setRatio(cam, Number(cam.el.dataset.width), Number(cam.el.dataset.height));
   if (cam.state === "off") showNoPicture(cam);
@@ -481,7 +540,10 @@ function setUnseen(count) {
 // What an event changes on the page.
 function apply(event) {
   const cam = byId.get(String(event.camera));
-  if (!cam) return;
+  if (!cam) {
+    if (event.type === "camera.state") refreshStatus(); // a camera new to this page: its tile now
+    return;
+  }
   if (event.type === "motion.start") setMotion(cam, event.box);
   else if (event.type === "motion.end") setMotion(cam, null);
   else if (event.type === "camera.state") {
@@ -549,25 +611,288 @@ async function enhanceEvents() {
   listen();
 }
 
+// -- tiles come and go -----------------------------------------------------------------
+
+function countTiles() {
+  setField(document, "count", `${cams.length} camera${cams.length === 1 ? "" : "s"}`);
+}
+
+// The tile of a camera added while the page is open, from its record, in id order, playing
+// like the others (the IntersectionObserver asks for the stream with it).
+function addTile(record) {
+  const el = document.getElementById("tile").content.firstElementChild.cloneNode(true);
+  const id = String(record.id);
+  el.id = `camera-${id}`;
+  el.dataset.id = id;
+  el.dataset.url = record.urls.status;
+  el.dataset.state = record.state;
+  el.dataset.width = record.width || "";
+  el.dataset.height = record.height || "";
+  el.querySelector("h2").textContent = record.name;
+  el.querySelector(".view").href = record.urls.stream;
+  el.querySelector(".view").dataset.alt = `Picture from ${record.name}`;
+  el.querySelector("form").action = record.urls.toggle;
+  el.querySelector(".snapshot").href = record.urls.snapshot;
+  const after = cams.find((cam) => Number(cam.id) > record.id) || null;
+  grid.insertBefore(el, after && after.el);
+  const cam = adopt(el);
+  cams.splice(after ? cams.indexOf(after) : cams.length, 0, cam);
+  byId.set(id, cam);
+  owners.set(cam.el, cam).set(cam.canvas, cam);
+  enhance(cam);
+  update(cam, record);
+  watch(cam);
+  countTiles();
+  return cam;
+}
+
+// A removed camera's tile goes; the stream is asked again without it.
+function dropTile(cam) {
+  visibility.unobserve(cam.el);
+  resized.unobserve(cam.canvas);
+  cams.splice(cams.indexOf(cam), 1);
+  byId.delete(cam.id);
+  cam.el.remove();
+  countTiles();
+  if (focused === cam) {
+    focused = null;
+    const next = cams.find((other) => other.state !== "off");
+    if (next) return setFocus(next);
+  }
+  sync();
+}
+
+// -- adding, changing and removing cameras (for a visitor who may control) ---------------
+
+const editor = document.getElementById("camera-dialog");
+const editorForm = editor?.querySelector("form");
+const remover = document.getElementById("remove-dialog");
+let editing = null; // the camera the dialog changes, or null: it adds one
+let removing = null; // the camera the confirmation is about
+let probes = 0; // tries asked for: only the latest one's answer is shown
+
+function field(name) {
+  return editorForm.elements.namedItem(name);
+}
+
+// A JSON request that may change cameras; its answer, or {error} when it is not JSON.
+async function send(method, url, table) {
+  const options = { method, headers: { Accept: "application/json" } };
+  if (table !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(table);
+  }
+  const response = await fetch(url, options);
+  if (response.status === 401) goLogin(); // the session expired
+  const answer = response.status === 204 ? {} : await response.json().catch(() => null);
+  return { response, answer: answer || { error: `livecam answered ${response.status} ${response.statusText}` } };
+}
+
+// The server's one-line message beside the form, its field marked (the message names the key).
+function showFormError(message) {
+  setField(editor, "form-error", message);
+  for (const input of editorForm.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+  const key = /^([a-z_]+)[:.]/.exec(message || "")?.[1];
+  const input = key && field(key);
+  if (input && input.closest("[hidden]") === null) {
+    input.setAttribute("aria-invalid", "true");
+    input.focus();
+  }
+}
+
+function showProbe(answer) {
+  const picture = editor.querySelector(".probe-picture");
+  const facts = editor.querySelector(".probe-facts");
+  const failed = !answer.ok;
+  setField(editor, "probe-error", failed ? answer.error : "");
+  facts.hidden = picture.hidden = failed;
+  if (failed) return;
+  if (String(answer.snapshot).startsWith("data:image/")) picture.src = answer.snapshot;
+  setField(editor, "probe-kind", answer.kind === "jpeg" ? "JPEG frames (MJPEG)" : "video");
+  setField(editor, "probe-size", `${answer.width} × ${answer.height}`);
+  setField(editor, "probe-fps", answer.fps == null ? "unknown" : `${answer.fps} fps`);
+  setField(
+    editor,
+    "probe-passthrough",
+    answer.passthrough ? "yes: its JPEGs are sent on as they come" : "no: livecam encodes each frame",
+  );
+}
+
+function clearProbe() {
+  probes++; // an answer still on its way is not shown
+  const button = editor.querySelector(".try");
+  button.disabled = false;
+  button.textContent = "Try";
+  editor.querySelector(".probe-picture").hidden = editor.querySelector(".probe-facts").hidden = true;
+  editor.querySelector(".probe-picture").removeAttribute("src");
+  setField(editor, "probe-error", "");
+}
+
+// Try the source: what it is and a picture of it, or why it cannot be read (up to 10 s).
+async function tryOut() {
+  clearProbe();
+  const mine = probes;
+  const button = editor.querySelector(".try");
+  button.disabled = true;
+  button.textContent = "Trying…";
+  let shown;
+  try {
+    const { response, answer } = await send("POST", body.dataset.probeUrl, { source: field("source").value });
+    shown = response.ok ? answer : { ok: false, error: answer.error };
+  } catch (err) {
+    shown = { ok: false, error: "livecam did not answer: try again" };
+  }
+  if (mine !== probes) return; // tried again, or the dialog was closed
+  showProbe(shown);
+  button.disabled = false;
+  button.textContent = "Try";
+}
+
+// The dialog, to add a camera (cam null) or change one: name and settings.
+function openEditor(cam) {
+  editing = cam;
+  editorForm.reset();
+  clearProbe();
+  showFormError("");
+  setField(editor, "dialog-title", cam ? `Edit ${cam.name}` : "Add camera");
+  editor.querySelector(".source-part").hidden = Boolean(cam); // its source stays: it may hold a password
+  for (const el of editor.querySelectorAll(".edit-only")) el.hidden = !cam; // "as now"
+  field("rotate").value = cam ? "" : "0";
+  field("autostart").value = cam ? "" : "true";
+  field("name").value = cam ? cam.name : "";
+  editor.showModal();
+  field(cam ? "name" : "source").focus();
+}
+
+// The settings as a camera table: only those given (adding: only those not the default).
+function settingsTable() {
+  const table = {};
+  for (const key of ["width", "fps", "quality"]) {
+    const input = field(key);
+    if (input.validity.badInput) throw new Error(`${key}: must be a number`);
+    if (input.value !== "") table[key] = Number(input.value);
+  }
+  const rotate = field("rotate").value;
+  if (rotate !== "" && (editing || rotate !== "0")) table.rotate = Number(rotate);
+  const autostart = field("autostart").value;
+  if (autostart !== "" && (editing || autostart !== "true")) table.autostart = autostart === "true";
+  return table;
+}
+
+async function save(event) {
+  event.preventDefault();
+  let table;
+  try {
+    table = settingsTable();
+  } catch (err) {
+    return showFormError(err.message);
+  }
+  const cam = editing;
+  const name = field("name").value;
+  if (cam) {
+    if (name.trim() !== cam.name) table.name = name;
+    if (Object.keys(table).length === 0) return editor.close(); // nothing changed
+  } else {
+    table = { source: field("source").value, ...(name.trim() ? { name } : {}), ...table };
+  }
+  const button = editor.querySelector(".save");
+  button.disabled = true;
+  showFormError("");
+  try {
+    const { response, answer } = cam
+      ? await send("PATCH", cam.el.dataset.url, table)
+      : await send("POST", body.dataset.addUrl, table);
+    if (response.status === 401) return;
+    if (!response.ok) return showFormError(answer.error);
+    editor.close();
+    if (cam) {
+      // Anything but a name reopens the camera: the stream is asked again for its new frames.
+      if (Object.keys(table).some((key) => key !== "name")) stopped(cam);
+      if (byId.get(cam.id) === cam) update(cam, answer);
+      syncSoon();
+    } else {
+      listChanges++;
+      const known = byId.get(String(answer.id));
+      if (known) update(known, answer);
+      else addTile(answer);
+    }
+  } catch (err) {
+    showFormError("livecam did not answer: try again");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function askRemove(cam) {
+  removing = cam;
+  setField(remover, "remove-name", cam.name);
+  remover.returnValue = "";
+  remover.showModal();
+}
+
+async function removeCamera(cam) {
+  try {
+    const { response, answer } = await send("DELETE", cam.el.dataset.url);
+    if (response.status === 401) return;
+    if (response.ok || response.status === 404) {
+      // Removed, here or already elsewhere.
+      listChanges++;
+      if (byId.get(cam.id) === cam) dropTile(cam);
+      return;
+    }
+    cam.message = answer.error;
+  } catch (err) {
+    cam.message = "livecam did not answer: try again";
+  }
+  setField(cam.el, "error", cam.message);
+}
+
+function enhanceManage() {
+  if (!MANAGE || !editor || !remover) return;
+  const add = document.querySelector(".add-button");
+  add.hidden = false;
+  add.addEventListener("click", () => openEditor(null));
+  editorForm.addEventListener("submit", save);
+  editorForm.addEventListener("input", () => showFormError("")); // it was about other values
+  editor.querySelector(".try").addEventListener("click", tryOut);
+  editor.querySelector(".cancel").addEventListener("click", () => editor.close());
+  editor.addEventListener("close", () => clearProbe());
+  remover.addEventListener("close", () => {
+    if (remover.returnValue === "remove" && removing) removeCamera(removing);
+    removing = null;
+  });
+}
+
 // Tiles scrolled out of sight (on a phone, most of them) are left out of the stream.
 const visibility = new IntersectionObserver((entries) => {
-  for (const entry of entries) cams.find((cam) => cam.el === entry.target).visible = entry.isIntersecting;
+  for (const entry of entries) {
+    const cam = owners.get(entry.target);
+    if (cam) cam.visible = entry.isIntersecting;
+  }
   syncSoon();
 });
 
 // A motion box follows its picture when the tile changes size (focus, fullscreen, the window).
 const resized = new ResizeObserver((entries) => {
-  for (const entry of entries) placeBox(cams.find((cam) => cam.canvas === entry.target));
+  for (const entry of entries) {
+    const cam = owners.get(entry.target);
+    if (cam) placeBox(cam);
+  }
 });
+
+function watch(cam) {
+  visibility.observe(cam.el);
+  resized.observe(cam.canvas);
+}
 
 for (const cam of cams) {
   enhance(cam);
-  visibility.observe(cam.el);
-  resized.observe(cam.canvas);
+  watch(cam);
 }
 const named = cams.find((cam) => `#${cam.el.id}` === location.hash);
 if (named) setFocus(named);
 document.addEventListener("visibilitychange", () => sync());
 setInterval(refreshStatus, STATUS_MS);
 setInterval(checkStalls, CHECK_MS);
+enhanceManage();
 enhanceEvents();

@@ -10,6 +10,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 from .. import streams
 from ..access import public, requires
 from ..appstate import get_registry
+from ..auth import browser_may_control
 from ..config import FULL
 from ..errors import json_error
 from ..integers import parse_int
@@ -27,6 +28,9 @@ def index() -> str:
     With JavaScript every tile in view plays live through one multiplexed stream (see
     dashboard.js). Without it the first camera on streams and the others show a snapshot:
     each MJPEG <img> holds one of the six connections an HTTP/1.1 browser opens to a site.
+
+    A browser that may control sees the controls that add, change and remove cameras, where
+    cameras can change at run time (not in bus mode's web role); they need JavaScript.
     """
     registry = get_registry()
     records = [record(camera) for camera in registry]
@@ -35,7 +39,8 @@ def index() -> str:
     login = None
     if registry.settings.view_token or registry.settings.control_token:
         login = url_for("auth.login", next=request.full_path.rstrip("?"))
-    return render_template("dashboard.html", cameras=records, focus=focus, login=login)
+    manage = registry.changeable and browser_may_control()
+    return render_template("dashboard.html", cameras=records, focus=focus, login=login, manage=manage)
 
 
 @bp.get("/cameras")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
 import threading
@@ -10,12 +11,13 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from helpers import ROOT, Server, decode, read_messages, wait_for
+from helpers import ROOT, Server, decode, free_port, read_messages, wait_for
 from hostile_camera import HostileCamera
 from nginx_proxy import Nginx
 
@@ -366,6 +368,9 @@ def test_dashboard_without_javascript(eight_cameras: Server, browser: Browser) -
     page, _ = open_page(browser, address(eight_cameras), java_script_enabled=False)
     expect(page.locator(".events-button")).to_be_hidden()  # the list of events needs JavaScript
     expect(page.locator(".motion-label").first).to_be_hidden()
+    # Adding, changing and removing cameras need JavaScript: their controls stay hidden.
+    for control in (".add-button", "#camera-0 .edit", "#camera-0 .remove", "#camera-dialog"):
+        expect(page.locator(control)).to_be_hidden()
     # Every camera shows a picture: a snapshot, and the one in focus its live stream.
     wait_for_pictures(page)
     sources = [img.get_attribute("src") for img in page.locator(".view img").all()]
@@ -411,6 +416,191 @@ def test_login_then_live_view(serve: Callable[..., Server], browser: Browser) ->
     page.wait_for_url(re.compile(r"/login\?next=/$"), timeout=5000)
     expect(page.locator("input[name=token]")).to_be_visible()
     expect(page.locator("input[name=next]")).to_have_value("/")
+    assert problems == []
+    page.context.close()
+
+
+CONTROL = "switch-cameras-1"
+
+
+def api(server: Server, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+    """A plain HTTP request with the control token, as curl sends it; the status and the JSON."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+    try:
+        headers = {"Authorization": f"Bearer {CONTROL}", "Accept": "application/json"}
+        data = None
+        if body is not None:
+            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+    finally:
+        conn.close()
+
+
+def log_in(browser: Browser, url: str, token: str) -> tuple[Page, list[str]]:
+    """The dashboard at ``url``, reached through its login form with ``token``."""
+    page, problems = open_page(browser, f"{url}login?next=/")
+    page.locator("input[name=token]").fill(token)
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(url)
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    page.evaluate("window.sameDocument = true")  # gone if the page is ever loaded again
+    return page, problems
+
+
+@pytest.fixture(params=["direct", "subpath"])
+def control_site(
+    request: pytest.FixtureRequest,
+    serve: Callable[..., Server],
+    tmp_path: Path,
+    certificate: tuple[Path, Path],
+) -> Iterator[tuple[Server, str]]:
+    """One camera on, with a control token; the dashboard's address straight to gunicorn, or
+    under nginx's /livecam/ sub-path (every URL the dialog sends to comes from the server)."""
+    env = {"LIVECAM_CAMERAS": "0=testsrc:320x240@10", "LIVECAM_CONTROL_TOKEN": CONTROL}
+    subpath = request.param == "subpath"
+    server = serve({**env, "LIVECAM_PROXY_HOPS": "1"} if subpath else env)
+    assert api(server, "POST", "/cameras/0/start")[0] == 200
+    if not subpath:
+        yield server, address(server)
+        return
+    nginx = Nginx(tmp_path / "nginx", server.port, *certificate)
+    try:
+        nginx.wait_ready()
+        yield server, f"http://127.0.0.1:{nginx.ports['subpath']}/livecam/"
+    finally:
+        nginx.stop()
+
+
+def test_a_camera_added_in_the_dialog_plays_beside_the_others_then_is_renamed_and_removed(
+    control_site: tuple[Server, str], browser: Browser
+) -> None:
+    server, url = control_site
+    page, problems = log_in(browser, url, CONTROL)
+    expect(page.locator("#camera-0 .badge")).to_have_text("live")
+    dialog = page.locator("#camera-dialog")
+    page.get_by_role("button", name="Add camera").click()
+    expect(dialog).to_be_visible()
+    source = dialog.get_by_label("Source")
+    expect(source).to_be_focused()
+
+    # A source livecam refuses: its one-line message, from Try and from Save, beside the form.
+    bad = {"source": "ftp://192.0.2.7/cam"}
+    status, refused = api(server, "POST", "/cameras", bad)
+    assert status == 400 and refused["error"].startswith("source: ")
+    source.fill(bad["source"])
+    dialog.get_by_role("button", name="Try").click()
+    expect(dialog.locator(".probe-failed")).to_have_text(refused["error"])
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog.locator(".form-error")).to_have_text(refused["error"])
+    expect(source).to_have_attribute("aria-invalid", "true")
+    # One that cannot be read: Try says why.
+    source.fill(f"http://127.0.0.1:{free_port()}/video.mjpg")
+    dialog.get_by_role("button", name="Try").click()
+    expect(dialog.locator(".probe-failed")).not_to_be_empty(timeout=12_000)
+    expect(dialog.locator(".probe-picture")).to_be_hidden()
+
+    # A second test pattern: Try shows what it is and its picture; Save adds it.
+    source.fill("testsrc:160x120@10")
+    dialog.get_by_role("button", name="Try").click()
+    expect(dialog.locator(".probe-picture")).to_be_visible(timeout=12_000)
+    assert shows(page, "document.querySelector('.probe-picture').naturalWidth === 320")  # the 320 px snapshot
+    expect(dialog.locator(".probe-failed")).to_be_empty()
+    expect(dialog.locator('[data-field="probe-size"]')).to_have_text("160 × 120")
+    expect(dialog.locator('[data-field="probe-kind"]')).to_have_text("video")
+    expect(dialog.locator('[data-field="probe-passthrough"]')).to_contain_text("no")
+    page.screenshot(path=ARTIFACTS / "dashboard-add-camera.png")
+    dialog.get_by_label("Name").fill("Porch")
+    dialog.get_by_label("JPEG quality").fill("70")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    tile = page.locator("#camera-1")
+    expect(tile.locator("h2")).to_have_text("Porch")
+    expect(page.locator(".count")).to_have_text("2 cameras")
+    added = api(server, "GET", "/cameras/1")[1]
+    assert added["name"] == "Porch" and added["profiles"]["full"]["quality"] == 70
+    prefix = "/livecam" if "/livecam/" in url else ""
+    assert tile.locator(".view").get_attribute("href") == f"{prefix}/cameras/1/stream.mjpg"
+    # It plays beside the other, through the one multiplexed stream, with no reload.
+    expect(tile).to_have_class(re.compile(r"\blive\b"))
+    expect(tile.locator(".badge")).to_have_text("live", timeout=5000)
+    wait_for_pictures(page)
+    wait_until_every_tile_moves(page)
+    assert wait_for(lambda: streams(server) == 1)
+    assert api(server, "GET", "/cameras/1")[1]["viewers"] == 1
+    page.screenshot(path=ARTIFACTS / f"dashboard-added-{'subpath' if prefix else 'direct'}.png")
+
+    # Edit renames it, here and for livecam; a new quality reopens the camera, and its tile
+    # plays again at once (the page asks for the stream again rather than wait for a stall).
+    tile.get_by_role("button", name="Edit").click()
+    expect(dialog.locator("h2")).to_have_text("Edit Porch")
+    expect(dialog.get_by_label("Source")).to_be_hidden()
+    expect(dialog.get_by_label("Name")).to_have_value("Porch")
+    dialog.get_by_label("Name").fill("Back porch")
+    dialog.get_by_label("JPEG quality").fill("50")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    expect(tile.locator("h2")).to_have_text("Back porch")
+    changed = api(server, "GET", "/cameras/1")[1]
+    assert changed["name"] == "Back porch" and changed["profiles"]["full"]["quality"] == 50
+    wait_until_every_tile_moves(page, changes=2, timeout=2.5)
+    expect(tile).not_to_have_class(re.compile(r"\bstalled\b"))
+
+    # Remove asks first; Cancel keeps it, Remove removes it.
+    confirm = page.locator("#remove-dialog")
+    tile.get_by_role("button", name="Remove").click()
+    expect(confirm).to_contain_text("Remove Back porch?")
+    confirm.get_by_role("button", name="Cancel").click()
+    expect(confirm).to_be_hidden()
+    expect(tile).to_be_visible()
+    tile.get_by_role("button", name="Remove").click()
+    confirm.get_by_role("button", name="Remove").click()
+    expect(tile).to_have_count(0)
+    assert api(server, "GET", "/cameras/1")[0] == 404
+    expect(page.locator(".count")).to_have_text("1 camera")
+    wait_until_every_tile_moves(page, changes=2)  # the other tile still plays
+    assert page.evaluate("window.sameDocument") is True
+    assert problems == []
+    page.context.close()
+
+
+def test_cameras_added_and_removed_elsewhere_come_and_go_on_an_open_page_without_the_controls(
+    serve: Callable[..., Server], browser: Browser
+) -> None:
+    env = {
+        "LIVECAM_CAMERAS": "0=testsrc:320x240@10",
+        "LIVECAM_CONTROL_TOKEN": CONTROL,
+        "LIVECAM_VIEW_TOKEN": TOKEN,
+    }
+    server = serve(env)
+    assert api(server, "POST", "/cameras/0/start")[0] == 200
+    page, problems = log_in(browser, address(server), TOKEN)  # may watch, not control
+    expect(page.locator("#camera-0 .badge")).to_have_text("live")
+    # No control right: none of the controls that change cameras, nor their dialogs.
+    for control in (".add-button", ".edit", ".remove", "dialog"):
+        expect(page.locator(control)).to_have_count(0)
+
+    # Added with a plain HTTP request: its tile comes within a few seconds and plays.
+    status, added = api(server, "POST", "/cameras", {"source": "testsrc:160x120@10", "name": "Shed"})
+    assert status == 201
+    tile = page.locator(f"#camera-{added['id']}")
+    expect(tile.locator("h2")).to_have_text("Shed", timeout=3000)
+    expect(tile.locator(".edit")).to_have_count(0)
+    expect(tile.locator(".badge")).to_have_text("live", timeout=5000)
+    wait_for_pictures(page)
+    wait_until_every_tile_moves(page)
+    # Renamed elsewhere: the tile follows.
+    assert api(server, "PATCH", f"/cameras/{added['id']}", {"name": "Tool shed"})[0] == 200
+    expect(tile.locator("h2")).to_have_text("Tool shed", timeout=3000)
+    # Removed with a plain HTTP request: its tile goes, and the other one plays on.
+    assert api(server, "DELETE", f"/cameras/{added['id']}")[0] == 204
+    expect(tile).to_have_count(0, timeout=3000)
+    expect(page.locator(".tile")).to_have_count(1)
+    wait_until_every_tile_moves(page, changes=2)
+    assert wait_for(lambda: streams(server) == 1)
+    assert page.evaluate("window.sameDocument") is True
     assert problems == []
     page.context.close()
 

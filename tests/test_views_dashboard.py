@@ -154,13 +154,6 @@ def test_a_bearer_token_on_the_page_does_not_show_the_controls(make_app) -> None
     assert controls(html)["add-button"] == 0
 
 
-def test_no_controls_where_cameras_cannot_change(make_app, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = make_app({"cameras": {"0": {"source": "testsrc:32x24@5"}}})
-    registry = get_registry(app)
-    monkeypatch.setattr(type(registry), "changeable", property(lambda self: False))  # as in bus mode
-    assert controls(app.test_client().get("/").get_data(as_text=True))["add-button"] == 0
-
-
 def test_the_tile_template_is_blank_and_a_camera_s_name_is_escaped(make_app) -> None:
     name = '<img src=x onerror=alert(1)> & "quotes"'
     client = make_app({"cameras": {"0": {"source": "testsrc:32x24@5", "name": name}}}).test_client()

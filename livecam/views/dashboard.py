@@ -29,8 +29,8 @@ def index() -> str:
     dashboard.js). Without it the first camera on streams and the others show a snapshot:
     each MJPEG <img> holds one of the six connections an HTTP/1.1 browser opens to a site.
 
-    A browser that may control sees the controls that add, change and remove cameras, where
-    cameras can change at run time (not in bus mode's web role); they need JavaScript.
+    A browser that may control sees the controls that add, change and remove cameras (in
+    bus mode too: a capture process makes the change); they need JavaScript.
     """
     registry = get_registry()
     records = [record(camera) for camera in registry]
@@ -39,7 +39,7 @@ def index() -> str:
     login = None
     if registry.settings.view_token or registry.settings.control_token:
         login = url_for("auth.login", next=request.full_path.rstrip("?"))
-    manage = registry.changeable and browser_may_control()
+    manage = browser_may_control()
     return render_template("dashboard.html", cameras=records, focus=focus, login=login, manage=manage)
 
 

@@ -46,12 +46,22 @@ class LinkCollector(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.links: list[tuple[str, str]] = []
+        self._template = 0  # inside a <template>: inert, as a browser reads it
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        """Keep every (attribute, URL) pair of the tag."""
+        """Keep every (attribute, URL) pair of the tag, outside templates."""
+        if tag == "template":
+            self._template += 1
+        if self._template:
+            return
         for name, value in attrs:
             if value is not None and (name in ("href", "src", "action") or name.endswith("-url")):
                 self.links.append((name, value))
+
+    def handle_endtag(self, tag: str) -> None:
+        """Leave a template."""
+        if tag == "template":
+            self._template = max(0, self._template - 1)
 
 
 @pytest.fixture
@@ -107,7 +117,9 @@ def test_toggles_through_nginx(livecam: Server, nginx: Nginx, variant: str) -> N
         next(parts)
         response, body = fetch(port, "POST", record["urls"]["toggle"], {"Accept": "application/json"})
         assert (response.status, json.loads(body)["state"]) == (200, "off")
-        assert list(parts) == []  # the stream ends through nginx too
+        # The stream ends through nginx too; a part sent before the switch may still be on its
+        # way (another connection answered the switch), never more than that one.
+        assert len(list(parts)) <= 1
     response, _ = fetch(port, "POST", record["urls"]["toggle"], {"Accept": "text/html"})
     assert (response.status, response.getheader("Location")) == (303, f"{prefix}/#camera-1")
     assert livecam.record(1)["state"] in ("starting", "on")
@@ -131,7 +143,9 @@ def test_every_dashboard_link_works_through_nginx(livecam: Server, nginx: Nginx,
             attribute,
             url,
         )
-    for url in {url for attribute, url in page.links if attribute != "action"}:
+    # Forms and the add and probe URLs are for POST requests, which other tests make.
+    posted = ("action", "data-add-url", "data-probe-url")
+    for url in {url for attribute, url in page.links if attribute not in posted}:
         if url.endswith("/streams.mjpg"):  # the dashboard's script names the cameras it wants
             url += "?cameras=0:preview,1:full"
         if url.endswith(".mjpg") or "/streams.mjpg?" in url:

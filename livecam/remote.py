@@ -341,7 +341,13 @@ class RemoteCamera:
         feeds = self._feeds
         if profile not in feeds:
             return  # a profile the camera no longer has
-        feeds[profile].publish(frame.jpeg, frame.timestamp or time.time(), placeholder=frame.placeholder)
+        broadcaster = feeds[profile]
+        latest = broadcaster.latest
+        if latest is not None and frame.timestamp and latest.timestamp == frame.timestamp:
+            # The frame a new viewer asked for (latest) may also come by the subscription, or
+            # the other way round: a viewer never gets it twice.
+            return
+        broadcaster.publish(frame.jpeg, frame.timestamp or time.time(), placeholder=frame.placeholder)
 
     def _subscribe_frames(self, profile: str) -> Callable[[], None]:
         """Receive ``profile``'s frames, each checked by wire.py first."""

@@ -165,7 +165,7 @@ def test_two_hundred_subscribers_hold_no_thread(livecam: Server) -> None:
     finally:
         for sock in clients:
             sock.close()
-    assert wait_for(lambda: health(livecam)["event_streams"] == 0)  # each noticed as it closed
+    assert wait_for(lambda: health(livecam)["event_streams"] == 0, timeout=30)  # each noticed as it closed
 
 
 def test_a_subscriber_that_never_reads_is_cut_off_and_its_socket_reset(

@@ -276,6 +276,26 @@ class Server:
         finally:
             conn.close()
 
+    def send_json(
+        self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None
+    ) -> tuple[int, Any]:
+        """One request with a JSON body (when given), as curl sends it; the status and the
+        parsed body (None when empty)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        try:
+            headers = {"Accept": "application/json"}
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            data = None
+            if body is not None:
+                data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
+            conn.request(method, path, body=data, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+        finally:
+            conn.close()
+
     def record(self, cam_id: int) -> dict:
         """A camera's status record."""
         status, body = self.request("GET", f"/cameras/{cam_id}")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import ROOT, Server
+from livecam.bus import FrameBus
 from nats_server import NatsServer
 
 
@@ -40,6 +41,15 @@ def nats_server() -> Iterator[NatsServer]:
     server = NatsServer().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def attacker(nats_server: NatsServer) -> Iterator[FrameBus]:
+    """A NATS client with no livecam role: it publishes whatever it likes."""
+    bus = FrameBus(nats_server.url, name="attacker").start()
+    assert bus.wait_connected(5)
+    yield bus
+    bus.close()
 
 
 CAPTURE_CAMERAS = "0=testsrc:160x120@20,1=testsrc:64x48@10"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import re
 import socket
 import threading
@@ -425,18 +424,7 @@ CONTROL = "switch-cameras-1"
 
 def api(server: Server, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
     """A plain HTTP request with the control token, as curl sends it; the status and the JSON."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
-    try:
-        headers = {"Authorization": f"Bearer {CONTROL}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        conn.request(method, path, body=data, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-        return response.status, json.loads(raw) if raw else None
-    finally:
-        conn.close()
+    return server.send_json(method, path, body, CONTROL)
 
 
 def log_in(browser: Browser, url: str, token: str) -> tuple[Page, list[str]]:

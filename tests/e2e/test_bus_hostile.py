@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -21,15 +21,6 @@ from livecam.bus import FrameBus
 from nats_server import NatsServer
 
 CAMERAS = "0=testsrc:160x120@20"
-
-
-@pytest.fixture
-def attacker(nats_server: NatsServer) -> Iterator[FrameBus]:
-    """A NATS client with no livecam role: it publishes whatever it likes."""
-    bus = FrameBus(nats_server.url, name="attacker").start()
-    assert bus.wait_connected(5)
-    yield bus
-    bus.close()
 
 
 @pytest.fixture

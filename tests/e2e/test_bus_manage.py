@@ -3,7 +3,6 @@ a capture process and kept there, served by every worker of every host within se
 
 from __future__ import annotations
 
-import http.client
 import json
 import signal
 import subprocess
@@ -13,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from helpers import Part, Server, decode, read_parts, wait_for
 from livecam import wire
@@ -25,17 +23,7 @@ CAMERAS = "0=testsrc:160x120@20"
 
 def send(server: Server, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     """One JSON request; the status and the parsed body."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
-    try:
-        headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        conn.request(
-            method, path, body=json.dumps(body).encode() if body is not None else None, headers=headers
-        )
-        response = conn.getresponse()
-        raw = response.read()
-        return response.status, json.loads(raw) if raw else None
-    finally:
-        conn.close()
+    return server.send_json(method, path, body)
 
 
 def everywhere(
@@ -68,15 +56,6 @@ def next_live(parts: Iterator[Part], shape: tuple[int, int, int], within: float 
 def ends_within(parts: Iterator[Part], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     return all(time.monotonic() < deadline for _ in parts)
-
-
-@pytest.fixture
-def attacker(nats_server: NatsServer) -> Iterator[FrameBus]:
-    """A NATS client with no livecam role: it sends whatever it likes."""
-    bus = FrameBus(nats_server.url, name="attacker").start()
-    assert bus.wait_connected(5)
-    yield bus
-    bus.close()
 
 
 def test_a_camera_added_on_one_host_is_served_on_every_host_kept_changed_and_removed(

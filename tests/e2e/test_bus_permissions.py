@@ -14,7 +14,6 @@ once a listener's PING is answered after that, whatever was routed to it has arr
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import signal
 import subprocess
@@ -154,15 +153,7 @@ async def close(*roles: Role) -> None:
 
 def send(server: Server, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
     """One JSON request; the status and the parsed body."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
-    try:
-        headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        conn.request(method, path, body=json.dumps(body).encode() if body else None, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-        return response.status, json.loads(raw) if raw else None
-    finally:
-        conn.close()
+    return server.send_json(method, path, body or None)
 
 
 def test_the_shipped_file_needs_keys_of_your_own(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@ a restart brings the changes back, and a thousand requests leak nothing."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -20,18 +18,7 @@ FRAME = 1 / 20
 
 def send(server: Server, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     """One JSON request with the control token; the status and the parsed body."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-    try:
-        headers = {"Authorization": f"Bearer {CONTROL}", "Accept": "application/json"}
-        data = None
-        if body is not None:
-            data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
-        conn.request(method, path, body=data, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-        return response.status, json.loads(raw) if raw else None
-    finally:
-        conn.close()
+    return server.send_json(method, path, body, CONTROL)
 
 
 class Watcher(threading.Thread):

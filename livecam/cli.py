@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -192,6 +193,10 @@ def capture(args: argparse.Namespace) -> int:
         settings.bus, settings.bus_prefix, name="livecam-capture", creds=settings.bus_creds
     ).start()
     role = CaptureRole(registry, bus)
+    # What startup made lives as long as the process: a full collection need not scan it
+    # while the capture threads wait for the interpreter.
+    gc.collect()
+    gc.freeze()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: role.stop())
     try:

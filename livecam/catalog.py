@@ -136,4 +136,9 @@ def apply(settings: Settings, catalog: Catalog) -> dict[int, CameraConfig]:
                 RUNTIME_FILE,
             )
         cameras[cam_id] = config
+    if catalog.tables or catalog.removed:
+        # Say where cameras the configuration does not name come from (or where one went).
+        kept = ", ".join(str(cam_id) for cam_id in sorted(catalog.tables)) or "none"
+        gone = ", ".join(str(cam_id) for cam_id in sorted(catalog.removed)) or "none"
+        log.info("cameras added or changed at run time: %s; removed: %s (%s)", kept, gone, RUNTIME_FILE)
     return dict(sorted(cameras.items()))

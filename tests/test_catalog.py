@@ -3,6 +3,7 @@ configuration at startup."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -74,7 +75,10 @@ def test_a_run_time_table_is_checked_as_the_configurations() -> None:
             runtime_camera(4, table, settings)
 
 
-def test_kept_changes_are_laid_over_the_configuration(tmp_path: Path) -> None:
+def test_kept_changes_are_laid_over_the_configuration(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "livecam")
     settings = load_settings(environ={}, overrides={"cameras": "0=testsrc,1=testsrc,2=testsrc"})
     kept = Catalog({1: {"source": "testsrc", "name": "Changed"}, 7: {"source": "testsrc:64x48@5"}}, {2})
     assert catalog.save(tmp_path, kept)
@@ -83,6 +87,7 @@ def test_kept_changes_are_laid_over_the_configuration(tmp_path: Path) -> None:
     cameras = catalog.apply(settings, loaded)
     assert list(cameras) == [0, 1, 7]
     assert cameras[1].name == "Changed" and cameras[7].source.width == 64
+    assert "cameras added or changed at run time: 1, 7; removed: 2 (runtime-cameras.json)" in caplog.text
 
 
 def test_a_kept_table_that_no_longer_passes_is_left_out(

@@ -361,6 +361,8 @@ function update(cam, record) {
   if (record.since >= cam.stateAt - SAME_CHANGE_S) setState(cam, record.state, record.error);
   setField(cam.el, "fps", record.fps.toFixed(1));
   setField(cam.el, "viewers", record.viewers);
+  cam.width = record.width;
+  cam.fps = record.fps;
   setRatio(cam, record.width, record.height);
 }
 
@@ -760,6 +762,9 @@ function openEditor(cam) {
   field("rotate").value = cam ? "" : "0";
   field("autostart").value = cam ? "" : "true";
   field("name").value = cam ? cam.name : "";
+  // Editing, an empty field keeps what the camera does now: show that as the field's hint.
+  field("width").placeholder = cam ? cam.width || "" : "";
+  field("fps").placeholder = cam && cam.fps ? cam.fps.toFixed(1) : "";
   editor.showModal();
   field(cam ? "name" : "source").focus();
 }

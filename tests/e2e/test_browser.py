@@ -522,10 +522,13 @@ def test_a_camera_added_in_the_dialog_plays_beside_the_others_then_is_renamed_an
 
     # Edit renames it, here and for livecam; a new quality reopens the camera, and its tile
     # plays again at once (the page asks for the stream again rather than wait for a stall).
+    changed_from = api(server, "GET", "/cameras/1")[1]
     tile.get_by_role("button", name="Edit").click()
     expect(dialog.locator("h2")).to_have_text("Edit Porch")
     expect(dialog.get_by_label("Source")).to_be_hidden()
     expect(dialog.get_by_label("Name")).to_have_value("Porch")
+    # An empty setting keeps what the camera does now, shown as the field's hint.
+    expect(dialog.get_by_label("Width")).to_have_attribute("placeholder", str(changed_from["width"]))
     dialog.get_by_label("Name").fill("Back porch")
     dialog.get_by_label("JPEG quality").fill("50")
     dialog.get_by_role("button", name="Save").click()

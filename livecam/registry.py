@@ -112,7 +112,8 @@ class Registry:
         self.watcher: Watcher | None = None
         self.site: SiteCameras | None = None  # the capture processes' catalogs (web role)
         self._change_lock = threading.Lock()  # one run-time change at a time
-        self._listeners: list[Callable[[], None]] = []  # told after each camera added or removed
+        # Told after each camera added, changed or removed; those that asked, after a rename too.
+        self._listeners: list[tuple[Callable[[], None], bool]] = []
         if remote:
             assert settings.bus, "remote cameras need a frame bus"
             self.bus = FrameBus(
@@ -153,9 +154,10 @@ class Registry:
 
     # -- run-time changes ----------------------------------------------------------------
 
-    def listen(self, listener: Callable[[], None]) -> None:
-        """Call ``listener()`` after each camera added or removed (the app builds its routes anew)."""
-        self._listeners.append(listener)
+    def listen(self, listener: Callable[[], None], renames: bool = False) -> None:
+        """Call ``listener()`` after each camera added, changed or removed (the app builds its
+        routes anew), and after a camera renamed if ``renames`` (MQTT's device names)."""
+        self._listeners.append((listener, renames))
 
     def current_table(self, cam_id: int) -> dict[str, Any]:
         """A camera's settings as a table: as changed at run time, else as configured."""
@@ -360,19 +362,23 @@ class Registry:
             old = self._local[config.id]
             self._check_device(config)
             self._catalog.tables[config.id] = table
-            if replace(old.config, name=config.name) == config:
+            renamed = replace(old.config, name=config.name) == config
+            if renamed:
                 old.rename(config.name)
                 self._save_catalog()
-                log.info("camera %s renamed %s", config.id, config.name)
-                return old
-            was_on = old.is_on
-            old.stop()
-            camera = self._new_camera(config)
-            self._put(config.id, camera)
-            if was_on:
-                self.switch(camera.start)
-        log.info("camera %s (%s) changed at run time", config.id, config.name)
-        self._changed()
+                camera: CameraLike = old
+            else:
+                was_on = old.is_on
+                old.stop()
+                camera = self._new_camera(config)
+                self._put(config.id, camera)
+                if was_on:
+                    self.switch(camera.start)
+        if renamed:
+            log.info("camera %s renamed %s", config.id, config.name)
+        else:
+            log.info("camera %s (%s) changed at run time", config.id, config.name)
+        self._changed(rename=renamed)
         return camera
 
     def remove(self, cam_id: int) -> None:
@@ -418,9 +424,10 @@ class Registry:
     def _save_catalog(self) -> None:
         catalog.save(self.state_dir, self._catalog)
 
-    def _changed(self) -> None:
-        for listener in self._listeners:
-            listener()
+    def _changed(self, rename: bool = False) -> None:
+        for listener, renames in self._listeners:
+            if renames or not rename:
+                listener()
 
     def get(self, cam_id: int) -> CameraLike | None:
         """The camera with this id, or None."""

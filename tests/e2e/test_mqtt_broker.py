@@ -298,7 +298,7 @@ def test_a_wrong_password_is_one_clear_line_and_livecam_still_serves(
     assert "wrong-Pa55" not in caplog.text
 
 
-def test_cameras_added_and_removed_at_run_time(
+def test_cameras_added_renamed_and_removed_at_run_time(
     livecam: Callable[..., Registry], subscribe: Callable[..., Subscriber], broker: Mosquitto
 ) -> None:
     registry = livecam("runtime", {"0": DOOR})
@@ -310,6 +310,12 @@ def test_cameras_added_and_removed_at_run_time(
     config = json.loads(ha.wait_for("ha-runtime/sensor/runtime_5/state/config").payload)
     assert config["device"]["name"] == "Garage" and config["state_topic"] == "runtime/camera/5/state"
     ha.wait_for("runtime/camera/5/state", b"on")
+    # A new name reaches Home Assistant at once: its device is named anew.
+    after = len(ha.messages)
+    renamed = {"source": "testsrc:64x48@5", "name": "Workshop"}
+    registry.change(runtime_camera(5, renamed, registry.settings), renamed)
+    config = json.loads(ha.wait_for("ha-runtime/sensor/runtime_5/state/config", after=after).payload)
+    assert config["device"]["name"] == "Workshop"
     after = len(ha.messages)
     registry.remove(5)
     for topic in (

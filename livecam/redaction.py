@@ -89,3 +89,14 @@ def url_port(url: str) -> str | None:
         return after[1:] if after.startswith(":") else None
     _, colon, port = parts.host.rpartition(":")
     return port if colon else None
+
+
+def redact_endpoint(url: str) -> str:
+    """``url`` with its credentials and its whole path and query masked: receivers such as
+    Home Assistant's, Slack's and Discord's webhooks take their secret in the path."""
+    shown = redact(url)  # first: a password holding "/" must not be taken for a host
+    parts = split_url(shown)
+    if parts is None or parts.rest in ("", "/"):
+        return shown
+    userinfo = "" if parts.userinfo is None else f"{parts.userinfo}@"
+    return f"{parts.scheme}://{userinfo}{parts.host}/{MASK}"

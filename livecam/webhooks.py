@@ -7,19 +7,22 @@ streaming or another receiver. A full queue lets its oldest event go.
 
 Each event is one POST of ``Event.json()``; an attempt ends ``timeout`` seconds after it
 began, however slowly the receiver trickles its answer. A 2xx is delivered; a 408, 429, 5xx,
-timeout or connection failure is retried with a doubling backoff for ``retry_for`` seconds,
+timeout or connection failure is retried with a doubling backoff for ``retry_for`` seconds
+(no sooner than a ``Retry-After`` asks, and given up at once if it asks past that window),
 then given up; any other answer (3xx: livecam follows no redirect; 4xx) is given up at once.
 Events keep their order: a receiver gets the next one once the previous one is settled.
 
 With a secret, each attempt is signed (HMAC-SHA256 of ``TIMESTAMP.BODY``, the timestamp sent
 in ``X-Livecam-Timestamp``), so a receiver can check who sent it and refuse a replay. A URL's
-password and credential-looking query values are never logged (``redaction.py``); nor is the
-secret.
+credentials, path and query are never logged (``redaction.py``: many receivers take their
+secret in the path); nor is the signing secret.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import hashlib
 import hmac
 import http.client
@@ -39,7 +42,7 @@ from typing import Any
 
 from .config import Settings
 from .events import Event, EventLog
-from .redaction import redact
+from .redaction import redact, redact_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,23 @@ def _left(deadline: float) -> float:
     return left
 
 
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a ``Retry-After`` value asks to wait (a number of seconds or an HTTP date, as
+    RFC 9110 has it), or None when there is none or it is no such thing."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value[:9])  # past 11 days it is past any retry window anyway
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)  # asctime's form: HTTP dates are GMT
+    return max(0.0, when.timestamp() - now)
+
+
 def _printable(text: str, limit: int = 120) -> str:
     """A receiver's words fit for one log line: no control characters, no credentials."""
     return redact("".join(c if c.isprintable() else "?" for c in text[:limit]))
@@ -152,7 +172,7 @@ class Receiver:
         backoff: tuple[float, float],
     ) -> None:
         self.index = index
-        self.url = redact(url)  # how it is shown and logged
+        self.url = redact_endpoint(url)  # how it is shown and logged
         self.sent = 0  # events it answered with a 2xx
         self.failed = 0  # events given up: refused (3xx, 4xx) or still failing after retry_for
         self.dropped = 0  # events let go untried: pushed out of a full queue, or livecam stopping
@@ -287,7 +307,7 @@ class Receiver:
         started = time.monotonic()
         wait = self._backoff[0]
         while True:
-            delivered, retry, reason = self._attempt(delivery)
+            delivered, retry, reason, asked = self._attempt(delivery)
             if delivered:
                 with self._lock:
                     self.sent += 1
@@ -295,18 +315,19 @@ class Receiver:
                 return
             if not self._closing:  # when closing, close() says what was lost (it may cut attempts)
                 self._trouble(reason, retry)
+            pause = wait if asked is None else max(wait, asked)  # the receiver knows its load best
             with self._wake:
-                if not retry or time.monotonic() + wait > started + self._retry_for:
+                if not retry or time.monotonic() + pause > started + self._retry_for:
                     self.failed += 1
                     return
-                if self._wake.wait_for(lambda: self._closing, wait):
+                if self._wake.wait_for(lambda: self._closing, pause):
                     self.dropped += 1  # livecam is stopping: no retry
                     return
                 self.retried += 1
             wait = min(wait * 2, self._backoff[1])
 
-    def _attempt(self, delivery: Delivery) -> tuple[bool, bool, str]:
-        """POST once: (delivered, worth retrying, what happened)."""
+    def _attempt(self, delivery: Delivery) -> tuple[bool, bool, str, float | None]:
+        """POST once: (delivered, worth retrying, what happened, seconds a Retry-After asks)."""
         deadline = min(time.monotonic() + self._timeout, self._close_by)
         timestamp = str(int(time.time()))
         headers = {
@@ -327,9 +348,10 @@ class Receiver:
             connection.request("POST", self._target, delivery.body, headers)
             response = connection.getresponse()
             status, phrase = response.status, response.reason
+            asked = retry_after(response.getheader("Retry-After"), time.time())
             response.close()  # its body is not read: a hostile one may never end
         except (OSError, http.client.HTTPException) as exc:
-            return False, True, _reason(exc, self._timeout)
+            return False, True, _reason(exc, self._timeout), None
         finally:
             if connection is not None:
                 connection.close()
@@ -338,10 +360,17 @@ class Receiver:
             if sock is not None:
                 sock.close()
         if 200 <= status < 300:
-            return True, False, ""
+            return True, False, "", None
         retry = status in RETRIED_STATUSES or 500 <= status < 600
         said = _printable(f"answered {status} {phrase}".strip())
-        return False, retry, said if retry or status >= 400 else f"{said} (livecam follows no redirect)"
+        if retry and asked is not None:
+            said += f" (retry after {asked:g} s)"
+        return (
+            False,
+            retry,
+            said if retry or status >= 400 else f"{said} (livecam follows no redirect)",
+            asked,
+        )
 
     def _connect(self, deadline: float) -> http.client.HTTPConnection:
         """A connection to the receiver, TLS done, its socket known to abandon()."""

@@ -13,7 +13,7 @@ from flask import Flask
 from helpers import ROOT, wait_for
 from livecam.appstate import get_registry
 from livecam.config import ConfigError, load_settings
-from livecam.redaction import redact, url_port
+from livecam.redaction import redact, redact_endpoint, url_port
 
 SECRET = "hunter2"
 
@@ -242,3 +242,18 @@ def test_a_comma_inside_a_listed_url_is_reported_without_the_password() -> None:
     with pytest.raises(ConfigError, match="a comma inside a camera URL") as error:
         load_settings(environ={"LIVECAM_CAMERAS": "1=http://admin:se,cret@127.0.0.1:9/x.mjpg"})
     assert "cret" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://ha.local:8123/api/webhook/s3cr3t-id", "http://ha.local:8123/***"),
+        ("https://hooks.example/services/T0/B0/tok?x=1", "https://hooks.example/***"),
+        ("http://user:pa/ss@host/x", "http://user:***@host/***"),
+        ("http://user:pw@host", "http://user:***@host"),
+        ("http://host:8080/", "http://host:8080/"),
+        ("http://[::1]:9/?token=abc", "http://[::1]:9/***"),
+    ],
+)
+def test_an_endpoint_is_shown_without_its_path(url: str, shown: str) -> None:
+    assert redact_endpoint(url) == shown

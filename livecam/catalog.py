@@ -26,11 +26,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .config import CameraConfig, ConfigError, Settings, SourceSpec, camera_config
-from .state import write_atomically
+from .state import RUNTIME_FILE, read_runtime, write_atomically
 
 log = logging.getLogger(__name__)
 
-RUNTIME_FILE = "runtime-cameras.json"
 URL_SCHEMES = ("http", "https", "rtsp", "rtsps")
 DEVICE_RE = re.compile(r"^/dev/video\d{1,4}$")
 MAX_CAMERAS = 256  # cameras in all: a run-time add past this is refused
@@ -101,14 +100,10 @@ class Catalog:
 
 def load(directory: Path) -> Catalog:
     """The run-time changes kept in ``directory`` (none when there is no usable file)."""
-    path = directory / RUNTIME_FILE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        tables = {int(cam_id): dict(table) for cam_id, table in data.get("cameras", {}).items()}
-        return Catalog(tables, {int(cam_id) for cam_id in data.get("removed", [])})
-    except FileNotFoundError:
-        return Catalog()
+        return Catalog(*read_runtime(directory))
     except (OSError, ValueError, TypeError, AttributeError) as exc:
+        path = directory / RUNTIME_FILE
         log.error("ignoring %s: %s (cameras added at run time are not restored)", path, exc)
         return Catalog()
 

@@ -20,7 +20,7 @@ from urllib.parse import unquote
 
 from .integers import parse_int
 from .redaction import redact, split_url, url_port
-from .state import load_device_ids, save_device_ids
+from .state import load_device_ids, read_runtime, save_device_ids
 from .v4l2 import Device, assign_ids, device_path, list_devices
 
 log = logging.getLogger(__name__)
@@ -848,7 +848,11 @@ def _discovered_cameras(discover: Any, state_dir: Path) -> dict[str, Any]:
         return {"0": {"source": "testsrc", "autostart": True}}
     devices = [d if isinstance(d, Device) else Device(d, f"/dev/video{d}", "", None) for d in found]
     remembered = load_device_ids(state_dir)
-    ids = assign_ids(devices, remembered)
+    try:
+        removed = read_runtime(state_dir)[1]
+    except (OSError, ValueError, TypeError, AttributeError):
+        removed = set()  # the catalog says why when it loads
+    ids = assign_ids(devices, remembered, reserved=removed)
     learned = {**remembered, **{device.stable: cam_id for cam_id, device in ids.items() if device.stable}}
     if learned != remembered:
         save_device_ids(state_dir, learned)

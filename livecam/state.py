@@ -9,6 +9,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from .integers import parse_int
 
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 
 FILENAME = "cameras.json"
 DEVICE_IDS_FILE = "devices.json"  # discovered devices' camera ids by stable path
+RUNTIME_FILE = "runtime-cameras.json"  # cameras added, changed and removed at run time (catalog.py)
 # A temporary file left by a write that a crash or power cut interrupted: after a minute no
 # write can still be under way, so it is removed when livecam starts.
 LEFTOVER_AGE = 60.0
@@ -104,6 +106,21 @@ def save(directory: Path, switches: dict[int, bool]) -> bool:
     """Save which cameras are on, atomically; a failure is logged, never raised."""
     payload = json.dumps({"version": 1, "on": {str(k): v for k, v in sorted(switches.items())}})
     return write_atomically(directory / FILENAME, payload + "\n")
+
+
+def read_runtime(directory: Path) -> tuple[dict[int, dict[str, Any]], set[int]]:
+    """The camera tables kept by run-time changes, by id, and the ids removed at run time;
+    nothing of either when there is no file.
+
+    :raise OSError, ValueError, TypeError, AttributeError: the file is unreadable or not one of
+        livecam's (the caller says so: the catalog logs it).
+    """
+    try:
+        data = json.loads((directory / RUNTIME_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}, set()
+    tables = {int(cam_id): dict(table) for cam_id, table in data.get("cameras", {}).items()}
+    return tables, {int(cam_id) for cam_id in data.get("removed", [])}
 
 
 def load_device_ids(directory: Path) -> dict[str, int]:

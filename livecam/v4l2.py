@@ -156,7 +156,10 @@ def discover_devices(dev: str | os.PathLike[str] = "/dev", ioctl: Ioctl = fcntl.
 
 
 def assign_ids(
-    devices: list[Device], remembered: Mapping[str, int], taken: Collection[int] = ()
+    devices: list[Device],
+    remembered: Mapping[str, int],
+    taken: Collection[int] = (),
+    reserved: Collection[int] = (),
 ) -> dict[int, Device]:
     """Camera ids for discovered devices, kept by stable path so USB order cannot move them.
 
@@ -165,6 +168,8 @@ def assign_ids(
     that is free (so ids stay what they were before ids were remembered), else the lowest id
     that is neither in use nor remembered for a device now absent (it may come back).
     ``taken``: ids other cameras hold already (a device plugged in while livecam runs).
+    ``reserved``: ids of cameras removed at run time: a remembered device keeps its own (and
+    stays removed), a device seen for the first time never takes one (it would stay hidden).
     """
     ids: dict[int, Device] = {}
     new = []
@@ -178,9 +183,9 @@ def assign_ids(
         ids[device.index] = device
         new.remove(device)
     for device in new:
-        reserved = set(ids) | set(remembered.values()) | set(taken)
-        free = device.index if device.index not in reserved else None
-        ids[free if free is not None else next(n for n in itertools.count() if n not in reserved)] = device
+        held = set(ids) | set(remembered.values()) | set(taken) | set(reserved)
+        free = device.index if device.index not in held else None
+        ids[free if free is not None else next(n for n in itertools.count() if n not in held)] = device
     return dict(sorted(ids.items()))
 
 

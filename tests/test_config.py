@@ -287,6 +287,23 @@ def test_discovered_cameras_keep_their_ids_when_usb_order_changes(tmp_path: Path
     }
 
 
+def test_a_webcam_first_seen_never_takes_the_id_of_a_camera_removed_at_run_time(tmp_path: Path) -> None:
+    """The test pattern (camera 0, no webcam yet) was removed; a webcam plugged in while livecam
+    was stopped must not take id 0, which would keep it removed."""
+    dev = FakeDev(tmp_path / "dev")
+    dev.root.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "runtime-cameras.json").write_text('{"cameras": {}, "removed": [0]}')
+    plug(dev, {"video0": ("by-id", "usb-Desk-index0")})
+    settings = load_settings(
+        environ={}, overrides={"state_dir": str(state)}, discover=lambda: list_devices(dev.root, dev.ioctl)
+    )
+    assert {cam_id: c.source.target for cam_id, c in settings.cameras.items()} == {
+        1: f"{tmp_path}/dev/v4l/by-id/usb-Desk-index0"
+    }
+
+
 def test_a_discovered_camera_is_captured_by_its_stable_path(tmp_path: Path) -> None:
     by_id = "/dev/v4l/by-id/usb-046d_HD_Webcam_C615_A1B2C3-video-index0"
     found = [Device(0, "/dev/video0", "HD Webcam C615", by_id), Device(2, "/dev/video2", "Old Webcam", None)]

@@ -129,6 +129,9 @@ def test_ids_taken_by_other_cameras_are_not_given_to_devices() -> None:
     assert assign_ids([plain, new], remembered, taken={0, 2}) == {4: plain, 5: new}
     # A remembered id another camera took meanwhile: the device gets a new one.
     assert assign_ids([desk], remembered, taken={1}) == {5: desk}
+    # Ids of cameras removed at run time: a remembered device keeps its own (it stays removed),
+    # a device seen for the first time takes none of them.
+    assert assign_ids([desk, new], remembered, reserved={1, 2}) == {1: desk, 0: new}
 
 
 def test_modes_of_a_1080p_webcam_are_enumerated_with_every_rate(tmp_path: Path) -> None:

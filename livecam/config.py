@@ -1085,9 +1085,8 @@ def settings_markdown() -> str:
     """The settings page's tables, rendered from the settings' own tables and defaults."""
     fields = {f.name: f.default for f in dataclasses.fields(Settings)}
     top = [
-        ["`config`", "`LIVECAM_CONFIG`", "none", "a file's path", "the TOML file (environment only)"],
+        ["`LIVECAM_CONFIG`", "none", "a file's path", "the TOML file (environment only)"],
         [
-            "`cameras`",
             "`LIVECAM_CAMERAS`",
             "every V4L2 device, else a test pattern",
             "`[cameras.ID]` tables; in the environment a comma list",
@@ -1096,8 +1095,8 @@ def settings_markdown() -> str:
         ],
     ]
     for key, doc, values, default in _rows(SETTING_CHECKS, SETTING_DOCS, fields, "settings"):
-        env = f"`{ENV_PREFIX}{key.upper()}`" if doc.env else "(file only)"
-        top.append([f"`{key}`", env, default, values, doc.meaning])
+        name = f"`{ENV_PREFIX}{key.upper()}`" if doc.env else f"`{key}` (file only)"
+        top.append([name, default, values, doc.meaning])
     camera_fields = {f.name: f.default for f in dataclasses.fields(CameraConfig)}
     cameras = [
         [f"`{key}`", default, values, doc.meaning]
@@ -1117,8 +1116,9 @@ def settings_markdown() -> str:
     ]
     parts = [
         "### Settings\n",
-        "Each is a top-level key of the TOML file, or its `LIVECAM_` variable in the environment.\n",
-        _table("setting|environment|default|values|meaning", top),
+        "Each is an environment variable, or the same name in lower case without `LIVECAM_` as a "
+        "top-level key of the TOML file (`LIVECAM_VIEW_TOKEN`, `view_token`).\n",
+        _table("setting|default|values|meaning", top),
         "\n### `[cameras.ID]`\n",
         _table("key|default|values|meaning", cameras),
         "\n### `[profiles.NAME]` and `[cameras.ID.profiles.NAME]`\n",

@@ -165,7 +165,7 @@ def test_check_config_notes_motion_settings_unlikely_to_be_meant(tmp_path: Path)
 def test_docs_settings_prints_every_setting_and_rewrites_only_between_the_markers(tmp_path: Path) -> None:
     printed = run("docs-settings")
     assert printed.returncode == 0, printed.stderr
-    assert "| `threads` | `LIVECAM_THREADS` | `256` | an integer from 4 to 4096 |" in printed.stdout
+    assert "| `LIVECAM_THREADS` | `256` | an integer from 4 to 4096 |" in printed.stdout
     assert "| `rotate` | `0` | `0`, `90`, `180`, `270` |" in printed.stdout
     page = tmp_path / "page.md"
     page.write_text(f"# Settings\n\nBefore.\n\n{GENERATED_BEGIN}\nstale\n{GENERATED_END}\n\nAfter.\n")

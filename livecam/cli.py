@@ -24,6 +24,7 @@ from .config import (
     Settings,
     bus_creds_kind,
     load_settings,
+    settings_markdown,
     state_directory,
 )
 from .integers import parse_int
@@ -206,6 +207,39 @@ def capture(args: argparse.Namespace) -> int:
         bus.close()
 
 
+GENERATED_BEGIN = "<!-- generated from livecam/config.py by: livecam docs-settings --write PAGE -->"
+GENERATED_END = "<!-- end of the generated tables -->"
+
+
+def with_settings_tables(page: str, tables: str) -> str:
+    """The page with the settings tables between its two markers replaced by ``tables``.
+
+    :raise ValueError: the page lacks a marker.
+    """
+    head, begin, rest = page.partition(GENERATED_BEGIN)
+    _, end, tail = rest.partition(GENERATED_END)
+    if not begin or not end:
+        raise ValueError(f"no {GENERATED_BEGIN} ... {GENERATED_END} in it")
+    return f"{head}{begin}\n\n{tables}\n{end}{tail}"
+
+
+def docs_settings(args: argparse.Namespace) -> int:
+    """Print the settings page's tables, or rewrite them in the page named by ``--write``."""
+    tables = settings_markdown()
+    if args.write is None:
+        print(tables, end="")
+        return 0
+    try:
+        page = Path(args.write).read_text(encoding="utf-8")
+        Path(args.write).write_text(with_settings_tables(page, tables), encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        print(f"livecam docs-settings: {args.write}: {reason}", file=sys.stderr)
+        return 1
+    print(f"wrote the settings tables in {args.write}")
+    return 0
+
+
 def _camera_id(text: str) -> int:
     """A camera id given on the command line, in ASCII digits."""
     cam_id = parse_int(text, 6)
@@ -234,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         "capture", help="bus mode: capture the cameras and publish them on LIVECAM_BUS"
     )
     capturing.set_defaults(run=capture)
+    documenting = commands.add_parser("docs-settings", help="print the settings page's tables (Markdown)")
+    documenting.add_argument("--write", metavar="PAGE", help="rewrite them in PAGE (docs/configuration.md)")
+    documenting.set_defaults(run=docs_settings)
     args = parser.parse_args(argv)
     return args.run(args)
 

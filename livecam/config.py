@@ -7,6 +7,8 @@ whose message is one line naming the key and the problem.
 from __future__ import annotations
 
 import base64
+import dataclasses
+import inspect
 import logging
 import os
 import re
@@ -876,3 +878,256 @@ def state_directory(settings: Settings) -> Path:
         return Path(settings.state_dir)
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")
     return Path(base) / "livecam"
+
+
+# The settings page (docs/configuration.md) is rendered from the tables above and the words
+# below: a key without its words, or words for a key that is gone, stops the rendering.
+
+
+@dataclass(frozen=True)
+class KeyDoc:
+    """What the settings page says of one key."""
+
+    meaning: str
+    default: str | None = None  # the default in words, where the field's own value says too little
+    env: bool = True  # settable from the environment (a table is not)
+
+
+SETTING_DOCS: dict[str, KeyDoc] = {
+    "bind": KeyDoc("the address gunicorn listens on (`--bind` overrides it)"),
+    "threads": KeyDoc(
+        "gunicorn threads. A viewer of a camera's stream holds none under gunicorn on plain HTTP "
+        "(the sender takes its connection over, up to 4096 such viewers); a stream written by a "
+        "request's own thread (the dashboard's, any over TLS straight to gunicorn) holds one, all "
+        "threads but 16 being for them (a quarter kept back below 64); one more gets a 503 with "
+        "`Retry-After`"
+    ),
+    "proxy_hops": KeyDoc(
+        "how many reverse proxies in front of livecam set `X-Forwarded-*` headers to trust "
+        "([Deployment](deployment.md))"
+    ),
+    "send_timeout": KeyDoc("seconds a viewer may take to accept one frame before it is cut off"),
+    "control_token": KeyDoc("when set, switching and changing cameras needs it ([Security](security.md))"),
+    "view_token": KeyDoc("when set, everything but `/healthz` needs it ([Security](security.md))"),
+    "secret_key": KeyDoc(
+        "signs the login session cookie; in bus mode with a token, required and the same on every "
+        "web host ([Security](security.md))",
+        default="made once, kept in the state directory",
+    ),
+    "allow_origins": KeyDoc(
+        "other sites (`https://intranet.example`) whose pages may embed streams and snapshots "
+        "(never switch cameras); a comma list or a TOML array"
+    ),
+    "trusted_hosts": KeyDoc(
+        "the other host names livecam answers to (`cams.example.org`, `.home.arpa` for every name "
+        "under it, `*` for any); a request for any other name gets 400 ([Security](security.md))",
+        default="IP addresses, `localhost`, this machine's name and `NAME.local`",
+    ),
+    "state_dir": KeyDoc(
+        "where livecam keeps which cameras are on, the cameras changed at run time and the "
+        "discovered devices' ids",
+        default="`$XDG_STATE_HOME/livecam`, else `~/.local/state/livecam`",
+    ),
+    "max_frame_mb": KeyDoc(
+        "a camera's frame larger than this many MB is dropped without being kept in memory, and counted"
+    ),
+    "media_dir": KeyDoc(
+        "the only directory a camera added at run time may play files from "
+        "([Cameras](cameras.md#cameras-at-run-time))",
+        default="none: no file",
+    ),
+    "bus": KeyDoc(
+        "`nats://HOST:4222` (or `tls://`, credentials in the URL): bus mode ([Scaling out](scaling.md))",
+        default="none: one process",
+    ),
+    "bus_creds": KeyDoc(
+        "a file for a NATS that asks for credentials: a `.creds` file or a user's nkey seed alone "
+        "(`SU...`); checked at startup, never logged ([Scaling out](scaling.md))"
+    ),
+    "bus_prefix": KeyDoc(
+        "the NATS subjects' prefix (a site of its own on a shared NATS is an account: "
+        "[Scaling out](scaling.md))"
+    ),
+    "workers": KeyDoc("gunicorn workers; more than one only in bus mode"),
+    "mqtt_url": KeyDoc(
+        "`mqtt://USER:PASSWORD@HOST:1883` (or `mqtts://`, port 8883 by default, the broker's "
+        "certificate checked against the system's trust): states, motion and pictures on MQTT, for "
+        "Home Assistant ([Events](events.md)); the password is never shown or logged"
+    ),
+    "mqtt_control": KeyDoc(
+        "`ON`/`OFF` sent to a camera's command topic switches it; whoever may publish there may switch"
+    ),
+    "mqtt_prefix": KeyDoc("the first levels of livecam's MQTT topics (`home/livecam`)"),
+    "mqtt_discovery": KeyDoc("Home Assistant's MQTT discovery prefix"),
+    "profiles": KeyDoc(
+        "`[profiles.NAME]` tables: stream profiles for every camera (below)", default="none", env=False
+    ),
+    "webhook_url": KeyDoc(
+        "http(s) URLs every event is POSTed to as JSON ([Events](events.md#webhooks)); a comma list "
+        "or a TOML array"
+    ),
+    "webhook_secret": KeyDoc("signs each webhook POST (`X-Livecam-Signature`); never logged"),
+}
+
+CAMERA_DOCS: dict[str, KeyDoc] = {
+    "source": KeyDoc(
+        "a device index (`0`), a device path (`/dev/v4l/by-id/...`), a URL FFmpeg or livecam reads "
+        "(`http`, `https`, `rtsp`...), a video file, or `testsrc[:WIDTHxHEIGHT[@FPS]]` "
+        "(640x480@15 by default)",
+        default="the camera's id, as a device index",
+    ),
+    "name": KeyDoc("the name shown", default="`Camera ID`, or `Test pattern`"),
+    "size": KeyDoc(
+        "the capture mode asked of a webcam ([Cameras](cameras.md#webcams))",
+        default="its largest, MJPG preferred",
+    ),
+    "width": KeyDoc("resize of the full stream, keeping the aspect ratio", default="native"),
+    "fps": KeyDoc("cap on the full stream's rate (frames beyond it dropped)", default="the source's rate"),
+    "quality": KeyDoc("JPEG quality of the full stream", default="the camera's own JPEGs, else 80"),
+    "rotate": KeyDoc("clockwise rotation"),
+    "autostart": KeyDoc(
+        "start capturing at startup (cameras livecam finds on its own always do)",
+    ),
+    "loop": KeyDoc("a file plays again from the start; `false`: once, then the camera switches off"),
+    "tls_verify": KeyDoc(
+        "an `https` camera must show a certificate the system trusts (cameras ship self-signed ones)"
+    ),
+    "profiles": KeyDoc("`[cameras.ID.profiles.NAME]`: this camera's own stream profiles", default="none"),
+    "motion": KeyDoc("`[cameras.ID.motion]`: motion detection (below)", default="off"),
+}
+
+PROFILE_DOCS: dict[str, KeyDoc] = {
+    "width": KeyDoc("the width, never wider than the full stream", default="as wide as the full stream"),
+    "fps": KeyDoc("cap on the rate, at most the camera's own", default="every frame the camera keeps"),
+    "quality": KeyDoc("JPEG quality", default="80"),
+}
+
+MOTION_DOCS: dict[str, KeyDoc] = {
+    "enabled": KeyDoc("turns motion detection on"),
+    "fps": KeyDoc("pictures analysed a second, whether or not anyone watches"),
+    "threshold": KeyDoc("how much a pixel's brightness (0-255) must change to count"),
+    "area": KeyDoc("how much of the picture must change for motion"),
+    "duration": KeyDoc("seconds motion must go on before an event starts"),
+    "end_after": KeyDoc("seconds without motion before the event ends"),
+    "recalibrate": KeyDoc("more of the picture than this changing at once (lights on) is a new background"),
+    "ignore": KeyDoc(
+        "areas left out, `[[x0, y0, x1, y1], ...]` from the top left, each 0 to 1 "
+        "(a timestamp overlay, a tree)"
+    ),
+}
+
+_VALUES: dict[Any, str] = {
+    _text: "text",
+    _secret: "text, 8 characters or more",
+    _flag: "`true` or `false`",
+    _env_flag: "`true` or `false` (also `1`, `yes`, `on`, `0`, `no`, `off`)",
+    _rate: "a number above 0, at most 120",
+    _fraction: "a number from 0 to 1",
+    _seconds: "seconds, from 0 to 3600",
+    _rotation: ", ".join(f"`{r}`" for r in ROTATIONS),
+    _size: "`WIDTHxHEIGHT`, 16x16 to 7680x4320",
+    _name: "text, up to 64 characters",
+    _origins: "origins",
+    _hosts: "host names",
+    _bus_url: "a URL",
+    _bus_creds: "a file's path",
+    _subject_token: "letters, digits, `-`, `_`",
+    parse_mqtt_url: "a URL",
+    _mqtt_topic: "MQTT topic levels",
+    _profiles: "tables",
+    _motion: "a table",
+    _areas: "a list of areas",
+    _webhook_urls: f"up to {MAX_WEBHOOKS} URLs",
+}
+
+
+def _values(check: Check) -> str:
+    """The values a check accepts, in words (a range read from the check itself)."""
+    if check in _VALUES:
+        return _VALUES[check]
+    bounds = inspect.getclosurevars(check).nonlocals
+    if "low" in bounds and "high" in bounds:
+        return f"an integer from {bounds['low']} to {bounds['high']}"
+    return ""
+
+
+def _default(value: Any) -> str:
+    """A field's default as the page writes it."""
+    if value is None or value == ():
+        return "none"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`"
+
+
+def _rows(
+    checks: Mapping[str, Check | None], docs: Mapping[str, KeyDoc], defaults: Mapping[str, Any], what: str
+) -> list[tuple[str, KeyDoc, str, str]]:
+    """Each key with its words, its values and its default; the words must match the keys."""
+    if set(checks) != set(docs):
+        missing, stale = sorted(set(checks) - set(docs)), sorted(set(docs) - set(checks))
+        raise ValueError(f"{what}: keys without words {missing}, words without a key {stale}")
+    rows = []
+    for key, check in checks.items():
+        doc = docs[key]
+        values = _values(check) if check else ""
+        rows.append((key, doc, values, doc.default or _default(defaults.get(key))))
+    return rows
+
+
+def _table(header: str, rows: list[list[str]]) -> str:
+    """A Markdown table; a '|' in a cell is escaped."""
+    names = header.split("|")
+    lines = ["| " + " | ".join(names) + " |", "|" + " --- |" * len(names)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def settings_markdown() -> str:
+    """The settings page's tables, rendered from the settings' own tables and defaults."""
+    fields = {f.name: f.default for f in dataclasses.fields(Settings)}
+    top = [
+        ["`LIVECAM_CONFIG`", "none", "a file's path", "the TOML file (environment only)"],
+        [
+            "`LIVECAM_CAMERAS`",
+            "every V4L2 device, else a test pattern",
+            "`[cameras.ID]` tables; in the environment a comma list",
+            "the cameras: a device index (`0`) or `ID=SOURCE` (`5=rtsp://host/s`, `6=testsrc`) in the "
+            "environment, which decides which cameras exist; the file's tables give them their settings",
+        ],
+    ]
+    for key, doc, values, default in _rows(SETTING_CHECKS, SETTING_DOCS, fields, "settings"):
+        name = f"`{ENV_PREFIX}{key.upper()}`" if doc.env else f"`{key}` (file only)"
+        top.append([name, default, values, doc.meaning])
+    camera_fields = {f.name: f.default for f in dataclasses.fields(CameraConfig)}
+    cameras = [
+        [f"`{key}`", default, values, doc.meaning]
+        for key, doc, values, default in _rows(
+            {"source": None, **CAMERA_CHECKS}, CAMERA_DOCS, camera_fields, "camera keys"
+        )
+    ]
+    profile_fields = {f.name: f.default for f in dataclasses.fields(Profile)}
+    profiles = [
+        [f"`{key}`", default, values, doc.meaning]
+        for key, doc, values, default in _rows(PROFILE_CHECKS, PROFILE_DOCS, profile_fields, "profile keys")
+    ]
+    motion_fields = {f.name: f.default for f in dataclasses.fields(MotionConfig)}
+    motion = [
+        [f"`{key}`", default, values, doc.meaning]
+        for key, doc, values, default in _rows(MOTION_CHECKS, MOTION_DOCS, motion_fields, "motion keys")
+    ]
+    parts = [
+        "### Settings\n",
+        "Each is an environment variable, or the same name in lower case without `LIVECAM_` as a "
+        "top-level key of the TOML file (`LIVECAM_VIEW_TOKEN`, `view_token`).\n",
+        _table("setting|default|values|meaning", top),
+        "\n### `[cameras.ID]`\n",
+        _table("key|default|values|meaning", cameras),
+        "\n### `[profiles.NAME]` and `[cameras.ID.profiles.NAME]`\n",
+        _table("key|default|values|meaning", profiles),
+        "\n### `[cameras.ID.motion]`\n",
+        _table("key|default|values|meaning", motion),
+    ]
+    return "\n".join(parts) + "\n"

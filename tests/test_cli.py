@@ -9,7 +9,7 @@ import pytest
 
 from fake_v4l2 import HD_WEBCAM, VGA_WEBCAM, FakeCamera, FakeDev, capability
 from helpers import free_port, run_cli
-from livecam.cli import devices
+from livecam.cli import GENERATED_BEGIN, GENERATED_END, devices
 from nats_keys import Key
 
 run = run_cli
@@ -160,3 +160,30 @@ def test_check_config_notes_motion_settings_unlikely_to_be_meant(tmp_path: Path)
     assert "note: area = 0: any changed pixel is motion" in result.stdout
     assert "note: the ignored areas cover the whole picture" in result.stdout
     assert "note: motion settings given but not enabled" in result.stdout
+
+
+def test_docs_settings_prints_every_setting_and_rewrites_only_between_the_markers(tmp_path: Path) -> None:
+    printed = run("docs-settings")
+    assert printed.returncode == 0, printed.stderr
+    assert "| `LIVECAM_THREADS` | `256` | an integer from 4 to 4096 |" in printed.stdout
+    assert "| `rotate` | `0` | `0`, `90`, `180`, `270` |" in printed.stdout
+    page = tmp_path / "page.md"
+    page.write_text(f"# Settings\n\nBefore.\n\n{GENERATED_BEGIN}\nstale\n{GENERATED_END}\n\nAfter.\n")
+    written = run("docs-settings", "--write", str(page))
+    assert written.returncode == 0, written.stderr
+    text = page.read_text()
+    assert text.startswith(f"# Settings\n\nBefore.\n\n{GENERATED_BEGIN}\n\n### Settings\n")
+    assert text.endswith(f"\n{GENERATED_END}\n\nAfter.\n") and "stale" not in text
+    assert text.partition(GENERATED_BEGIN)[2].partition(GENERATED_END)[0].strip() == printed.stdout.strip()
+    assert run("docs-settings", "--write", str(page)).returncode == 0
+    assert page.read_text() == text  # rewriting is idempotent
+
+
+def test_docs_settings_refuses_a_page_without_markers(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# Settings\n")
+    result = run("docs-settings", "--write", str(page))
+    assert result.returncode == 1 and "no <!-- generated" in result.stderr
+    assert page.read_text() == "# Settings\n"
+    missing = run("docs-settings", "--write", str(tmp_path / "none.md"))
+    assert missing.returncode == 1 and "No such file" in missing.stderr

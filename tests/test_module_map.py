@@ -1,6 +1,6 @@
-"""The README's module map is the truth: every module in it, and imports only down the list.
+"""The module map in docs/design.md is the truth: every module in it, and imports only down the list.
 
-The map is the table under "## Design": one row per line, a layer named on its first row, the
+The map is the table under "## Module map": one row per line, a layer named on its first row, the
 modules of a row in backquotes (paths under ``livecam/``). Its rule: "Imports run down this
 list, never up, and never in a circle". A module may import those of its own row or of any
 later row; every import counts, at the top of a file or inside a function, since either runs.
@@ -18,7 +18,8 @@ import pytest
 from helpers import ROOT
 
 PACKAGE = "livecam"
-HOW = "imports must run down the README's module map (## Design): move a row, or the import"
+MAP_PAGE = "docs/design.md"
+HOW = f"imports must run down the module map ({MAP_PAGE}, ## Module map): move a row, or the import"
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,10 @@ class Import:
     source: str  # the statement as written, for the message
 
 
-def read_map(readme: str) -> dict[str, int]:
+def read_map(page: str) -> dict[str, int]:
     """The module map's rows: each module's file (relative to the package) and its row number."""
-    section = readme.partition("\n## Design\n")[2].split("\n## ", 1)[0]
-    assert section, "README.md has no '## Design' section with the module map"
+    section = page.partition("\n## Module map\n")[2].split("\n## ", 1)[0]
+    assert section, f"{MAP_PAGE} has no '## Module map' section"
     rows: dict[str, int] = {}
     number = 0
     for line in section.splitlines():
@@ -45,9 +46,9 @@ def read_map(readme: str) -> dict[str, int]:
             continue
         number += 1
         for name in re.findall(r"`([^`]+\.py)`", cells[1]):
-            assert name not in rows, f"README module map: {name} is listed twice"
+            assert name not in rows, f"{MAP_PAGE} module map: {name} is listed twice"
             rows[name] = number
-    assert rows, "README.md's '## Design' section has no module table"
+    assert rows, f"{MAP_PAGE}'s '## Module map' section has no module table"
     return rows
 
 
@@ -121,9 +122,9 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def problems(package: Path, readme: str) -> list[str]:
-    """Every way the package and the README's module map disagree, one message each."""
-    rows = read_map(readme)
+def problems(package: Path, page: str) -> list[str]:
+    """Every way the package and its module map disagree, one message each."""
+    rows = read_map(page)
     files = sorted(
         p.relative_to(package).as_posix()
         for p in package.rglob("*.py")
@@ -133,12 +134,12 @@ def problems(package: Path, readme: str) -> list[str]:
     for name in files:
         if name not in rows:
             found.append(
-                f"{PACKAGE}/{name} is missing from the README's module map (## Design): add it on a row "
+                f"{PACKAGE}/{name} is missing from the module map ({MAP_PAGE}): add it on a row "
                 "below every module that imports it and above every module it imports"
             )
     for name in rows:
         if name not in files:
-            found.append(f"the README's module map names {name}, but {PACKAGE}/{name} does not exist")
+            found.append(f"the module map names {name}, but {PACKAGE}/{name} does not exist")
     edges: dict[str, set[str]] = {}
     for name in files:
         for imp in imports_of(package, package / name):
@@ -154,12 +155,12 @@ def problems(package: Path, readme: str) -> list[str]:
 
 
 def test_the_package_follows_its_module_map() -> None:
-    found = problems(ROOT / PACKAGE, (ROOT / "README.md").read_text(encoding="utf-8"))
+    found = problems(ROOT / PACKAGE, (ROOT / MAP_PAGE).read_text(encoding="utf-8"))
     assert not found, "\n".join(found)
 
 
-def test_the_map_is_read_as_the_readme_writes_it() -> None:
-    rows = read_map((ROOT / "README.md").read_text(encoding="utf-8"))
+def test_the_map_is_read_as_the_page_writes_it() -> None:
+    rows = read_map((ROOT / MAP_PAGE).read_text(encoding="utf-8"))
     assert rows["__init__.py"] == 1  # the app factory heads the list
     assert rows["views/camera.py"] == rows["views/dashboard.py"]  # one row, two modules
     assert rows["config.py"] < rows["redaction.py"]
@@ -169,7 +170,7 @@ def test_the_map_is_read_as_the_readme_writes_it() -> None:
 MAP = """\
 # pkg
 
-## Design
+## Module map
 
 Imports run down this list:
 
@@ -213,7 +214,7 @@ def test_a_package_that_follows_its_map_passes(tmp_path: Path) -> None:
             "livecam/leaf.py:2 `from .views.page import y` imports views/page.py, listed above leaf.py "
             "(row 2 < row 3): imports must run down",
         ),
-        ({"wire.py": "x = 1\n"}, "livecam/wire.py is missing from the README's module map"),
+        ({"wire.py": "x = 1\n"}, "livecam/wire.py is missing from the module map"),
         ({"views/extra.py": ""}, "livecam/views/extra.py is missing"),
         ({"low.py": "from .views import page\n"}, "import circle: low.py -> views/page.py -> low.py"),
     ],
@@ -225,4 +226,4 @@ def test_a_package_that_breaks_its_map_is_named(tmp_path: Path, change: dict[str
 
 def test_a_module_the_map_names_must_exist(tmp_path: Path) -> None:
     found = problems(make_package(tmp_path, GOOD), MAP.replace("`leaf.py`", "`leaf.py`, `gone.py`"))
-    assert "the README's module map names gone.py, but livecam/gone.py does not exist" in found
+    assert "the module map names gone.py, but livecam/gone.py does not exist" in found

@@ -219,11 +219,11 @@ def settings(urls: list[str], secret: str | None = SECRET, **more: Any) -> Setti
 
 
 def readme_verify() -> Callable[..., bool]:
-    """The README's own ``verify`` recipe, run as written."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.partition("\n### Webhooks\n")[2].split("\n## ", 1)[0]
+    """The documentation's own ``verify`` recipe (docs/events.md), run as written."""
+    page = (ROOT / "docs" / "events.md").read_text(encoding="utf-8")
+    section = page.partition("\n## Webhooks\n")[2].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.S)
-    assert code, "README's Webhooks section has no python block"
+    assert code, "docs/events.md's Webhooks section has no python block"
     scope: dict[str, Any] = {}
     exec(code[1], scope)  # noqa: S102 - the documentation's code, run as a receiver would
     return scope["verify"]

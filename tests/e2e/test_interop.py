@@ -160,12 +160,34 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 FFMPEG_STRICT = ["-nostdin", "-hide_banner", "-v", "error", "-xerror", "-err_detect", "explode"]
 
 
-@pytest.mark.parametrize("path", ["/cameras/0/stream.mjpg", "/cameras/4/stream.mjpg?profile=preview"])
-def test_ffmpeg_mpjpeg_decodes_the_stream_strictly(rig: Rig, path: str) -> None:
-    # Frigate and go2rtc's ffmpeg sources read MJPEG this way. ffmpeg sends a URL's
-    # credentials only once a 401 has asked for Basic: this also proves the challenge.
-    command = [program("ffmpeg"), *FFMPEG_STRICT, "-f", "mpjpeg", "-strict_mime_boundary", "1"]
-    command += ["-i", rig.url(path), "-frames:v", "12", "-f", "framemd5", "-"]
+MPJPEG_STRICT = ["-f", "mpjpeg", "-strict_mime_boundary", "1"]
+# Frigate's "preset-http-mjpeg-generic" input arguments: no format named, so ffmpeg must
+# recognise the stream by itself.
+FRIGATE_PRESET = ["-avoid_negative_ts", "make_zero", "-fflags", "nobuffer", "-flags", "low_delay"]
+FRIGATE_PRESET += [
+    "-strict",
+    "experimental",
+    "-fflags",
+    "+genpts+discardcorrupt",
+    "-use_wallclock_as_timestamps",
+    "1",
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "input_args"),
+    [
+        ("/cameras/0/stream.mjpg", MPJPEG_STRICT),  # the camera's own JPEGs, passed through
+        ("/cameras/4/stream.mjpg?profile=preview", MPJPEG_STRICT),  # encoded by livecam
+        ("/cameras/0/stream.mjpg", FRIGATE_PRESET),
+    ],
+    ids=["passthrough", "encoded", "frigate-preset"],
+)
+def test_ffmpeg_decodes_the_stream_strictly(rig: Rig, path: str, input_args: list[str]) -> None:
+    # ffmpeg sends a URL's credentials only once a 401 has asked for Basic: this also proves
+    # the challenge.
+    command = [program("ffmpeg"), *FFMPEG_STRICT, *input_args, "-i", rig.url(path)]
+    command += ["-frames:v", "12", "-f", "framemd5", "-"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     frames = [line.split(",") for line in result.stdout.splitlines() if not line.startswith("#")]

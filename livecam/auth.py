@@ -2,19 +2,23 @@
 
 Two optional secrets: the view token guards every "view" route; the control token guards
 "control" routes (and, holding more power, lets its owner watch too). API clients send
-``Authorization: Bearer TOKEN``; browsers log in once and carry a signed session cookie, so
-``<img>`` streams need no token in their URL. Each route declares which it needs
+``Authorization: Bearer TOKEN``, or HTTP Basic with the token as the password (any user
+name), for clients that know no other way (Home Assistant, Motion, VLC, ffmpeg); browsers
+log in once and carry a signed session cookie, so ``<img>`` streams need no token in their
+URL. Each route declares which it needs
 (``access.py``); a route that declares nothing is refused. Where the request comes from
 (host, page, headers) is ``origin.py``'s question, asked before these.
 """
 
 from __future__ import annotations
 
+import binascii
 import hmac
 import logging
 import secrets
 import threading
 import time
+from base64 import b64decode
 from collections import deque
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,7 +36,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 
-from .access import ROLES, access_of, public
+from .access import ROLES, access_of, embeddable, public
 from .appstate import get_registry
 from .config import ConfigError, Settings
 from .errors import json_error
@@ -46,6 +50,10 @@ THROTTLE = "livecam.throttle"  # this module's own app.extensions
 FAILURES_ALLOWED = 5  # wrong credentials from one address within FAILURE_WINDOW
 FAILURE_WINDOW = 300.0
 SECRET_FILE = "secret_key"
+# Longer than any token with a user name could need; a longer header is refused unread.
+MAX_AUTHORIZATION = 4096
+BEARER = 'Bearer realm="livecam"'
+BASIC = 'Basic realm="livecam"'
 
 
 class Throttle:
@@ -93,6 +101,29 @@ def _settings() -> Settings:
     return get_registry().settings
 
 
+def presented_token(header: str) -> str | None:
+    """The token an Authorization header presents: ``Bearer TOKEN``, or ``Basic`` with the
+    token as the password and any user name; None for another scheme.
+
+    :raise ValueError: the header is malformed (too long, bad base64, no colon, not UTF-8).
+    """
+    if len(header) > MAX_AUTHORIZATION:
+        raise ValueError("too long")
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return credentials.strip()
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = b64decode(credentials.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text, or bytes not UTF-8
+        raise ValueError("Basic credentials are not base64 of UTF-8 text") from None
+    user, colon, password = decoded.partition(":")
+    if not colon:
+        raise ValueError("Basic credentials need user:password")
+    return password
+
+
 def _throttle() -> Throttle:
     return current_app.extensions[THROTTLE]
 
@@ -126,8 +157,8 @@ def browser_may_control() -> bool:
     """Whether this browser may use "control" routes: no control token is set (a page that
     was shown has passed any view token), or its login session holds the control token.
 
-    Only the session is read: a Bearer header is judged, and counted by the throttle, where
-    a route needs it, so what a page shows never tells whether a guessed token is right.
+    Only the session is read: an Authorization header is judged, and counted by the
+    throttle, where a route needs it, so what a page shows never tells whether a guessed token is right.
     """
     return not _settings().control_token or _session_role() == "control"
 
@@ -142,6 +173,24 @@ def _needed(access: str) -> str | None:
     return None
 
 
+def _asks_for_basic() -> bool:
+    """Whether a 401 should also offer Basic: a picture opened by a program, not by a page.
+
+    A player, a recorder or a home-automation server opening a stream or snapshot URL (VLC,
+    Motion, ffmpeg) asks for a user name and password only when challenged for them. A
+    browser would instead pop up a password dialog: over the dashboard when a tile's login
+    has ended, or for a JSON call. So JSON routes never offer Basic, and neither does a
+    picture requested from a page (it names the page in Origin or Referer, or sends the
+    Sec-Fetch headers browsers add); a browser opening a picture's URL itself asks for
+    HTML and gets the login page.
+    """
+    endpoint = request.endpoint
+    if endpoint is None or not embeddable(current_app, endpoint):
+        return False
+    headers = request.headers
+    return not any(name in headers for name in ("Origin", "Referer", "Sec-Fetch-Mode", "Sec-Fetch-Dest"))
+
+
 def _unauthorised(status: int) -> Response:
     """401 (no credentials) or 403 (wrong ones): a login page for browsers, JSON otherwise."""
     browser = "text/html" in request.headers.get("Accept", "") and "Authorization" not in request.headers
@@ -150,11 +199,14 @@ def _unauthorised(status: int) -> Response:
         return redirect(url_for("auth.login", next="/"), code=303)
     if status == 401 and browser:
         page = render_template("login.html", next=request.full_path.rstrip("?"), failed=False)
-        return Response(page, status=401, headers={"WWW-Authenticate": 'Bearer realm="livecam"'})
+        return Response(page, status=401, headers={"WWW-Authenticate": BEARER})
     message = "credentials required" if status == 401 else "not allowed"
     response = json_error(status, message)
     if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="livecam"'
+        if _asks_for_basic():
+            # Basic first, on a line of its own: the scheme such a client can answer leads.
+            response.headers.add("WWW-Authenticate", BASIC)
+        response.headers.add("WWW-Authenticate", BEARER)
     return response
 
 
@@ -174,8 +226,12 @@ def check_request() -> Response | None:
     address = request.remote_addr or "?"
     header = request.headers.get("Authorization", "")
     if header:
-        scheme, _, token = header.partition(" ")
-        role = _role_of(token.strip()) if scheme.lower() == "bearer" else None
+        try:
+            token = presented_token(header)
+        except ValueError as error:
+            # No token could be right in it: a client's mistake to tell, not a guess to count.
+            return json_error(400, f"malformed Authorization header: {error}")
+        role = _role_of(token) if token is not None else None
         wait = _throttle().judge(address, role is not None)
         if wait:
             # Decided with the count, so a locked-out guesser learns nothing from the answer.

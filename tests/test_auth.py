@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import stat
@@ -218,3 +219,112 @@ def test_bus_mode_with_a_token_needs_the_session_key(settings: dict[str, str], r
 def test_an_app_in_bus_mode_without_the_session_key_is_not_built(make_app: Callable[..., Flask]) -> None:
     with pytest.raises(ConfigError, match="LIVECAM_SECRET_KEY"):
         make_app({"bus": "nats://127.0.0.1:4222", "view_token": VIEW, "cameras": CAMERAS})
+
+
+def basic(user: str, password: str) -> str:
+    """An HTTP Basic Authorization header, as Home Assistant, Motion or VLC send it."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_a_token_as_the_basic_password_is_accepted_with_any_user_name(secured: Flask) -> None:
+    client = secured.test_client()
+    for user in ("homeassistant", "", "élan"):  # a user name holds no colon (RFC 7617)
+        assert call(client, "GET", "/cameras", Authorization=basic(user, VIEW)).status_code == 200
+        stream = call(client, "GET", "/cameras/0/stream.mjpg", Authorization=basic(user, VIEW))
+        assert stream.status_code == 200
+    assert call(client, "POST", "/cameras/0/toggle", Authorization=basic("x", VIEW)).status_code == 403
+    assert call(client, "POST", "/cameras/0/toggle", Authorization=basic("x", CONTROL)).status_code == 200
+    # The token is the password, never the user name.
+    assert call(client, "GET", "/cameras", Authorization=basic(VIEW, "")).status_code == 403
+
+
+def test_every_route_takes_basic_as_it_takes_bearer(secured: Flask) -> None:
+    client = secured.test_client()
+    for number, (method, path, needed) in enumerate(guarded_routes(secured)):
+        wrong = call(client, method, path, address=f"10.0.1.{number}", Authorization=basic("u", "wrong-0"))
+        assert wrong.status_code == 403, path
+        allowed = call(
+            client, method, path, Authorization=basic("u", CONTROL if needed == "control" else VIEW)
+        )
+        assert allowed.status_code not in (401, 403), path
+        refused = allowed.status_code == 400 and allowed.is_json and "malformed" in allowed.json["error"]
+        assert not refused, path
+
+
+def test_wrong_basic_passwords_are_throttled_with_bearer_guesses(secured: Flask) -> None:
+    client = secured.test_client()
+    statuses = [call(client, "GET", "/cameras", f"guess-{i:04d}").status_code for i in range(3)]
+    statuses += [
+        call(client, "GET", "/cameras", Authorization=basic("u", f"guess-{i}")).status_code for i in range(3)
+    ]
+    assert statuses == [403] * 5 + [429]
+    locked = call(client, "GET", "/cameras/0/snapshot.jpg", Authorization=basic("u", VIEW))
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0  # the right one waits too
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(b"no colon at all").decode(),
+        "Basic " + base64.b64encode(b"user:\xff\xfe not utf-8").decode(),
+        "Basic " + base64.b64encode(b"user:" + b"x" * 5000).decode(),
+        "Basic " + "A" * 100_000,
+        "Basic \u00e9l\u00e8ve",  # not ASCII at all (Werkzeug reads headers as Latin-1)
+        "Basic",
+    ],
+)
+def test_a_malformed_basic_header_is_a_clean_400(secured: Flask, header: str) -> None:
+    client = secured.test_client()
+    for path in ("/cameras", "/cameras/0/stream.mjpg", "/cameras/0/toggle"):
+        method = "POST" if path.endswith("toggle") else "GET"
+        response = call(client, method, path, Authorization=header)
+        assert response.status_code == 400, (path, header[:40])
+        assert response.json["error"].startswith("malformed Authorization header")
+    # Not counted as guesses: the right token is still answered at once.
+    assert call(client, "GET", "/cameras", VIEW).status_code == 200
+
+
+def test_odd_headers_of_other_schemes_are_wrong_tokens_or_a_400_never_a_500(secured: Flask) -> None:
+    client = secured.test_client()
+    headers = ["Bearer", "Bearer \u00e9\u00e8\u00ff", "Digest username=x", "Bearer " + "t" * 5000]
+    statuses = [
+        call(client, "GET", "/cameras", address=f"10.0.2.{n}", Authorization=header).status_code
+        for n, header in enumerate(headers)
+    ]
+    assert statuses == [403, 403, 403, 400]
+
+
+def test_pictures_opened_by_a_program_are_challenged_for_basic(secured: Flask) -> None:
+    client = secured.test_client()
+    for path in ("/cameras/0/stream.mjpg", "/cameras/0/snapshot.jpg", "/streams.mjpg?cameras=0"):
+        response = call(client, "GET", path, Accept="*/*")
+        assert response.status_code == 401
+        assert response.headers.getlist("WWW-Authenticate") == [
+            'Basic realm="livecam"',
+            'Bearer realm="livecam"',
+        ]
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/cameras", {}),  # the dashboard's own JSON calls: a dialog would pop over the page
+        ("/cameras/0/events", {}),
+        ("/cameras/0/stream.mjpg", {"Referer": "http://localhost/"}),  # a dashboard tile
+        ("/cameras/0/snapshot.jpg", {"Origin": "http://localhost"}),
+        ("/cameras/0/stream.mjpg", {"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"}),
+    ],
+)
+def test_json_routes_and_pictures_in_pages_are_never_challenged_for_basic(
+    secured: Flask, path: str, headers: dict[str, str]
+) -> None:
+    response = call(secured.test_client(), "GET", path, **headers)
+    assert response.status_code == 401
+    assert response.headers.getlist("WWW-Authenticate") == ['Bearer realm="livecam"']
+
+
+def test_a_browser_opening_a_stream_url_gets_the_login_page_not_a_dialog(secured: Flask) -> None:
+    response = secured.test_client().get("/cameras/0/stream.mjpg", headers={"Accept": "text/html,*/*;q=0.8"})
+    assert response.status_code == 401 and b'name="token"' in response.data
+    assert response.headers.getlist("WWW-Authenticate") == ['Bearer realm="livecam"']

@@ -908,7 +908,10 @@ SETTING_DOCS: dict[str, KeyDoc] = {
     ),
     "send_timeout": KeyDoc("seconds a viewer may take to accept one frame before it is cut off"),
     "control_token": KeyDoc("when set, switching and changing cameras needs it ([Security](security.md))"),
-    "view_token": KeyDoc("when set, everything but `/healthz` needs it ([Security](security.md))"),
+    "view_token": KeyDoc(
+        "when set, every route but `/healthz`, the login and logout routes and static files needs it "
+        "([Security](security.md))"
+    ),
     "secret_key": KeyDoc(
         "signs the login session cookie; in bus mode with a token, required and the same on every "
         "web host ([Security](security.md))",

@@ -2,8 +2,9 @@
 event starts and ends.
 
 The capture thread hands a MotionDetector a picture a few times a second (a JPEG camera's
-frame decoded at 1/4 or 1/8 scale straight to grayscale, never a full decode; another
-source's frame shrunk). Each picture is blurred and compared with a background that adapts
+frame decoded straight to grayscale at the smallest of 1/8, 1/4 and 1/2 scale still
+ANALYSIS_WIDTH wide, in full only when narrower than twice that; another source's frame
+shrunk). Each picture is blurred and compared with a background that adapts
 (a running average), so light that changes slowly and noise are not motion. Pixels that
 differ by more than ``threshold`` count as changed, outside the areas to ignore; when more
 than ``area`` of the picture changes for ``duration`` seconds an event starts, and it ends

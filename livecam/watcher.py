@@ -2,8 +2,9 @@
 anyone watches, and its starts and ends to the event log with the JPEG of the strongest moment.
 
 Runs in the capture thread (which owns the source), so a picture costs no copy and no hand-off:
-a JPEG camera's frame is decoded small and gray (never a full decode), another source's frame
-is the one the capture thread decoded anyway when it has one, else retrieved once.
+a JPEG camera's frame is decoded small and gray (in full only when it is small already),
+another source's frame is the one the capture thread decoded anyway when it has one, else
+retrieved once.
 """
 
 from __future__ import annotations

@@ -147,3 +147,25 @@ def test_the_documentation_tells_no_history() -> None:
             if match := ASIDES.search(line):
                 found.append(f"{path.relative_to(ROOT)}: {match[0]!r} in {line.strip()!r}")
     assert not found, "say what is true, not what changed: " + "; ".join(found)
+
+
+# Facts that go stale when written twice: each is stated on one page, the others link to it.
+ONE_HOME = {
+    "8192x8192": "reliability.md",  # the largest frame a camera or the bus may send
+    "livecam_profile_": "operations.md",  # metric names
+    "livecam_bus_": "operations.md",
+    "WWW-Authenticate": "security.md",  # when livecam asks for Basic
+    "Five failures": "security.md",  # the lockout
+    "graceful timeout (5 s)": "reliability.md",
+    "10 s with nobody watching": "design.md",  # the idle close
+}
+
+
+def test_a_fact_is_written_on_one_page_only() -> None:
+    pages = {p.relative_to(DOCS).as_posix(): p.read_text(encoding="utf-8") for p in DOCS.rglob("*.md")}
+    found = []
+    for fact, home in ONE_HOME.items():
+        where = sorted(name for name, text in pages.items() if fact in text)
+        if where != [home]:
+            found.append(f"{fact!r} is on {where}, expected on {home} alone (link to it from the others)")
+    assert not found, "; ".join(found)

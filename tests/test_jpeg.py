@@ -150,7 +150,7 @@ def test_sizes_up_to_the_bound_are_read_from_the_header() -> None:
 
 def test_a_part_is_checked_where_it_lies_in_a_buffer() -> None:
     jpeg = encoded()
-    buffer = bytearray(b"--b\r\nContent-Length: 9\r\n\r\n" + b"\r\n" + jpeg + b"\r\n--b\r\n" + b"\xff\xd8" * 50)
+    buffer = bytearray(b"--b\r\nContent-Length: 9\r\n\r\n\r\n" + jpeg + b"\r\n--b\r\n" + b"\xff\xd8" * 50)
     start = buffer.index(b"\xff\xd8")
     end = start + len(jpeg) + 2
     # Only the bytes between start - 2 and end are looked at: the start markers after them are not.

@@ -58,6 +58,7 @@ SNAPSHOT_FPS = 2.0  # polling rate of a snapshot camera whose config sets no fps
 SNAPSHOT_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg")
 # A part's declared size, among header lines of the plain "Name: value" shape.
 _LENGTH = re.compile(rb"^content-length:([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+_BLANK = re.compile(rb"[ \t\r\n]*")
 
 Opener = Callable[[], http.client.HTTPResponse]
 
@@ -477,17 +478,24 @@ class MjpegSource(_HttpSource):
     def _part(self) -> int | None:
         """Go past the next part's delimiter and headers; its declared size, None when absent
         or unreadable (then: scan)."""
-        if self._pos == self._filled:  # all used: read the next part from the buffer's start
-            self._pos = self._filled = 0
-            if len(self._buffer) > BUFFER:
-                self._make_room(0)  # what a large part grew goes back
-            self._fill()
-        if self._head is not None:
+        while self._head is not None:
+            if self._pos == self._filled:  # all used: read the next part from the buffer's start
+                self._pos = self._filled = 0
+                if len(self._buffer) > BUFFER:
+                    self._make_room(0)  # what a large part grew goes back
+                self._fill()
             found = self._head.match(self._buffer, self._pos, min(self._filled, self._pos + MAX_HEADER))
             if found is not None:
                 self._pos = found.end()
                 values = _LENGTH.findall(self._buffer, found.start(1), found.end(1))
                 return parse_int(values[-1].decode("latin-1").strip(), 15) if values else None
+            # Only the CRLF that ends the last part so far: the next part is still to come.
+            if self._filled - self._pos > MAX_HEADER or not _BLANK.fullmatch(
+                self._buffer, self._pos, self._filled
+            ):
+                break
+            self._make_room(0)  # those few bytes to the front: the part is read whole after them
+            self._fill()
         self._to_part()
         return self._content_length(self._headers())
 

@@ -454,7 +454,7 @@ class _Inline:
         if isinstance(getattr(subscription, "_pending_queue", None), asyncio.Queue) and isinstance(
             getattr(subscription, "_pending_size", None), int
         ):
-            # The subscription's task keeps waiting on the old queue, which stays empty, until
+            # The subscription's task waits for a message that never comes to it (get), until
             # the subscription ends and cancels it.
             subscription._pending_queue = cls(subscription, handle)  # type: ignore[assignment]
 
@@ -462,6 +462,11 @@ class _Inline:
         """Handle ``msg`` now (nats-py counted its bytes as pending: they are not)."""
         self._subscription._pending_size -= len(msg.data)
         self._handle(msg)
+
+    async def get(self) -> Msg:
+        """What the subscription's own task waits on: nothing ever comes, until it is cancelled
+        with the subscription."""
+        return await asyncio.get_running_loop().create_future()
 
     def qsize(self) -> int:
         return 0

@@ -1,6 +1,6 @@
 """Microseconds per frame that livecam's HTTP camera reader spends checking a part's JPEG.
 
-Times ``MjpegSource._keep`` (the check, the cut of bytes around the picture, the count) on
+Times ``MjpegSource._keep`` (the check of its markers, the view of the picture, the count) on
 real JPEGs of three sizes, as parts arrive: clean, after a stray CRLF, with a trailer.
 
     PYTHONPATH=. python bench/jpeg_check.py

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from .integers import parse_int
-from .jpeg import jpeg_span, with_huffman_tables
+from .jpeg import jpeg_check, jpeg_span, with_huffman_tables
 from .redaction import redact, split_url
 from .source_base import (
     MAX_FRAME,
@@ -49,12 +49,16 @@ from .source_base import (
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64 * 1024  # what is read at once, and all a skipped part ever occupies
+CHUNK = 64 * 1024  # the least a read has room for, and all a skipped part ever occupies
+BUFFER = 256 * 1024  # an MJPEG reader's buffer: whole parts of most cameras, read at once
 # A frame not whole this long after it was begun is a failure, however the bytes trickle.
 FRAME_TIMEOUT = 10.0
 MAX_HEADER = 16 * 1024  # a part's header block larger than this is not a camera's
 SNAPSHOT_FPS = 2.0  # polling rate of a snapshot camera whose config sets no fps
 SNAPSHOT_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg")
+# A part's declared size, among header lines of the plain "Name: value" shape.
+_LENGTH = re.compile(rb"^content-length:([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+_BLANK = re.compile(rb"[ \t\r\n]*")
 
 Opener = Callable[[], http.client.HTTPResponse]
 
@@ -227,7 +231,10 @@ class _HttpSource(Screening):
     def __init__(self, max_frame: int, stop: threading.Event) -> None:
         self._max_frame = max_frame
         self._stop = stop
-        self._frame: bytes | bytearray | None = None
+        # The picture last grabbed, where it lies in the bytes read (a reader's buffer is
+        # written again only by the next grab), and its bytes once asked for.
+        self._frame: memoryview | None = None
+        self._jpeg: bytes | None = None
         self._fresh = False
         self._deadline = time.monotonic() + FRAME_TIMEOUT
         self._unwatch: Callable[[], None] = _nothing
@@ -264,7 +271,7 @@ class _HttpSource(Screening):
         if self._fresh:
             self._fresh = False
             return True
-        self._frame = None
+        self._frame = self._jpeg = None
         return self._read_frame()
 
     def _read_frame(self) -> bool:
@@ -298,29 +305,37 @@ class _HttpSource(Screening):
     def _too_big(self, size: int, more: str = "") -> str:
         return f"frame of {more}{human_size(size)} exceeds the {human_size(self._max_frame)} limit"
 
-    def _keep(self, data: bytearray) -> bool:
-        """Hold ``data`` as the current frame if it holds a whole JPEG; count it if not."""
-        span = jpeg_span(data)
+    def _keep(self, data: bytearray, start: int = 0, end: int | None = None) -> bool:
+        """Hold the picture in ``data[start:end]`` as the current frame if it is a whole JPEG;
+        count it if not. Nothing is copied, and the picture's exact bytes (without a stray
+        CRLF before it or a trailer after it) are only looked for when they are wanted."""
+        span = jpeg_check(data, start, end)
         if span.problem is not None:
             self._reject(span.problem)
             return False
-        # Bytes around the picture (a stray CRLF before it, a trailer after it) are not for
-        # viewers. In place: a bytearray drops its first bytes without moving the rest.
-        del data[span.end :]
-        del data[: span.start]
-        self._frame = data
+        self._frame = memoryview(data)[span.start : span.end]
         self._accept()
         return True
 
-    def retrieve(self) -> np.ndarray | None:
-        """Decode the frame last grabbed."""
+    def _picture(self) -> memoryview | None:
+        """The bytes of the picture last grabbed, from its start marker to its end marker."""
         if self._frame is None:
             return None
-        return cv2.imdecode(np.frombuffer(self._frame, np.uint8), cv2.IMREAD_COLOR)
+        span = jpeg_span(self._frame)  # checked when kept: only its end is looked for
+        return self._frame[span.start : span.end]
+
+    def retrieve(self) -> np.ndarray | None:
+        """Decode the frame last grabbed."""
+        picture = self._picture()
+        if picture is None:
+            return None
+        return cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_COLOR)
 
     def jpeg(self) -> bytes | None:
-        """The camera's own JPEG bytes of the frame last grabbed."""
-        return None if self._frame is None else with_huffman_tables(bytes(self._frame))
+        """The camera's own JPEG bytes of the frame last grabbed (one copy, made once)."""
+        if self._jpeg is None and (picture := self._picture()) is not None:
+            self._jpeg = with_huffman_tables(bytes(picture))
+        return self._jpeg
 
     def release(self) -> None:
         raise NotImplementedError
@@ -332,6 +347,11 @@ class MjpegSource(_HttpSource):
     Tolerant of what cameras do to the framing: a quoted boundary, one declared with or
     without its leading ``--``, none declared at all (learnt from the first delimiter line),
     parts without a Content-Length (found by scanning for the next boundary).
+
+    Cheap for a camera nobody watches: the socket is read straight into one buffer (no bytes
+    object per read), a part's delimiter and headers are matched by one regular expression
+    (a line at a time only where the framing is unusual), and the picture is checked and
+    kept where it lies in the buffer; its bytes are copied out only when asked for.
     """
 
     def __init__(
@@ -344,9 +364,13 @@ class MjpegSource(_HttpSource):
         super().__init__(max_frame, stop)
         self._response = response
         self._watch(response)
-        self._buffer = bytearray()
+        self._buffer = bytearray(BUFFER)
+        self._view = memoryview(self._buffer)
+        self._pos = self._filled = 0  # the bytes read and not yet used: _buffer[_pos:_filled]
+        self._readinto: Callable[[memoryview], int] = self._first_read
         self._boundary: bytes | None = None
         self._delimiter: re.Pattern[bytes] | None = None
+        self._head: re.Pattern[bytes] | None = None
         if boundary:
             self._learn(boundary)
         self._start()
@@ -354,7 +378,13 @@ class MjpegSource(_HttpSource):
     def _learn(self, boundary: bytes) -> None:
         # Compared without leading dashes: cameras disagree on whether "--" belongs to it.
         self._boundary = boundary.strip().lstrip(b"-")
-        self._delimiter = re.compile(rb"\r?\n-*" + re.escape(self._boundary))
+        escaped = re.escape(self._boundary)
+        self._delimiter = re.compile(rb"\r?\n-*" + escaped)
+        # The usual framing in one match: blank lines, the delimiter line, header lines of the
+        # plain "Name: value" shape, the blank line. Anything else goes line by line.
+        self._head = re.compile(
+            rb"(?:[ \t]*\r?\n)*[ \t]*-*" + escaped + rb"[ \t]*\r?\n((?:[!-9;-~]+:[^\r\n]*\r?\n)*)\r?\n"
+        )
 
     def release(self) -> None:
         """Close the connection."""
@@ -362,37 +392,112 @@ class MjpegSource(_HttpSource):
 
     # -- reading the stream ------------------------------------------------------------
 
-    def _fill(self) -> None:
-        """Append what the camera sent next (at most CHUNK bytes) to the buffer."""
+    def _first_read(self, into: memoryview) -> int:
+        """The first read: what http.client buffered after the response's head. Its buffer is
+        then empty, and a plain stream is read from the socket straight into ours."""
+        data = self._response.read1(len(into))
+        into[: len(data)] = data
+        response = self._response
+        if data and not response.chunked and response.length is None and response.fp is not None:
+            self._readinto = response.fp.readinto1
+        elif data:
+            self._readinto = self._read_copy
+        return len(data)
+
+    def _read_copy(self, into: memoryview) -> int:
+        """A read through http.client, for a chunked response (it takes the chunks apart)."""
+        data = self._response.read1(len(into))
+        into[: len(data)] = data
+        return len(data)
+
+    def _fill(self, need: int = 0) -> None:
+        """Append what the camera sent next to the buffer, with room for ``need`` bytes from
+        the read position."""
         self._pace()
-        data = self._response.read1(CHUNK)
-        if not data:
+        if self._filled == len(self._buffer) or len(self._buffer) - self._pos < need:
+            self._make_room(need)
+        count = self._readinto(self._view[self._filled :])
+        if not count:
             raise _StreamEnded
-        self._buffer += data
+        self._filled += count
+
+    def _make_room(self, need: int) -> None:
+        """Move the unread bytes to the front, and resize the buffer when they and ``need`` (or
+        a chunk more) do not fit, or when it outgrew its usual size and they now fit in that."""
+        kept = self._filled - self._pos
+        if self._pos:
+            # Through bytes(): the bytes and where they go may overlap.
+            self._buffer[:kept] = bytes(self._view[self._pos : self._filled])
+            self._pos, self._filled = 0, kept
+        wanted = max(need, kept + CHUNK)
+        size = len(self._buffer)
+        if wanted > size:
+            # Doubling, so a long part costs few moves; never far beyond what may be held.
+            size = max(wanted, min(2 * size, self._max_frame + MAX_HEADER + 2 * CHUNK))
+        elif size > BUFFER and wanted <= BUFFER // 2:
+            size = BUFFER
+        else:
+            return
+        self._view.release()
+        try:
+            # In place: a large buffer grows and shrinks without a second one beside it.
+            if size > len(self._buffer):
+                self._buffer.extend(bytes(size - len(self._buffer)))
+            else:
+                del self._buffer[size:]
+        except BufferError:  # a frame still viewed in it (not while grabbing): a new one
+            buffer = bytearray(size)
+            buffer[:kept] = self._buffer[:kept]
+            self._buffer = buffer
+        self._view = memoryview(self._buffer)
 
     def _line(self) -> bytes:
         """The next line, or at most MAX_HEADER bytes of it."""
-        while (end := self._buffer.find(b"\n", 0, MAX_HEADER) + 1) == 0:
-            if len(self._buffer) >= MAX_HEADER:
-                end = MAX_HEADER
+        # Never past _filled: the buffer holds older bytes beyond it.
+        while not (end := self._buffer.find(b"\n", self._pos, min(self._filled, self._pos + MAX_HEADER)) + 1):
+            if self._filled - self._pos >= MAX_HEADER:
+                end = self._pos + MAX_HEADER
                 break
             self._fill()
-        line = bytes(self._buffer[:end])
-        del self._buffer[:end]
+        line = bytes(self._view[self._pos : end])
+        self._pos = end
         return line
 
     def _next_frame(self) -> bool:
         """Read parts until one is a good frame."""
         while True:
-            self._to_part()
-            length = self._content_length(self._headers())
+            length = self._part()
             if length is not None and length > self._max_frame:
                 self._reject(self._too_big(length))
                 self._skip(length)
                 continue
-            data = self._read_exact(length) if length is not None else self._read_to_boundary()
-            if data is not None and self._keep(data):
+            span = self._read_exact(length) if length is not None else self._read_to_boundary()
+            if span is not None and self._keep(self._buffer, *span):
                 return True
+
+    def _part(self) -> int | None:
+        """Go past the next part's delimiter and headers; its declared size, None when absent
+        or unreadable (then: scan)."""
+        while self._head is not None:
+            if self._pos == self._filled:  # all used: read the next part from the buffer's start
+                self._pos = self._filled = 0
+                if len(self._buffer) > BUFFER:
+                    self._make_room(0)  # what a large part grew goes back
+                self._fill()
+            found = self._head.match(self._buffer, self._pos, min(self._filled, self._pos + MAX_HEADER))
+            if found is not None:
+                self._pos = found.end()
+                values = _LENGTH.findall(self._buffer, found.start(1), found.end(1))
+                return parse_int(values[-1].decode("latin-1").strip(), 15) if values else None
+            # Only the CRLF that ends the last part so far: the next part is still to come.
+            if self._filled - self._pos > MAX_HEADER or not _BLANK.fullmatch(
+                self._buffer, self._pos, self._filled
+            ):
+                break
+            self._make_room(0)  # those few bytes to the front: the part is read whole after them
+            self._fill()
+        self._to_part()
+        return self._content_length(self._headers())
 
     def _to_part(self) -> None:
         """Skip to just after the next delimiter line (the CRLF after a part, a preamble)."""
@@ -432,61 +537,55 @@ class MjpegSource(_HttpSource):
 
     def _skip(self, length: int) -> None:
         """Read past ``length`` bytes in small chunks, keeping none of them."""
-        taken = min(len(self._buffer), length)
-        del self._buffer[:taken]
+        taken = min(self._filled - self._pos, length)
+        self._pos += taken
         remaining = length - taken
+        if remaining:
+            self._pos = self._filled = 0  # all used
         while remaining > 0:
             # A part claiming gigabytes and then trickling must not hold the source for ever.
             self._check_patience()
             self._pace()
-            # read1: what has arrived, at most a chunk; read() would wait for all of it.
-            count = len(self._response.read1(min(CHUNK, remaining)))
+            # What has arrived, at most what is left of the part: the next part stays unread.
+            count = self._readinto(self._view[: min(CHUNK, remaining)])
             if not count:
                 raise _StreamEnded
             remaining -= count
 
-    def _read_exact(self, length: int) -> bytearray:
-        """The next ``length`` bytes, read straight into a frame of that size."""
-        frame = bytearray(length)
-        taken = min(len(self._buffer), length)
-        frame[:taken] = self._buffer[:taken]
-        del self._buffer[:taken]
-        while taken < length:
-            self._pace()
-            data = self._response.read1(min(CHUNK, length - taken))  # what has arrived
-            if not data:
-                raise _StreamEnded
-            frame[taken : taken + len(data)] = data
-            taken += len(data)
-        return frame
+    def _read_exact(self, length: int) -> tuple[int, int]:
+        """Where the next ``length`` bytes lie in the buffer, once they are all there."""
+        while self._filled - self._pos < length:
+            self._fill(length)
+        start = self._pos
+        self._pos += length
+        return start, self._pos
 
-    def _read_to_boundary(self) -> bytearray | None:
-        """A part without a Content-Length: the bytes up to the next boundary, at most the cap."""
+    def _read_to_boundary(self) -> tuple[int, int] | None:
+        """A part without a Content-Length: where the bytes up to the next boundary lie, at
+        most the cap of them."""
         assert self._delimiter is not None  # _to_part learnt the boundary
-        start = 0
-        while (found := self._delimiter.search(self._buffer, start)) is None:
-            if len(self._buffer) > self._max_frame:
+        searched = 0  # how far past the read position no delimiter begins
+        while (found := self._delimiter.search(self._buffer, self._pos + searched, self._filled)) is None:
+            if self._filled - self._pos > self._max_frame:
                 self._reject(self._too_big(self._max_frame, "more than "))
                 self._discard_to_boundary()
                 return None
             # The delimiter may straddle two reads: search again from a little before the end.
-            start = max(0, len(self._buffer) - len(self._boundary or b"") - 64)
+            searched = max(0, self._filled - self._pos - len(self._boundary or b"") - 64)
             self._fill()
-        # A fresh buffer for what follows: a grown one would keep its capacity for ever.
-        frame, self._buffer = self._buffer, bytearray(self._buffer[found.start() :])
-        del frame[found.start() :]
-        return frame
+        start, self._pos = self._pos, found.start()
+        return start, found.start()
 
     def _discard_to_boundary(self) -> None:
         """Drop bytes until the next boundary, keeping only enough to recognise it."""
         assert self._delimiter is not None
         keep = len(self._boundary or b"") + 64
-        self._buffer = bytearray(self._buffer[-keep:])
-        while (found := self._delimiter.search(self._buffer)) is None:
+        self._pos = max(self._pos, self._filled - keep)
+        while (found := self._delimiter.search(self._buffer, self._pos, self._filled)) is None:
             self._check_patience()
-            self._buffer = bytearray(self._buffer[-keep:])
+            self._pos = max(self._pos, self._filled - keep)
             self._fill()
-        del self._buffer[: found.start()]
+        self._pos = found.start()
 
 
 class SnapshotSource(_HttpSource):

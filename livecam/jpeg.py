@@ -54,34 +54,64 @@ def is_jpeg(data: np.ndarray | None) -> bool:
     )
 
 
-def jpeg_span(data: Bytes) -> Span:
+def jpeg_span(data: Bytes, start: int = 0, end: int | None = None) -> Span:
     """Find the picture in a camera's frame bytes, checking its markers (nothing is decoded).
 
-    The start marker may follow a few stray bytes (MAX_LEAD at most); the header segments are
-    walked from there to the picture data (a frame header of a bounded size must come first),
-    then one search finds the end marker. Bytes before the start and after the end are not
-    the picture's.
+    Only ``data[start:end]`` is looked at (a part inside a reader's buffer, without a copy);
+    the span is where the picture lies in ``data``. The start marker may follow a few stray
+    bytes (MAX_LEAD at most); the header segments are walked from there to the picture data
+    (a frame header of a bounded size must come first), then one search finds the end
+    marker. Bytes before the start and after the end are not the picture's.
     """
     view = _view(data)
-    found = _SOI.search(view, 0, MAX_LEAD + 2)
-    if found is None or found.end() + 2 > len(view):  # a start marker alone is no picture either
-        return _bad("not a JPEG")
-    header = _header(view, found.end())
-    if isinstance(header, str):
-        return _bad(header)
+    end = len(view) if end is None else min(end, len(view))
+    found = _start(view, start, end)
+    if isinstance(found, str):
+        return _bad(found)
+    first, body = found
     # FF D9 cannot occur inside entropy-coded data (an FF there is followed by 00), so the
     # first one after the header is the end; what follows (padding, a camera's trailer, even
     # one holding FF D9 itself) is not the picture's.
-    end = _EOI.search(view, header[0])
-    if end is None:
+    stop = _EOI.search(view, body, end)
+    if stop is None:
         return _bad("truncated JPEG")
-    return Span(found.start(), end.end())
+    return Span(first, stop.end())
 
 
-def _header(view: bytes | bytearray | memoryview, offset: int) -> tuple[int, int, int] | str:
+def jpeg_check(data: bytes | bytearray, start: int = 0, end: int | None = None) -> Span:
+    """jpeg_span's verdict on ``data[start:end]``, without reading the picture's data where
+    the bytes end with an end marker (as a camera's parts do).
+
+    The span then ends with the bytes: the picture ends there, or earlier where a broken one
+    holds an end marker inside its data, so ``jpeg_span`` over the span gives its exact bytes
+    when they are wanted. A camera nobody watches is checked without a search of each frame.
+    """
+    end = len(data) if end is None else min(end, len(data))
+    found = _start(data, start, end)
+    if isinstance(found, str):
+        return _bad(found)
+    first, body = found
+    if end - body >= 2 and data[end - 2] == 0xFF and data[end - 1] == EOI:
+        return Span(first, end)
+    return jpeg_span(data, first, end)
+
+
+def _start(view: bytes | bytearray | memoryview, start: int, end: int) -> tuple[int, int] | str:
+    """Where the picture starts and its data begins, its header checked; or why not."""
+    found = _SOI.search(view, start, min(end, start + MAX_LEAD + 2))
+    if found is None or found.end() + 2 > end:  # a start marker alone is no picture either
+        return "not a JPEG"
+    header = _header(view, found.end(), end)
+    if isinstance(header, str):
+        return header
+    return found.start(), header[0]
+
+
+def _header(view: bytes | bytearray | memoryview, offset: int, size: int) -> tuple[int, int, int] | str:
     """Walk the header segments from ``offset`` (just after the start marker) to the picture
-    data: where it begins and the frame header's width and height, or why there is none."""
-    size, frame = len(view), None
+    data, which ends by ``size``: where it begins and the frame header's width and height, or
+    why there is none."""
+    frame = None
     for _ in range(MAX_SEGMENTS):
         if offset + 4 > size:
             return "truncated JPEG"
@@ -89,7 +119,7 @@ def _header(view: bytes | bytearray | memoryview, offset: int) -> tuple[int, int
             return "not a JPEG"  # what follows a segment must be another marker
         marker = view[offset + 1]
         if marker == 0xFF:  # fill bytes before a marker: skipped in one search, however many
-            marker_at = _NOT_FILL.search(view, offset)
+            marker_at = _NOT_FILL.search(view, offset, size)
             offset = (marker_at.start() if marker_at else size) - 1
             continue
         if marker in STANDALONE:
@@ -176,5 +206,5 @@ def jpeg_size(jpeg: Bytes) -> tuple[int, int] | None:
     view = _view(jpeg)
     if view[:2] != b"\xff\xd8":
         return None
-    header = _header(view, 2)
+    header = _header(view, 2, len(view))
     return None if isinstance(header, str) else header[1:]

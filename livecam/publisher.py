@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection
 from typing import TypeVar
 
 from . import catalog, wire
-from .broadcast import BroadcastClosed, Frame
+from .broadcast import Broadcaster, Frame
 from .bus import FrameBus
 from .capture import Camera
 from .config import ConfigError
@@ -259,7 +259,9 @@ class CameraPublisher:
             thread.join(timeout)
 
     def _frames(self, profile: str) -> None:
-        """While someone wants ``profile``, watch it like a viewer and publish each frame once."""
+        """While someone wants ``profile``, watch it like a viewer (which makes the capture
+        thread decode and encode it) and have each of its frames published once, by the
+        capture thread that makes it: this thread wakes for a change of interest, not per frame."""
         subject = self._subjects.frame(self.camera.id, profile)
         while not self._stop.is_set():
             if not self._wanted(profile):
@@ -270,18 +272,36 @@ class CameraPublisher:
             if broadcaster.closed:
                 self._stop.wait(0.2)  # the camera is off; a switch-on makes a new broadcaster
                 continue
-            # Watching is what makes the capture thread decode and encode: only while wanted.
-            with broadcaster.watching():
-                seq = broadcaster.latest.seq if broadcaster.latest else 0
-                while not self._stop.is_set() and self._wanted(profile):
-                    try:
-                        frame = broadcaster.wait_next(seq, 1.0)
-                    except BroadcastClosed:
-                        break
-                    if frame is not None:
-                        seq = frame.seq
-                        headers = wire.frame_headers(frame.seq, frame.timestamp, frame.placeholder)
-                        self._bus.publish(subject, frame.jpeg, headers)
+            send = self._sender(subject, broadcaster)
+            broadcaster.add_listener(send)
+            try:
+                with broadcaster.watching():
+                    while not self._stop.is_set() and self._wanted(profile) and not broadcaster.closed:
+                        with self._lock:
+                            if not broadcaster.closed:  # under the lock: a close notifies under it
+                                self._lock.wait(1.0)  # notified by interest, stop and a close
+            finally:
+                broadcaster.remove_listener(send)
+
+    def _sender(self, subject: str, broadcaster: Broadcaster) -> Callable[[], None]:
+        """A listener that publishes each new frame of ``broadcaster`` on ``subject``, run by
+        the capture thread right after it publishes the frame (quick: the bus never blocks)."""
+        latest = broadcaster.latest
+        sent = [latest.seq if latest is not None else 0]  # a frame already there is not sent again
+
+        def send() -> None:
+            if broadcaster.closed:  # the camera stopped: the watching thread moves on at once
+                with self._lock:
+                    self._lock.notify_all()
+                return
+            frame = broadcaster.latest
+            if frame is None or frame.seq <= sent[0]:
+                return
+            sent[0] = frame.seq
+            headers = wire.frame_headers(frame.seq, frame.timestamp, frame.placeholder)
+            self._bus.publish(subject, frame.jpeg, headers)
+
+        return send
 
 
 def checked_request(

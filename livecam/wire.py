@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .events import Event
-from .jpeg import MAX_SIDE, jpeg_size, jpeg_span
+from .jpeg import MAX_SIDE, jpeg_check, jpeg_size
 from .record import PROFILE_FIELDS, RECORD_FIELDS, STATES
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,11 @@ def decode_frame(payload: bytes, headers: Mapping[str, str], max_bytes: int) -> 
     """
     if len(payload) > max_bytes:
         raise BadMessage(f"frame of {len(payload)} bytes exceeds the {max_bytes} byte limit")
-    start, end, problem = jpeg_span(payload)
+    # A capture process sends the picture alone, ending with its end marker: its markers are
+    # checked without a search of its data (a forged one holding another end marker inside
+    # reaches viewers whole, and their decoders stop at that marker); a payload ending
+    # otherwise is searched and cut as a camera's frame is.
+    start, end, problem = jpeg_check(payload)
     if problem:
         raise BadMessage(f"frame: {problem}")
     if start:

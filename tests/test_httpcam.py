@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -433,3 +434,43 @@ def test_a_trickling_camera_fails_and_stops_when_told(
         assert time.monotonic() - started < 2
     finally:
         stopped.release()
+
+
+def chunked_camera(frames: list[bytes], ready: threading.Event, port: list[int]) -> None:
+    """An HTTP/1.1 MJPEG camera that sends its stream chunked, in chunks of odd sizes across
+    parts, then the closing delimiter (one connection, then it ends)."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port.append(server.getsockname()[1])
+        ready.set()
+        server.settimeout(10)
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=cam\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            body = b"".join(
+                b"--cam\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(f), f)
+                for f in frames
+            )
+            body += b"--cam--\r\n"
+            for start in range(0, len(body), 777):
+                chunk = body[start : start + 777]
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            conn.sendall(b"0\r\n\r\n")
+
+
+def test_a_chunked_stream_is_read_through_its_chunks(opened) -> None:
+    frames = [
+        cv2.imencode(".jpg", np.full((48, 64, 3), shade, np.uint8))[1].tobytes() for shade in (10, 120, 240)
+    ]
+    ready, port = threading.Event(), []
+    server = threading.Thread(target=chunked_camera, args=(frames, ready, port), daemon=True)
+    server.start()
+    assert ready.wait(5)
+    source = opened(f"http://127.0.0.1:{port[0]}/cam.mjpg")
+    assert grab_jpegs(source, 3) == frames
+    assert not source.grab()  # the closing delimiter ends the stream
+    assert source.rejected == 0
+    server.join(5)

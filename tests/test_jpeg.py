@@ -19,6 +19,7 @@ from livecam.jpeg import (
     SOS,
     STANDARD_TABLES,
     is_jpeg,
+    jpeg_check,
     jpeg_problem,
     jpeg_size,
     jpeg_span,
@@ -145,3 +146,30 @@ def test_sizes_up_to_the_bound_are_read_from_the_header() -> None:
     assert jpeg_problem(claimed) is None and jpeg_size(claimed) == (MAX_SIDE, MAX_SIDE)
     padded = encoded()[:2] + b"\xff" * 10 + encoded()[2:]  # fill bytes before the first marker
     assert jpeg_size(padded) == (64, 48)
+
+
+def test_a_part_is_checked_where_it_lies_in_a_buffer() -> None:
+    jpeg = encoded()
+    buffer = bytearray(b"--b\r\nContent-Length: 9\r\n\r\n\r\n" + jpeg + b"\r\n--b\r\n" + b"\xff\xd8" * 50)
+    start = buffer.index(b"\xff\xd8")
+    end = start + len(jpeg) + 2
+    # Only the bytes between start - 2 and end are looked at: the start markers after them are not.
+    assert jpeg_span(buffer, start - 2, end) == (start, start + len(jpeg), None)
+    assert jpeg_span(buffer, start - 2, start + 300).problem == "truncated JPEG"
+
+
+def test_the_check_agrees_with_the_span_and_leaves_the_end_search_for_later() -> None:
+    jpeg = encoded()
+    trailer = jpeg + b"TRAILERJUNK\xff\xd9" + b"X" * 5000
+    for data in (jpeg, jpeg + b"\r\n", trailer, b"\r\n" + jpeg, jpeg[:300], b"<html>" + jpeg[2:], jpeg[:-2]):
+        checked, span = jpeg_check(data), jpeg_span(data)
+        assert checked.problem == span.problem
+        if span.problem is None:
+            # The check's span holds the picture; a span over it finds the exact bytes.
+            assert checked.start == span.start and checked.end >= span.end
+            assert jpeg_span(data, checked.start, checked.end) == span
+    # Bytes that end with an end marker are not searched: a picture with another end marker
+    # inside its data ends there, and only the span over the check's bytes says so.
+    inner = jpeg[:-2] + b"\xff\xd9" + b"more" + b"\xff\xd9"
+    assert jpeg_check(inner) == (0, len(inner), None)
+    assert jpeg_span(inner) == (0, len(jpeg), None)

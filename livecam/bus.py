@@ -370,18 +370,13 @@ class FrameBus:
             return None
         if pending:  # a stream of messages for a quick handler
 
-            def handle(msg: Msg) -> None:
+            async def deliver(msg: Msg) -> None:
                 try:
                     callback(msg.data, msg.headers or {})
                 except Exception:  # noqa: BLE001 - one bad message must not end a subscription
                     log.exception("frame bus: handler for %s failed", subject)
 
-            async def deliver(msg: Msg) -> None:
-                handle(msg)
-
-            subscription = await client.subscribe(subject, cb=deliver, pending_bytes_limit=pending)
-            _Inline.install(subscription, handle)
-            return subscription
+            return await client.subscribe(subject, cb=deliver, pending_bytes_limit=pending)
 
         async def answer(msg: Msg) -> None:
             if not msg.reply:
@@ -434,51 +429,6 @@ class FrameBus:
             except Exception:  # noqa: BLE001 - drained or not, it is closed below
                 pass
             await client.close()
-
-
-class _Inline:
-    """Stands in for a nats-py subscription's queue: each message goes to the handler as the
-    connection's reader parses it, rather than through a queue to the subscription's own task
-    (a hop, a task switch and a coroutine per frame). Handlers are quick and never block, so
-    nothing waits: no backlog, and no slow consumer to cut off.
-    """
-
-    def __init__(self, subscription: Subscription, handle: Callable[[Msg], None]) -> None:
-        self._subscription = subscription
-        self._handle = handle
-
-    @classmethod
-    def install(cls, subscription: Subscription, handle: Callable[[Msg], None]) -> None:
-        """Deliver ``subscription``'s messages inline, where nats-py's internals are those this
-        was written for (nats-py 2.16: the queue and its byte count); else leave its queue."""
-        if isinstance(getattr(subscription, "_pending_queue", None), asyncio.Queue) and isinstance(
-            getattr(subscription, "_pending_size", None), int
-        ):
-            # The subscription's task waits for a message that never comes to it (get), until
-            # the subscription ends and cancels it.
-            subscription._pending_queue = cls(subscription, handle)  # type: ignore[assignment]
-
-    def put_nowait(self, msg: Msg) -> None:
-        """Handle ``msg`` now (nats-py counted its bytes as pending: they are not)."""
-        self._subscription._pending_size -= len(msg.data)
-        self._handle(msg)
-
-    async def get(self) -> Msg:
-        """What the subscription's own task waits on: nothing ever comes, until it is cancelled
-        with the subscription."""
-        return await asyncio.get_running_loop().create_future()
-
-    def qsize(self) -> int:
-        return 0
-
-    def empty(self) -> bool:
-        return True
-
-    def task_done(self) -> None:
-        """Nothing was queued."""
-
-    async def join(self) -> None:
-        """Nothing is left to handle (a drain waits for this)."""
 
 
 def credentials(path: str | None) -> dict[str, str]:

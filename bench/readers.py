@@ -45,6 +45,7 @@ class Viewer:
     """One reader's connection and everything it received."""
 
     connect_started: float = 0.0
+    connected: float = math.nan  # when the reader's request was handed to its socket
     first_part: float = math.nan
     status: int = 0
     error: str = ""
@@ -125,6 +126,7 @@ class MjpegReader(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         transport.write(self._request)
+        self.viewer.connected = time.time()
 
     def data_received(self, data: bytes) -> None:
         self._buf += data

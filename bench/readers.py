@@ -286,6 +286,7 @@ async def _child(conn: Connection, host: str, port: int, path: str) -> None:
     loop = asyncio.get_running_loop()
     readers = Readers(host, port, path, Stamps())
     lags: list[float] = []
+    conn.send(None)  # ready: imported and looping, so a burst is not slowed by a process starting
     while True:
         command, argument = await loop.run_in_executor(None, conn.recv)
         if command == "open":
@@ -335,6 +336,7 @@ class Spread:
             self._procs.append(process)
         self._viewers: list[Viewer] = []
         self._lags: list[float] = []
+        self._started = False
 
     @property
     def viewers(self) -> list[Viewer]:
@@ -345,12 +347,19 @@ class Spread:
         """The reader processes."""
         return [process.pid for process in self._procs]
 
-    async def _ask(self, commands: list[tuple[str, object]]) -> list[object]:
-        """Send each process its command at once and wait for every answer."""
-        for conn, command in zip(self._conns, commands, strict=True):
-            conn.send(command)
+    async def _answers(self) -> list[object]:
+        """Every process's next answer."""
         loop = asyncio.get_running_loop()
         return list(await asyncio.gather(*(loop.run_in_executor(None, conn.recv) for conn in self._conns)))
+
+    async def _ask(self, commands: list[tuple[str, object]]) -> list[object]:
+        """Send each process its command at once (once all are ready) and wait for every answer."""
+        if not self._started:
+            await self._answers()  # each process says it is ready
+            self._started = True
+        for conn, command in zip(self._conns, commands, strict=True):
+            conn.send(command)
+        return await self._answers()
 
     async def open_many(self, count: int) -> None:
         """Connect ``count`` viewers at once, shared out evenly."""

@@ -29,6 +29,7 @@ can hold threads there: put nginx in front for TLS.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -278,7 +279,8 @@ class Pool:
                 if not self._work:
                     self._threads -= 1
                     self._cond.notify_all()  # a shutdown may wait for the last one
-                    return
+                    ended_idle = not self._shutdown
+                    break
                 future, fn, args = self._work.popleft()
                 self._taken = time.monotonic()
             if future.set_running_or_notify_cancel():
@@ -289,6 +291,28 @@ class Pool:
                 else:
                     future.set_result(result)
             del future, fn, args  # nothing of a finished request stays alive in an idle thread
+        if ended_idle:
+            # The work that needed this thread has been over for a while: the memory it took
+            # and gave back (requests, connections, the threads' allocator arenas) goes back
+            # to the system, rather than staying with the process after a burst.
+            _trim_memory()
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _libc_trim()
+
+
+def _trim_memory() -> None:
+    """Give the C allocator's free memory back to the system (a no-op without glibc)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 # The sockets of connections the app took over: gunicorn closes its descriptor of each one

@@ -842,7 +842,7 @@ def targets(
         lambda r: (statistics.median(r.first_ms) <= 250, f"{statistics.median(r.first_ms):.0f} ms"),
     )
     check(
-        "1,000 viewers: after, memory <= 90 MB (PSS), threads back (+1)",
+        "1,000 viewers: after, PSS <= 90 MB, threads back (+1)",
         1000,
         lambda r: (
             r.after is not None

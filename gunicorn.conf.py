@@ -29,9 +29,11 @@ except ImportError as exc:
 
 wsgi_app = "wsgi:app"
 bind = [_settings.bind]
-# Every viewer holds one thread for as long as it watches: size the pool for viewers.
 # livecam's gthread worker commits a thread only to a request that has fully arrived, so slow
-# clients cannot take the threads viewers and buttons need (see livecam/worker.py).
+# clients cannot take the threads viewers and buttons need, and a plain HTTP viewer gives its
+# thread back once its stream is handed to the sender (see livecam/worker.py). ``threads`` is
+# the most at once (streams written by their thread hold one each): they are started when
+# requests wait for one, and end after a few seconds idle.
 worker_class = "livecam.worker.ThreadWorker"
 # Connections at once, those still sending their request included (gunicorn's default is
 # 1000); near the limit the worker closes the ones that have waited longest for a request.

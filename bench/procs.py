@@ -80,13 +80,27 @@ class Usage:
     """A process tree's CPU time so far and its size right now."""
 
     cpu_ticks: int  # utime + stime, clock ticks
-    rss_kb: int
+    rss_kb: int  # summed over the processes: pages a forked worker shares with its master count twice
     threads: int
+    pss_kb: int = 0  # each page counted once, shared ones split between their processes
 
 
-def usage(pids: list[int]) -> Usage:
-    """Sum utime+stime (stat fields 14, 15), RSS and threads over ``pids`` still alive."""
-    ticks = rss = threads = 0
+def pss_kb(pid: int) -> int:
+    """A process's proportional set size (its share of every page it maps), 0 if unreadable."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def usage(pids: list[int], memory: bool = False) -> Usage:
+    """Sum utime+stime (stat fields 14, 15), RSS and threads over ``pids`` still alive; with
+    ``memory`` their PSS too (slower: the kernel walks every mapping)."""
+    ticks = rss = threads = pss = 0
     for pid in pids:
         fields = _stat(pid)
         if fields is None:
@@ -95,7 +109,8 @@ def usage(pids: list[int]) -> Usage:
         ticks += int(fields[11]) + int(fields[12])
         threads += int(fields[17])
         rss += int(fields[21]) * PAGE_KB
-    return Usage(ticks, rss, threads)
+        pss += pss_kb(pid) if memory else 0
+    return Usage(ticks, rss, threads, pss)
 
 
 def ticks(pids: list[int]) -> dict[int, int]:

@@ -331,6 +331,9 @@ class Sender:
         is stopping) is let go at once, and its place with it."""
         with self._lock:
             refused = self._stopping
+            # One wake takes in every client handed over until the loop looks: a burst of
+            # viewers wakes it once per turn, not once each.
+            woken = bool(self._incoming)
             if refused:
                 self._give_back(client)
             else:
@@ -343,7 +346,7 @@ class Sender:
                     self._thread.start()
         if refused:
             _let_go(client, clean=False)
-        else:
+        elif not woken:
             self.wake()
 
     def wake(self) -> None:

@@ -13,6 +13,10 @@ A stream viewer does not keep a thread either: the app may take a connection ove
 descriptor, and the request's thread goes back to the pool while livecam's sender thread
 writes the stream.
 
+Its request threads come and go with the work (``Pool``): a thread is started when a request
+waits that no thread will take soon, and ends after a while idle, so a thousand viewers
+connecting at once are answered by a few threads in turn and leave none behind.
+
 Two more changes keep the event loop from waiting on clients: closing a connection gracefully
 (send FIN, drain what the client still sends) lingers in the loop instead of blocking it, and
 an application's ``Connection: close`` header makes gunicorn really close the connection after
@@ -25,6 +29,7 @@ can hold threads there: put nginx in front for TLS.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import gc
 import logging
@@ -33,9 +38,12 @@ import re
 import resource
 import selectors
 import socket
+import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -80,7 +88,7 @@ def missing_internals(
             "gthread.ThreadWorker",
             worker,
             ("init_process", "load_wsgi", "accept", "on_client_socket_readable", "finish_request")
-            + ("murder_pending", "enqueue_req"),
+            + ("murder_pending", "enqueue_req", "get_thread_pool", "wait_for_and_dispatch_events"),
             ("worker_connections", "poller", "keepalived_conns", "nr_conns"),
         ),
         ("gthread.TConn", conn, ("init", "close"), ("sock", "parser", "data_ready")),
@@ -130,6 +138,15 @@ _CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*\r?(?:\n
 _EXPECT_CONTINUE = re.compile(rb"\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECASE)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The request threads. Python runs one thread at a time: for requests that only compute, a few
+# threads answer as fast as many, and many cost a GIL hand-over at every switch, a stack and
+# an allocator arena each. More start only when the ones there are all blocked (a snapshot
+# waiting for its frame, a stream written by its thread): work waits and none was taken
+# for GROW_AFTER.
+CORE_THREADS = 4  # started as soon as work finds no thread free
+GROW_AFTER = 0.02  # seconds work waits, no thread taking any, before one more thread starts
+IDLE_THREAD = 5.0  # seconds a thread waits for work before it ends
+ACCEPT_BATCH = 64  # connections accepted in one turn of the event loop, at most
 
 
 def _refusal(status: str, message: str) -> bytes:
@@ -173,6 +190,130 @@ def expects_continue(data: bytes | bytearray) -> bool:
     """Whether a whole request head asks for ``100 Continue`` before its body."""
     end = _HEAD_END.search(data, 0, MAX_REQUEST_HEAD + 4)
     return end is not None and _EXPECT_CONTINUE.search(data, 0, end.start() + 1) is not None
+
+
+class Pool:
+    """The worker's request threads: more only when the ones there are all blocked, fewer when idle.
+
+    Stands in for gthread's ThreadPoolExecutor, which starts a thread for every request that
+    finds none idle and keeps it for good: a burst of a thousand viewers left a hundred
+    threads behind. ``tend()``, called from the worker's event loop, starts a thread when
+    work has waited GROW_AFTER with no thread taking any.
+    """
+
+    def __init__(
+        self,
+        max_threads: int,
+        core: int = CORE_THREADS,
+        grow_after: float = GROW_AFTER,
+        idle: float = IDLE_THREAD,
+    ) -> None:
+        self.max_threads = max(1, max_threads)
+        self._core, self._grow_after, self._idle_timeout = core, grow_after, idle
+        self._cond = threading.Condition()  # guards everything below
+        self._work: deque[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._threads = 0  # started and not ended
+        self._idle = 0  # of those, waiting for work
+        self._taken = time.monotonic()  # when a thread last took work, or one was started
+        self._shutdown = False
+
+    @property
+    def threads(self) -> int:
+        """Threads running now, idle ones included."""
+        return self._threads
+
+    @property
+    def waiting(self) -> bool:
+        """Whether work waits that no idle thread is about to take."""
+        return len(self._work) > self._idle
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` in a thread; its Future."""
+        future: Future[Any] = Future()
+        with self._cond:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            self._work.append((future, fn, args))
+            if self._idle >= len(self._work):
+                self._cond.notify()
+            else:
+                self._grow()
+        return future
+
+    def tend(self) -> None:
+        """Start a thread if work has waited too long for the ones there."""
+        if self.waiting:
+            with self._cond:
+                self._grow()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Take no more work; threads end once what was submitted is done."""
+        with self._cond:
+            self._shutdown = True
+            self._cond.notify_all()
+        if wait:
+            with self._cond:
+                self._cond.wait_for(lambda: self._threads == 0)
+
+    def _grow(self) -> None:
+        """(Under the lock) one more thread, if work waits and the threads are few or stuck."""
+        if self._threads >= self.max_threads or len(self._work) <= self._idle:
+            return
+        now = time.monotonic()
+        if self._threads < self._core or now - self._taken >= self._grow_after:
+            self._threads += 1
+            self._taken = now  # the next one only after another GROW_AFTER without progress
+            threading.Thread(target=self._serve, name="livecam-request", daemon=True).start()
+
+    def _serve(self) -> None:
+        """A thread's life: take work until none comes for IDLE_THREAD, or the pool shuts down."""
+        while True:
+            with self._cond:
+                self._idle += 1
+                deadline = time.monotonic() + self._idle_timeout
+                while not self._work and not self._shutdown:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                self._idle -= 1
+                if not self._work:
+                    self._threads -= 1
+                    self._cond.notify_all()  # a shutdown may wait for the last one
+                    ended_idle = not self._shutdown
+                    break
+                future, fn, args = self._work.popleft()
+                self._taken = time.monotonic()
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args)
+                except BaseException as exc:  # noqa: BLE001 - the Future carries it to gunicorn
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+            del future, fn, args  # nothing of a finished request stays alive in an idle thread
+        if ended_idle:
+            # The work that needed this thread has been over for a while: the memory it took
+            # and gave back (requests, connections, the threads' allocator arenas) goes back
+            # to the system, rather than staying with the process after a burst.
+            _trim_memory()
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library has none."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_malloc_trim = _libc_trim()
+
+
+def _trim_memory() -> None:
+    """Give the C allocator's free memory back to the system (a no-op without glibc)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 # The sockets of connections the app took over: gunicorn closes its descriptor of each one
@@ -264,6 +405,19 @@ class ThreadWorker(gthread.ThreadWorker):
         _allow_descriptors(2 * self.worker_connections + self.cfg.threads + 256)
         super().init_process()
 
+    def get_thread_pool(self) -> Pool:  # type: ignore[override]
+        """Request threads that come and go with the work (see Pool)."""
+        return Pool(self.cfg.threads)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """Wait and dispatch as gthread does, but look again soon while requests wait for a thread."""
+        pool = self.tpool
+        if isinstance(pool, Pool) and pool.waiting:
+            timeout = min(timeout, GROW_AFTER)
+        super().wait_for_and_dispatch_events(timeout)
+        if isinstance(pool, Pool):
+            pool.tend()
+
     def load_wsgi(self) -> None:
         """Load the app; let it close a connection by answering ``Connection: close``, and
         take a connection over (``DETACH``)."""
@@ -278,24 +432,41 @@ class ThreadWorker(gthread.ThreadWorker):
         gc.freeze()
 
     def accept(self, listener: socket.socket) -> None:
-        """Accept a connection and wait for its request in the event loop."""
+        """Accept the connections waiting, each to wait for its request in the event loop.
+
+        Up to ACCEPT_BATCH at a time: a burst of clients costs fewer turns of the loop.
+        """
+        for _ in range(ACCEPT_BATCH):
+            if self.nr_conns >= self.worker_connections or not self._accept_one(listener):
+                return
+
+    def _accept_one(self, listener: socket.socket) -> bool:
+        """Accept one connection; whether another may be waiting."""
         try:
             sock, client = listener.accept()
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE):
                 log.warning("out of file descriptors: dropping the slowest waiting connection")
                 self._evict(1)
-                return
+                return False
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
-            return
+            return exc.errno == errno.ECONNABORTED
         self.nr_conns += 1
         conn = Connection(self.cfg, sock, client, listener.getsockname())  # non-blocking
         conn.linger = self._linger
-        if self.reads_early:
+        if not self.reads_early:
+            self.enqueue_req(conn)  # TLS: the handshake and the request are read in a thread
+            return True
+        conn.deadline = time.monotonic() + REQUEST_TIMEOUT
+        # A client usually sends its request with the connection: take it now, and wait in the
+        # event loop only for one that is not whole yet.
+        data = _receive(sock)
+        if data is None:
             self._await_request(conn)
         else:
-            self.enqueue_req(conn)  # TLS: the handshake and the request are read in a thread
+            self._took(conn, data)
+        return True
 
     def on_client_socket_readable(self, conn: gthread.TConn, client: socket.socket) -> None:
         """A kept-alive connection has bytes again: wait for its whole request too."""
@@ -326,8 +497,8 @@ class ThreadWorker(gthread.ThreadWorker):
                     return
         super().finish_request(conn, fs)
 
-    def _await_request(self, conn: Connection) -> None:
-        conn.deadline = time.monotonic() + REQUEST_TIMEOUT
+    def _await_request(self, conn: Connection, deadline: float | None = None) -> None:
+        conn.deadline = deadline or time.monotonic() + REQUEST_TIMEOUT
         conn.continued = False
         try:
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
@@ -341,8 +512,12 @@ class ThreadWorker(gthread.ThreadWorker):
     def _on_request_bytes(self, conn: Connection, sock: socket.socket) -> None:
         """Take what the client sent; hand the connection to a thread once the request is whole."""
         data = _receive(sock)
-        if data is None:
-            return
+        if data is not None:
+            self._took(conn, data)
+
+    def _took(self, conn: Connection, data: bytes) -> None:
+        """Bytes of a request arrived (b"": the client left): a thread for a whole request, else
+        wait in the event loop for the rest (registering the connection if it is not yet)."""
         if not data:
             self._forget(conn)
             self.nr_conns -= 1
@@ -355,17 +530,20 @@ class ThreadWorker(gthread.ThreadWorker):
             self.enqueue_req(conn)
         elif head_too_large(conn.arrived):
             self._refuse(conn, TOO_LARGE)
-        elif not conn.continued and expects_continue(conn.arrived):
-            # The client waits for leave to send its body, which this loop waits for.
-            conn.continued = True
-            _send_now(sock, CONTINUE)
+        else:
+            if conn not in self.arriving:
+                self._await_request(conn, conn.deadline)
+            if conn in self.arriving and not conn.continued and expects_continue(conn.arrived):
+                # The client waits for leave to send its body, which this loop waits for.
+                conn.continued = True
+                _send_now(conn.sock, CONTINUE)
 
     def _forget(self, conn: Connection) -> None:
-        self.arriving.pop(conn, None)
-        try:
-            self.poller.unregister(conn.sock)
-        except (KeyError, ValueError, OSError):
-            pass
+        if self.arriving.pop(conn, False) is None:  # registered only while arriving
+            try:
+                self.poller.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
 
     def murder_pending(self) -> None:
         """Also close connections whose request did not arrive in time, and finished lingerers."""
@@ -396,7 +574,9 @@ class ThreadWorker(gthread.ThreadWorker):
 
     def _evict(self, count: int) -> None:
         """Close the ``count`` connections that have waited longest for their request."""
-        for conn in list(self.arriving)[: max(0, count)]:
+        if count <= 0:
+            return  # as on every turn of the loop: no copy of every arriving connection
+        for conn in list(self.arriving)[:count]:
             self._forget(conn)
             self.nr_conns -= 1
             conn.close()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 import gunicorn
 import pytest
 from gunicorn.http.unreader import Unreader
@@ -11,6 +15,7 @@ from livecam.config import MAX_REQUEST_BODY
 from livecam.worker import (
     MAX_REQUEST_HEAD,
     IncompatibleGunicorn,
+    Pool,
     check_gunicorn,
     expects_continue,
     head_too_large,
@@ -85,3 +90,77 @@ def test_a_gunicorn_lacking_an_internal_is_refused_in_one_line_naming_it() -> No
         "(pip install 'gunicorn>=27,<28')"
     )
     assert refused.value.name == "gunicorn"  # what gunicorn.conf.py turns into its one line
+
+
+def _until(check: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Whether ``check()`` holds within ``timeout`` seconds (looked at every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_the_pool_runs_work_and_hands_back_results_and_errors() -> None:
+    pool = Pool(8)
+    try:
+        assert [pool.submit(pow, 2, n).result(5) for n in range(5)] == [1, 2, 4, 8, 16]
+        with pytest.raises(ZeroDivisionError):
+            pool.submit(lambda: 1 / 0).result(5)
+    finally:
+        pool.shutdown()
+    with pytest.raises(RuntimeError):
+        pool.submit(print)
+
+
+def test_a_burst_of_work_that_never_blocks_is_done_by_the_core_threads() -> None:
+    pool = Pool(100, core=2, grow_after=1.0)
+    try:
+        futures = [pool.submit(sum, range(2000)) for _ in range(500)]
+        for _ in range(50):
+            pool.tend()  # as the event loop does between events: no thread was stuck, none more
+        assert all(future.result(10) == sum(range(2000)) for future in futures)
+        assert pool.threads <= 2
+    finally:
+        pool.shutdown()
+
+
+def test_work_waiting_behind_blocked_threads_gets_a_new_one() -> None:
+    pool = Pool(4, core=1, grow_after=0.05)
+    release = threading.Event()
+    try:
+        blocked = pool.submit(release.wait, 10)
+        waiting = pool.submit(threading.get_ident)
+        assert pool.threads == 1 and pool.waiting
+        assert _until(lambda: (pool.tend(), pool.threads == 2)[1])  # after grow_after without progress
+        assert waiting.result(5) != 0 and not blocked.done()
+    finally:
+        release.set()
+        pool.shutdown()
+    assert blocked.result(5) is True
+
+
+def test_the_pool_never_grows_past_its_limit() -> None:
+    pool = Pool(2, core=1, grow_after=0.0)
+    release = threading.Event()
+    try:
+        futures = [pool.submit(release.wait, 10) for _ in range(5)]
+        for _ in range(20):
+            pool.tend()
+        assert pool.threads == 2
+    finally:
+        release.set()
+        pool.shutdown()
+    assert all(future.result(5) for future in futures)
+
+
+def test_idle_threads_end_and_the_pool_starts_again_on_new_work() -> None:
+    pool = Pool(8, core=4, idle=0.1)
+    try:
+        assert all(future.result(5) == 3 for future in [pool.submit(len, "abc") for _ in range(20)])
+        assert _until(lambda: pool.threads == 0)
+        assert pool.submit(len, "ab").result(5) == 2
+    finally:
+        pool.shutdown()
+    assert pool.threads == 0

@@ -10,7 +10,7 @@ import sys
 import threading
 
 from livecam.auth import check_session_key
-from livecam.config import ConfigError, beyond_loopback, load_settings
+from livecam.config import ConfigError, load_settings, unguarded
 
 try:
     # Discovery is the worker's business; here only the settings' validity matters.
@@ -70,14 +70,13 @@ def on_starting(server):
 
 
 def when_ready(server):
-    """Warn loudly when livecam listens beyond this machine with nobody's token required."""
-    exposed = beyond_loopback(server.cfg.bind)
-    if exposed and not (_settings.view_token or _settings.control_token):
+    """Warn loudly when others may reach livecam with nobody's token required."""
+    where = unguarded(_settings, server.cfg.bind)
+    if where:
         server.log.warning(
-            "livecam: listening on %s with NO access control: anyone who can reach it can watch "
-            "and switch every camera. Set LIVECAM_VIEW_TOKEN and LIVECAM_CONTROL_TOKEN, or bind "
-            "127.0.0.1 behind a proxy.",
-            ", ".join(exposed),
+            "livecam: %s with NO access control: anyone who can reach it can watch and switch "
+            "every camera, and add cameras. Set LIVECAM_VIEW_TOKEN and LIVECAM_CONTROL_TOKEN.",
+            where,
         )
 
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     current_app,
     redirect,
@@ -34,7 +35,7 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from .access import ROLES, access_of, embeddable, public
 from .appstate import get_registry
@@ -339,6 +340,13 @@ def secret_key(configured: str | None, state_dir: Path) -> str:
 
 class SessionInterface(SecureCookieSessionInterface):
     """The signed cookie session, marked ``Secure`` whenever the request came over HTTPS."""
+
+    def open_session(self, app: Flask, incoming: Request) -> SecureCookieSession | None:
+        """The request's session; with no cookie, an empty one without building the signing
+        serializer (most requests: streams opened by programs, a thousand viewers at once)."""
+        if app.secret_key and not incoming.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, incoming)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         """Secure over HTTPS, straight or through a trusted proxy's X-Forwarded-Proto."""

@@ -872,6 +872,20 @@ def beyond_loopback(binds: list[str]) -> list[str]:
     return [address for address in binds if not address.startswith(local)]
 
 
+def unguarded(settings: Settings, binds: list[str]) -> str | None:
+    """Where others may reach a livecam that has no token (for a loud warning), or None: the
+    addresses beyond loopback it listens on, or the proxy in front of it, which gunicorn's
+    own loopback bind does not show."""
+    if settings.view_token or settings.control_token:
+        return None
+    exposed = beyond_loopback(binds)
+    if exposed:
+        return "listening on " + ", ".join(exposed)
+    if settings.proxy_hops:
+        return f"behind a proxy (LIVECAM_PROXY_HOPS={settings.proxy_hops})"
+    return None
+
+
 def state_directory(settings: Settings) -> Path:
     """Where livecam keeps state: the setting, else $XDG_STATE_HOME/livecam or ~/.local/state."""
     if settings.state_dir:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nkeys
 import pytest
@@ -18,6 +19,7 @@ from livecam.config import (
     load_settings,
     parse_camera_list,
     parse_source,
+    unguarded,
 )
 from livecam.v4l2 import Device, list_devices
 from nats_keys import Key, Operator
@@ -199,6 +201,18 @@ def test_addresses_beyond_loopback() -> None:
         "[::]:80",
     ]
     assert beyond_loopback(binds) == ["0.0.0.0:80", "[::]:80"]
+
+
+def test_a_livecam_others_may_reach_without_a_token_is_named() -> None:
+    def where(binds: list[str], **overrides: Any) -> str | None:
+        return unguarded(load_settings(environ={}, overrides={"cameras": "0", **overrides}), binds)
+
+    assert where(["0.0.0.0:8000", "127.0.0.1:8001"]) == "listening on 0.0.0.0:8000"
+    # Behind nginx gunicorn binds loopback; the proxy is what others reach.
+    assert where(["127.0.0.1:8000"], proxy_hops=1) == "behind a proxy (LIVECAM_PROXY_HOPS=1)"
+    assert where(["127.0.0.1:8000"]) is None
+    assert where(["0.0.0.0:8000"], proxy_hops=1, view_token="view-secret-1") is None
+    assert where(["0.0.0.0:8000"], control_token="control-secret-1") is None
 
 
 def test_capture_size_trusted_hosts_and_frame_cap() -> None:

@@ -232,9 +232,9 @@ class Cameras(Protocol):
     def switch(self, change: Callable[[], None]) -> None:
         """Apply a camera's start or stop and remember it."""
 
-    def listen(self, listener: Callable[[], None], renames: bool = False) -> None:
-        """Call ``listener()`` after each camera added, changed or removed at run time (and
-        renamed, if ``renames``)."""
+    def listen(self, listener: Callable[[], None], changes: bool = False) -> None:
+        """Call ``listener()`` after each camera added or removed at run time (and after one
+        changed, if ``changes``)."""
 
 
 def _payload(value: Any) -> bytes:
@@ -317,7 +317,7 @@ class MqttOutput:
     def start(self) -> MqttOutput:
         """Connect in the background and follow the events; returns at once, broker or not."""
         self._stop_listening = self._registry.events.listen(self._offer)
-        self._registry.listen(self._cameras_changed, renames=True)
+        self._registry.listen(self._cameras_changed, changes=True)
         self._thread.start()
         self._client.connect_async(self._broker.host, self._broker.port, keepalive=KEEPALIVE)
         self._client.loop_start()

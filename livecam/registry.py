@@ -112,7 +112,7 @@ class Registry:
         self.watcher: Watcher | None = None
         self.site: SiteCameras | None = None  # the capture processes' catalogs (web role)
         self._change_lock = threading.Lock()  # one run-time change at a time
-        # Told after each camera added, changed or removed; those that asked, after a rename too.
+        # Told after each camera added or removed; those that asked, after a change too.
         self._listeners: list[tuple[Callable[[], None], bool]] = []
         if remote:
             assert settings.bus, "remote cameras need a frame bus"
@@ -154,10 +154,11 @@ class Registry:
 
     # -- run-time changes ----------------------------------------------------------------
 
-    def listen(self, listener: Callable[[], None], renames: bool = False) -> None:
-        """Call ``listener()`` after each camera added, changed or removed (the app builds its
-        routes anew), and after a camera renamed if ``renames`` (MQTT's device names)."""
-        self._listeners.append((listener, renames))
+    def listen(self, listener: Callable[[], None], changes: bool = False) -> None:
+        """Call ``listener()`` after each camera added or removed (the app builds its routes
+        anew), and if ``changes`` after a camera's settings changed too (a rename, a reopen:
+        MQTT's discovery), which leave the routes as they are."""
+        self._listeners.append((listener, changes))
 
     def current_table(self, cam_id: int) -> dict[str, Any]:
         """A camera's settings as a table: as changed at run time, else as configured."""
@@ -378,7 +379,7 @@ class Registry:
             log.info("camera %s renamed %s", config.id, config.name)
         else:
             log.info("camera %s (%s) changed at run time", config.id, config.name)
-        self._changed(rename=renamed)
+        self._changed(routes=False)
         return camera
 
     def remove(self, cam_id: int) -> None:
@@ -424,9 +425,9 @@ class Registry:
     def _save_catalog(self) -> None:
         catalog.save(self.state_dir, self._catalog)
 
-    def _changed(self, rename: bool = False) -> None:
-        for listener, renames in self._listeners:
-            if renames or not rename:
+    def _changed(self, routes: bool = True) -> None:
+        for listener, changes in self._listeners:
+            if routes or changes:
                 listener()
 
     def get(self, cam_id: int) -> CameraLike | None:

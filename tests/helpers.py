@@ -163,6 +163,23 @@ def read_for(parts: Iterator[Part], seconds: float) -> list[Part]:
     return result
 
 
+def read_each_for(streams: Iterable[Readable], seconds: float) -> list[list[Part]]:
+    """Read the parts of several streams at once, each for about ``seconds`` (one thread each)."""
+    streams = list(streams)
+    readings: list[list[Part]] = [[] for _ in streams]
+
+    def read(index: int) -> None:
+        readings[index] = read_for(read_parts(streams[index]), seconds)
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(streams))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 30)  # each read is also bounded by its socket's timeout
+        assert not thread.is_alive(), "a stream stopped sending"
+    return readings
+
+
 def call(
     client: Any, method: str, path: str, token: str | None = None, address: str = "127.0.0.1", **headers: str
 ) -> Any:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,23 +18,39 @@ from livecam.bus import FrameBus
 from nats_server import NatsServer
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start gunicorn servers sharing one state directory; each is stopped at teardown."""
+@contextmanager
+def gunicorns(state_dir: Path) -> Iterator[Callable[..., Server]]:
+    """Start gunicorn servers sharing one state directory; each is stopped on leaving."""
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
     servers: list[Server] = []
 
     def start(env: dict[str, str], *args: str, ready: bool = True) -> Server:
-        server = Server(env, tmp_path / "state", *args)
+        server = Server(env, state_dir, *args)
         servers.append(server)
         if ready:
             server.wait_ready()
         return server
 
-    yield start
-    for server in servers:
-        server.stop()
-        server.log.close()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+            server.log.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start gunicorn servers sharing one state directory; each is stopped at teardown."""
+    with gunicorns(tmp_path / "state") as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def serve_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """``serve`` for servers the tests of a module share; stopped after the module's last test."""
+    with gunicorns(tmp_path_factory.mktemp("shared") / "state") as start:
+        yield start
 
 
 @pytest.fixture

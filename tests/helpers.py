@@ -259,6 +259,7 @@ class Server:
 
     def __init__(self, env: dict[str, str], state_dir: Path, *args: str) -> None:
         self.port = free_port()
+        self.state_dir = state_dir
         self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
         command += ["--bind", f"127.0.0.1:{self.port}", *args]

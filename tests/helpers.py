@@ -341,6 +341,11 @@ class Server:
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting for the exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
         if self.process.poll() is None:

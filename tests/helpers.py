@@ -163,6 +163,23 @@ def read_for(parts: Iterator[Part], seconds: float) -> list[Part]:
     return result
 
 
+def read_each_for(streams: Iterable[Readable], seconds: float) -> list[list[Part]]:
+    """Read the parts of several streams at once, each for about ``seconds`` (one thread each)."""
+    streams = list(streams)
+    readings: list[list[Part]] = [[] for _ in streams]
+
+    def read(index: int) -> None:
+        readings[index] = read_for(read_parts(streams[index]), seconds)
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(streams))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 30)  # each read is also bounded by its socket's timeout
+        assert not thread.is_alive(), "a stream stopped sending"
+    return readings
+
+
 def call(
     client: Any, method: str, path: str, token: str | None = None, address: str = "127.0.0.1", **headers: str
 ) -> Any:
@@ -242,6 +259,7 @@ class Server:
 
     def __init__(self, env: dict[str, str], state_dir: Path, *args: str) -> None:
         self.port = free_port()
+        self.state_dir = state_dir
         self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
         command += ["--bind", f"127.0.0.1:{self.port}", *args]
@@ -322,6 +340,11 @@ class Server:
         """What gunicorn wrote to stderr so far."""
         self.log.seek(0)
         return self.log.read().decode(errors="replace")
+
+    def terminate(self) -> None:
+        """SIGTERM, without waiting for the exit."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""

@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,24 +18,77 @@ from helpers import ROOT, Server
 from livecam.bus import FrameBus
 from nats_server import NatsServer
 
+STOP_TIMEOUT = 15.0  # seconds a gunicorn told to stop may take before it is killed
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start gunicorn servers sharing one state directory; each is stopped at teardown."""
+
+class Stopping:
+    """gunicorns told to stop (SIGTERM) and not yet waited for: the next test starts while
+    they shut down. Each is waited for, or killed once STOP_TIMEOUT has passed, when the
+    next server starts, and every one by the end of the session."""
+
+    def __init__(self) -> None:
+        self._servers: list[tuple[float, Server]] = []
+
+    def add(self, server: Server) -> None:
+        server.terminate()
+        self._servers.append((time.monotonic(), server))
+
+    def sweep(self, everything: bool = False) -> None:
+        """Reap the servers that have exited; stop (wait, then kill) those past their time, or
+        every one."""
+        left = []
+        for since, server in self._servers:
+            if server.process.poll() is None and not everything and time.monotonic() - since < STOP_TIMEOUT:
+                left.append((since, server))
+                continue
+            server.stop()
+            server.log.close()
+        self._servers = left
+
+
+STOPPING = Stopping()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_every_server() -> Iterator[None]:
+    """Wait for every gunicorn told to stop, at the end of the session."""
+    yield
+    STOPPING.sweep(everything=True)
+
+
+@contextmanager
+def gunicorns(state_dir: Path) -> Iterator[Callable[..., Server]]:
+    """Start gunicorn servers sharing one state directory; each is told to stop on leaving."""
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
     servers: list[Server] = []
 
     def start(env: dict[str, str], *args: str, ready: bool = True) -> Server:
-        server = Server(env, tmp_path / "state", *args)
+        STOPPING.sweep()
+        server = Server(env, state_dir, *args)
         servers.append(server)
         if ready:
             server.wait_ready()
         return server
 
-    yield start
-    for server in servers:
-        server.stop()
-        server.log.close()
+    try:
+        yield start
+    finally:
+        for server in servers:
+            STOPPING.add(server)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start gunicorn servers sharing one state directory; each is stopped at teardown."""
+    with gunicorns(tmp_path / "state") as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def serve_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    """``serve`` for servers the tests of a module share; stopped after the module's last test."""
+    with gunicorns(tmp_path_factory.mktemp("shared") / "state") as start:
+        yield start
 
 
 @pytest.fixture

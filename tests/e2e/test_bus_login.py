@@ -38,8 +38,23 @@ class WebHost:
         """(worker PID, method, path, status) of every request answered so far."""
         if not self.access_log.exists():
             return []
-        lines = [line.split() for line in self.access_log.read_text().splitlines()]
+        # A line being written is left for the next read: only whole lines count.
+        lines = [
+            line.split()
+            for line in self.access_log.read_text().splitlines(keepends=True)
+            if line.endswith("\n")
+        ]
         return [(pid.strip("<>"), method, path, int(status)) for pid, method, path, status in lines]
+
+    def wait_every_worker(self, count: int = 2) -> None:
+        """Wait until each of ``count`` workers has answered a request (gunicorn is ready when
+        one is; a guess sent before the other runs would always land on the first)."""
+
+        def answering() -> int:
+            send(self.server.port, "GET", "/healthz", JSON)
+            return len({pid for pid, _, path, _ in self.answers() if path == "/healthz"})
+
+        assert wait_for(lambda: answering() >= count, timeout=30), self.server.output()
 
 
 def bus_env(url: str, **more: str) -> dict[str, str]:
@@ -124,6 +139,7 @@ def test_the_throttle_answers_five_wrong_guesses_per_worker(
 ) -> None:
     env = bus_env(nats_server.url, LIVECAM_VIEW_TOKEN=VIEW, LIVECAM_SECRET_KEY=KEY)
     host = WebHost(serve, tmp_path, "web", env)
+    host.wait_every_worker()
     port = host.server.port
 
     def locked_workers() -> set[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Part, Server, decode, read_parts
+from helpers import Part, Server, decode, read_parts, wait_for
 from nginx_proxy import Nginx, PortMapping, fetch, install
 
 # Where each variant serves livecam: its own site, or under /livecam/ of an existing one.
@@ -64,22 +64,43 @@ class LinkCollector(HTMLParser):
             self._template = max(0, self._template - 1)
 
 
-@pytest.fixture
-def livecam(serve: Callable[..., Server]) -> Server:
-    """livecam behind one proxy, every camera off: 0 a slow test pattern, 1 and 2 small ones at 15 fps."""
+CAMERAS = range(3)
+
+
+@pytest.fixture(scope="module")
+def shared_livecam(serve_module: Callable[..., Server]) -> Server:
+    """livecam behind one proxy: 0 a slow test pattern, 1 and 2 small ones at 15 fps."""
     cameras = "0=testsrc:320x240@2,1=testsrc:160x120@15,2=testsrc:160x120@15"
-    return serve({"LIVECAM_CAMERAS": cameras, "LIVECAM_PROXY_HOPS": "1"})
+    return serve_module({"LIVECAM_CAMERAS": cameras, "LIVECAM_PROXY_HOPS": "1"})
 
 
-@pytest.fixture
-def nginx(tmp_path: Path, livecam: Server, certificate: tuple[Path, Path]) -> Iterator[Nginx]:
-    """nginx from deploy/nginx in front of ``livecam``, stopped at teardown."""
-    server = Nginx(tmp_path / "nginx", livecam.port, *certificate)
+@pytest.fixture(scope="module")
+def shared_nginx(
+    tmp_path_factory: pytest.TempPathFactory, shared_livecam: Server, certificate: tuple[Path, Path]
+) -> Iterator[Nginx]:
+    """nginx from deploy/nginx in front of ``shared_livecam``, for the module's tests."""
+    server = Nginx(tmp_path_factory.mktemp("nginx"), shared_livecam.port, *certificate)
     try:
         server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def livecam(shared_livecam: Server) -> Server:
+    """The module's livecam with every camera off and no stream left from an earlier test."""
+    for camera in CAMERAS:
+        assert shared_livecam.request("POST", f"/cameras/{camera}/stop")[0] == 200
+    assert wait_for(lambda: all(shared_livecam.record(i)["state"] == "off" for i in CAMERAS))
+    assert wait_for(lambda: shared_livecam.request("GET", "/healthz")[1]["streams"] == 0)
+    return shared_livecam
+
+
+@pytest.fixture
+def nginx(shared_nginx: Nginx, livecam: Server) -> Nginx:
+    """The module's nginx in front of ``livecam``."""
+    return shared_nginx
 
 
 @pytest.mark.parametrize("variant", PREFIXES)
@@ -195,11 +216,20 @@ def test_switches_work_behind_a_port_mapping(livecam: Server, nginx: Nginx, vari
         mapping.stop()
 
 
-def test_nginx_reuses_its_connection_to_gunicorn(livecam: Server, nginx: Nginx) -> None:
-    seen = []
-    for _ in range(3):
-        assert fetch(nginx.ports["root"], "GET", "/cameras")[0].status == 200
-        seen.append(upstream_connections(livecam.port))
+def test_nginx_reuses_its_connection_to_gunicorn(
+    livecam: Server, tmp_path: Path, certificate: tuple[Path, Path]
+) -> None:
+    # An nginx of its own: no kept connection left from another test's parallel requests.
+    others = upstream_connections(livecam.port)  # the module's nginx's, idle meanwhile
+    nginx = Nginx(tmp_path / "nginx", livecam.port, *certificate)
+    try:
+        nginx.wait_ready()
+        seen = []
+        for _ in range(3):
+            assert fetch(nginx.ports["root"], "GET", "/cameras")[0].status == 200
+            seen.append(upstream_connections(livecam.port) - others)
+    finally:
+        nginx.stop()
     # The same single connection after every request: none opened, none closed.
     assert len(seen[0]) == 1 and seen == [seen[0]] * 3, f"nginx's connections to gunicorn: {seen}"
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gunicorn
@@ -22,14 +22,46 @@ from camera_server import MjpegCamera
 from helpers import ROOT, Server, decode, free_port, read_for, read_parts, run_cli, wait_for
 
 
-@pytest.fixture
-def livecam(serve: Callable[..., Server], mjpeg_camera: MjpegCamera, tmp_path: Path) -> Server:
+def start_livecam(serve: Callable[..., Server], camera: MjpegCamera, directory: Path) -> Server:
     """livecam under gunicorn: camera 1 forwards an HTTP camera's JPEGs, camera 3 re-encodes
-    the same camera at quality 70, camera 2 is a test pattern."""
-    config = tmp_path / "livecam.toml"
+    the same camera at quality 70, camera 2 is a test pattern; every one off."""
+    config = directory / "livecam.toml"
     config.write_text("[cameras.3]\nquality = 70\n")
-    cameras = f"1={mjpeg_camera.url},2=testsrc:160x120@15,3={mjpeg_camera.url}"
+    cameras = f"1={camera.url},2=testsrc:160x120@15,3={camera.url}"
     return serve({"LIVECAM_CAMERAS": cameras, "LIVECAM_CONFIG": str(config)})
+
+
+@pytest.fixture(scope="module")
+def shared_camera() -> Iterator[MjpegCamera]:
+    """A real HTTP MJPEG camera on loopback, 320x240 at 30 fps, for the module's livecam."""
+    camera = MjpegCamera(320, 240, 30).start()
+    yield camera
+    camera.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_livecam(
+    serve_module: Callable[..., Server], shared_camera: MjpegCamera, tmp_path_factory: pytest.TempPathFactory
+) -> Server:
+    """The module's livecam, for the tests that leave it serving."""
+    return start_livecam(serve_module, shared_camera, tmp_path_factory.mktemp("livecam"))
+
+
+@pytest.fixture
+def mjpeg_camera(shared_camera: MjpegCamera) -> MjpegCamera:
+    """The module's camera (the tests' livecam reads it)."""
+    return shared_camera
+
+
+@pytest.fixture
+def livecam(shared_livecam: Server, shared_camera: MjpegCamera) -> Server:
+    """The module's livecam, every camera off and its source released, no stream left."""
+    for camera in (1, 2, 3):
+        assert shared_livecam.request("POST", f"/cameras/{camera}/stop")[0] == 200
+    assert wait_for(lambda: all(shared_livecam.record(i)["state"] == "off" for i in (1, 2, 3)))
+    assert shared_camera.wait_connections(0)
+    assert wait_for(lambda: shared_livecam.request("GET", "/healthz")[1]["streams"] == 0)
+    return shared_livecam
 
 
 def test_stream_delivers_new_valid_frames_at_the_source_rate(livecam: Server) -> None:
@@ -135,20 +167,24 @@ def test_dashboard_form_post_redirects(livecam: Server) -> None:
     assert response.getheader("Location").endswith("/#camera-2")
 
 
-def test_sigterm_stops_gunicorn_and_releases_every_camera(livecam: Server, mjpeg_camera: MjpegCamera) -> None:
-    livecam.request("POST", "/cameras/1/start")
-    livecam.request("POST", "/cameras/2/start")
-    conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
+def test_sigterm_stops_gunicorn_and_releases_every_camera(
+    serve: Callable[..., Server], tmp_path: Path, livecam: Server, mjpeg_camera: MjpegCamera
+) -> None:
+    # A livecam of its own, as this one stops; the module's (``livecam``) has let go of the camera.
+    own = start_livecam(serve, mjpeg_camera, tmp_path)
+    own.request("POST", "/cameras/1/start")
+    own.request("POST", "/cameras/2/start")
+    conn, response = own.open_stream("/cameras/1/stream.mjpg")
     parts = read_parts(response)
     next(parts)
-    livecam.process.send_signal(signal.SIGTERM)
+    own.process.send_signal(signal.SIGTERM)
     # The open stream ends instead of holding the worker (a hang would hit the socket
     # timeout); a frame or two published before the camera stopped may still come first.
     list(parts)
     conn.close()
-    assert livecam.process.wait(15) == 0
+    assert own.process.wait(15) == 0
     assert mjpeg_camera.wait_connections(0)
-    log = livecam.output()
+    log = own.output()
     assert "stopped 2 camera(s)" in log
     assert "Traceback" not in log
 

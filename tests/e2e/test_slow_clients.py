@@ -19,13 +19,22 @@ from helpers import FIN_WAIT1, Server, proc_status, read_parts, response_head, s
 from livecam.sender import MIN_SEND_BUFFER
 from livecam.worker import LINGER, REQUEST_TIMEOUT
 
+ENV = {"LIVECAM_CAMERAS": "0=testsrc:160x120@30", "LIVECAM_THREADS": "16"}  # 12 threads for viewers
+
+
+@pytest.fixture(scope="module")
+def shared_livecam(serve_module: Callable[..., Server]) -> Server:
+    """One gunicorn for the tests that leave it serving."""
+    return serve_module(ENV)
+
 
 @pytest.fixture
-def livecam(serve: Callable[..., Server]) -> Server:
-    """A small pool: 16 threads, 12 of them for viewers."""
-    server = serve({"LIVECAM_CAMERAS": "0=testsrc:160x120@30", "LIVECAM_THREADS": "16"})
-    server.request("POST", "/cameras/0/start")
-    return server
+def livecam(shared_livecam: Server) -> Server:
+    """A small pool: 16 threads, 12 of them for viewers; camera 0 on, no viewer left from before."""
+    assert shared_livecam.request("POST", "/cameras/0/start")[0] == 200
+    assert wait_for(lambda: shared_livecam.record(0)["state"] == "on")
+    assert wait_for(lambda: shared_livecam.request("GET", "/healthz")[1]["streams"] == 0)
+    return shared_livecam
 
 
 def connect(server: Server) -> socket.socket:
@@ -180,7 +189,8 @@ def test_expect_100_continue_is_answered(livecam: Server) -> None:
     sock.close()
 
 
-def test_a_request_on_a_kept_alive_connection_is_served_while_stopping(livecam: Server) -> None:
+def test_a_request_on_a_kept_alive_connection_is_served_while_stopping(serve: Callable[..., Server]) -> None:
+    livecam = serve(ENV)  # its own: the worker is stopped
     sock = connect(livecam)
     request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     sock.sendall(request)

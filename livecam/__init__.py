@@ -52,7 +52,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.wsgi_app = dispatch  # type: ignore[method-assign]
 
     def rebuild() -> None:
-        """A camera came or went: build the app's next generation and swap it in at once."""
+        """A camera comes or went: build the app's next generation and swap it in at once."""
         nonlocal serving
         with lock:
             new = _generation(registry, flask_config)
@@ -60,7 +60,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
             appstate.set_generation(app, new)
             serving = new.wsgi_app
 
-    registry.listen(rebuild)
+    registry.listen_routes(rebuild)
     registry.restore()
     hotplug.start(registry)  # zero configuration, one process: webcams plugged in later join
     # Release devices at interpreter exit too (the dev server); gunicorn's hooks do it sooner.
@@ -91,13 +91,13 @@ def _generation(registry: Registry, flask_config: Mapping[str, Any]) -> Flask:
     app.register_blueprint(manage.bp)
     streaming.init_app(app)
     metrics.init_app(app, registry)
-    for cam in registry:
+    for cam_id in registry.routed():
         # One Blueprint object, registered once per camera under its own name and prefix.
         app.register_blueprint(
             camera.bp,
-            name=f"camera{cam.id}",
-            url_prefix=f"/cameras/{cam.id}",
-            url_defaults={"camera_id": cam.id},
+            name=f"camera{cam_id}",
+            url_prefix=f"/cameras/{cam_id}",
+            url_defaults={"camera_id": cam_id},
         )
     hops = registry.settings.proxy_hops
     if hops:

@@ -114,6 +114,10 @@ class Registry:
         self._change_lock = threading.Lock()  # one run-time change at a time
         # Told after each camera added or removed; those that asked, after a change too.
         self._listeners: list[tuple[Callable[[], None], bool]] = []
+        # Told when the ids that need routes change: before a camera added is seen, after a
+        # camera removed is gone, so no request finds a camera without its routes.
+        self._route_listeners: list[Callable[[], None]] = []
+        self._coming: frozenset[int] = frozenset()  # ids being added: routes first
         if remote:
             assert settings.bus, "remote cameras need a frame bus"
             self.bus = FrameBus(
@@ -154,10 +158,18 @@ class Registry:
 
     # -- run-time changes ----------------------------------------------------------------
 
+    def listen_routes(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` when the ids with routes change (the app builds its routes anew):
+        before a camera added can be found, after a camera removed can no longer be."""
+        self._route_listeners.append(listener)
+
+    def routed(self) -> list[int]:
+        """The ids the app must have routes for: every camera's, and those being added."""
+        return sorted(self._cameras.keys() | self._coming)
+
     def listen(self, listener: Callable[[], None], changes: bool = False) -> None:
-        """Call ``listener()`` after each camera added or removed (the app builds its routes
-        anew), and if ``changes`` after a camera's settings changed too (a rename, a reopen:
-        MQTT's discovery), which leave the routes as they are."""
+        """Call ``listener()`` after each camera added or removed, and if ``changes`` after a
+        camera's settings changed too (a rename, a reopen: MQTT's discovery)."""
         self._listeners.append((listener, changes))
 
     def current_table(self, cam_id: int) -> dict[str, Any]:
@@ -302,7 +314,9 @@ class Registry:
                 config, self.bus, max_frame=self.settings.max_frame_mb * 2**20, events=self.events
             )
             camera.take_record(told)
+            self._route(cam_id)
             self._put_remote(cam_id, camera)
+            self._coming = frozenset()
         log.info("camera %s (%s) added by %s", cam_id, config.name, told.get("owner", "a capture process"))
         self._changed()
         return camera
@@ -316,6 +330,7 @@ class Registry:
             self._put_remote(cam_id, None)
         camera.close()
         log.info("camera %s removed by its capture process", cam_id)
+        self._routes_changed()
         self._changed()
 
     def _put_remote(self, cam_id: int, camera: RemoteCamera | None) -> None:
@@ -346,7 +361,9 @@ class Registry:
             else:
                 self._found[config.id] = table
             self._catalog.removed.discard(config.id)
+            self._route(config.id)
             self._put(config.id, camera)
+            self._coming = frozenset()
             if start:
                 self.switch(camera.start)
         log.info("camera %s (%s) added at run time", config.id, config.name)
@@ -379,7 +396,7 @@ class Registry:
             log.info("camera %s renamed %s", config.id, config.name)
         else:
             log.info("camera %s (%s) changed at run time", config.id, config.name)
-        self._changed(routes=False)
+        self._changed(came_or_went=False)
         return camera
 
     def remove(self, cam_id: int) -> None:
@@ -397,6 +414,7 @@ class Registry:
             self._put(cam_id, None)
             self.switch(lambda: None)  # the switches file forgets it
         log.info("camera %s removed at run time", cam_id)
+        self._routes_changed()
         self._changed()
 
     def _check_device(self, config: CameraConfig) -> None:
@@ -425,9 +443,19 @@ class Registry:
     def _save_catalog(self) -> None:
         catalog.save(self.state_dir, self._catalog)
 
-    def _changed(self, routes: bool = True) -> None:
+    def _route(self, cam_id: int) -> None:
+        """Have the routes of a camera about to be added built before anyone can find it."""
+        self._coming = frozenset({cam_id})
+        self._routes_changed()
+
+    def _routes_changed(self) -> None:
+        for listener in self._route_listeners:
+            listener()
+
+    def _changed(self, came_or_went: bool = True) -> None:
+        """Tell the listeners that a camera came or went, or (``came_or_went`` false) changed."""
         for listener, changes in self._listeners:
-            if routes or changes:
+            if came_or_went or changes:
                 listener()
 
     def get(self, cam_id: int) -> CameraLike | None:

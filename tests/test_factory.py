@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,3 +57,35 @@ def test_cameras_set_to_autostart_are_on_after_the_factory(make_app: Callable[..
     app = make_app({"cameras": {"0": {"source": "testsrc", "autostart": True}, "1": {"source": "testsrc"}}})
     registry = get_registry(app)
     assert registry.get(0).is_on and not registry.get(1).is_on
+
+
+def test_a_listing_during_adds_and_removals_always_has_every_cameras_urls(tmp_path: Path) -> None:
+    """A camera is listed only once the app has its routes: never a 500 building its URLs."""
+    app = create_app(
+        {"cameras": "0=testsrc:32x24@5", "state_dir": str(tmp_path), "control_token": "control-secret-1"}
+    )
+    registry = get_registry(app)
+    done = threading.Event()
+
+    def churn() -> None:
+        try:
+            for _ in range(15):
+                registry.create({"source": "testsrc:32x24@5", "autostart": False}, 7)
+                registry.delete(7)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    client = app.test_client()
+    listings = 0
+    try:
+        while not done.is_set() or listings == 0:
+            response = client.get("/cameras")
+            assert response.status_code == 200, response.get_data(as_text=True)
+            assert all(record["urls"]["stream"].endswith("/stream.mjpg") for record in response.json)
+            listings += 1
+    finally:
+        worker.join(30)
+        registry.shutdown()
+    assert not worker.is_alive()

@@ -52,3 +52,23 @@ def test_a_camera_discovery_adds_is_not_kept_but_its_removal_is(tmp_path: Path) 
         assert registry.removed == {3} == catalog.load(tmp_path).removed  # and stays removed
     finally:
         registry.shutdown()
+
+
+def test_routes_come_before_a_camera_added_and_go_after_one_removed(tmp_path: Path) -> None:
+    """What the app builds its routes from: a request never finds a camera without them."""
+    settings = load_settings(
+        environ={}, overrides={"state_dir": str(tmp_path), "cameras": "0=testsrc:32x24@5"}
+    )
+    registry = Registry(settings)
+    told: list[tuple[list[int], bool]] = []  # the ids to route, and whether camera 4 is found
+    registry.listen_routes(lambda: told.append((registry.routed(), registry.get(4) is not None)))
+    try:
+        assert registry.routed() == [0]
+        table = {"source": "testsrc:32x24@5"}
+        registry.add(camera_config(4, table, settings, "cameras.4"), table, start=False)
+        assert told == [([0, 4], False)]  # routed while nobody can find it yet
+        assert registry.routed() == [0, 4] and registry.get(4) is not None
+        registry.remove(4)
+        assert told[1:] == [([0], False)]  # unrouted once nobody can find it
+    finally:
+        registry.shutdown()

@@ -134,8 +134,12 @@ def test_a_thousand_requests_leak_no_thread_socket_or_descriptor(serve: Callable
     before = proc_status(worker)["threads"], len(list(Path(f"/proc/{worker}/fd").iterdir()))
     for _ in range(500):
         cycle()
-    after = proc_status(worker)["threads"], len(list(Path(f"/proc/{worker}/fd").iterdir()))
-    # The camera's capture thread comes and goes with it; gunicorn's pool may keep a thread.
-    assert after[0] <= before[0] + 2, (before, after)
-    assert after[1] <= before[1] + 2, (before, after)
+    # The camera's capture thread comes and goes with it; the worker's request threads start
+    # when work waits and end after a few seconds idle: awaited, not a leak.
+    assert wait_for(lambda: proc_status(worker)["threads"] <= before[0] + 2, timeout=20), (
+        before,
+        proc_status(worker),
+    )
+    descriptors = len(list(Path(f"/proc/{worker}/fd").iterdir()))
+    assert descriptors <= before[1] + 2, (before, descriptors)
     assert server.request("GET", "/cameras/0")[0] == 200

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from .integers import parse_int
-from .redaction import redact, split_url, url_port
+from .redaction import redact, redact_endpoint, split_url, url_port
 from .state import load_device_ids, read_runtime, save_device_ids
 from .v4l2 import Device, assign_ids, device_path, list_devices
 
@@ -781,13 +781,14 @@ def _webhook_urls(label: str, value: Any) -> tuple[str, ...]:
         text = item.strip()
         if not text and isinstance(value, str):
             continue  # "a,,b" or a trailing comma
-        # Only the redacted URL is ever shown: it may carry a password or a token.
+        # Only the masked URL is ever shown: it may carry a password, or a secret in its path.
+        shown = redact_endpoint(text)
         if not re.match(r"(?i)https?://", text):
-            raise ConfigError(f"{label}: {redact(text)!r} is not an http:// or https:// URL")
+            raise ConfigError(f"{label}: {shown!r} is not an http:// or https:// URL")
         if re.search(r"[\x00-\x20\x7f]", text):
-            raise ConfigError(f"{label}: {redact(text)!r} holds a space or control character (write it %20)")
+            raise ConfigError(f"{label}: {shown!r} holds a space or control character (write it %20)")
         if "#" in text:
-            raise ConfigError(f"{label}: {redact(text)} holds a '#' (in a password it is written %23)")
+            raise ConfigError(f"{label}: {shown} holds a '#' (in a password it is written %23)")
         parts = urllib.parse.urlsplit(text)
         try:
             port = parts.port  # None when the URL names none
@@ -795,11 +796,11 @@ def _webhook_urls(label: str, value: Any) -> tuple[str, ...]:
             port = 0
         if not parts.hostname or port == 0:
             raise ConfigError(
-                f"{label}: {redact(text)} names no valid host and port (a '/' or '?' in a user name or "
+                f"{label}: {shown} names no valid host and port (a '/' or '?' in a user name or "
                 "password is written %2F or %3F; a port is 1 to 65535)"
             )
         if text in urls:
-            raise ConfigError(f"{label}: {redact(text)} is named twice")
+            raise ConfigError(f"{label}: {shown} is named twice")
         urls.append(text)
     if not urls:
         raise ConfigError(f"{label}: names no URL")

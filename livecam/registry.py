@@ -314,9 +314,11 @@ class Registry:
                 config, self.bus, max_frame=self.settings.max_frame_mb * 2**20, events=self.events
             )
             camera.take_record(told)
-            self._route(cam_id)
-            self._put_remote(cam_id, camera)
-            self._coming = frozenset()
+            try:
+                self._route(cam_id)
+                self._put_remote(cam_id, camera)
+            finally:
+                self._coming = frozenset()
         log.info("camera %s (%s) added by %s", cam_id, config.name, told.get("owner", "a capture process"))
         self._changed()
         return camera
@@ -361,9 +363,11 @@ class Registry:
             else:
                 self._found[config.id] = table
             self._catalog.removed.discard(config.id)
-            self._route(config.id)
-            self._put(config.id, camera)
-            self._coming = frozenset()
+            try:
+                self._route(config.id)
+                self._put(config.id, camera)
+            finally:
+                self._coming = frozenset()
             if start:
                 self.switch(camera.start)
         log.info("camera %s (%s) added at run time", config.id, config.name)

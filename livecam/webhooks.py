@@ -128,7 +128,7 @@ def retry_after(value: str | None, now: float) -> float | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(value[:9])  # past 11 days it is past any retry window anyway
+        return min(float(int(value)), 1e9)  # leading zeros are allowed
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -261,9 +261,18 @@ class Pool:
             return
         now = time.monotonic()
         if self._threads < self._core or now - self._taken >= self._grow_after:
-            self._threads += 1
             self._taken = now  # the next one only after another GROW_AFTER without progress
-            threading.Thread(target=self._serve, name="livecam-request", daemon=True).start()
+            try:
+                threading.Thread(target=self._serve, name="livecam-request", daemon=True).start()
+            except RuntimeError as exc:  # no thread to be had (TasksMax, pids.max, memory)
+                # The work stays queued for the threads there, and tend() tries again; with
+                # none at all, nothing would ever run it: its caller is told.
+                if self._threads == 0:
+                    future, _, _ = self._work.pop()
+                    future.set_exception(exc)
+                log.warning("livecam: no new request thread (%s); %d serving", exc, self._threads)
+                return
+            self._threads += 1
 
     def _serve(self) -> None:
         """A thread's life: take work until none comes for IDLE_THREAD, or the pool shuts down."""
@@ -428,6 +437,8 @@ class ThreadWorker(gthread.ThreadWorker):
         # Everything loaded so far lives as long as the worker: out of the collector's sight,
         # a full collection (a camera added or removed leaves an app generation's cyclic URL
         # map behind) scans only what came later: 45 ms stalls of every stream became 12-30.
+        # The price: what startup made is never collected, even once replaced (the first
+        # generation, the cameras configured then: their sources are released by stop()).
         gc.collect()
         gc.freeze()
 

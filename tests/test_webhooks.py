@@ -444,6 +444,7 @@ def test_a_retry_after_that_means_nothing_leaves_the_backoff(
     ("value", "seconds"),
     [
         ("120", 120.0),
+        ("0000000120", 120.0),  # leading zeros are allowed
         (" 0 ", 0.0),
         ("Thu, 03 Dec 2026 12:00:30 GMT", 30.0),
         ("Thu, 03 Dec 2026 11:00:00 GMT", 0.0),  # past: at once
@@ -617,19 +618,19 @@ def test_good_settings() -> None:
         (
             "webhook_url",
             "ftp://host/x",
-            "LIVECAM_WEBHOOK_URL: 'ftp://host/x' is not an http:// or https:// URL",
+            "LIVECAM_WEBHOOK_URL: 'ftp://host/***' is not an http:// or https:// URL",
         ),
         ("webhook_url", "host/x", "is not an http:// or https:// URL"),
         ("webhook_url", "http://", "names no valid host and port"),
         ("webhook_url", "http://host:99999/x", "names no valid host and port"),
         ("webhook_url", "http://host:0/x", "names no valid host and port"),
         ("webhook_url", "http://host:8o/x", "names no valid host and port"),
-        ("webhook_url", "http://user:pa/ss@host/x", "http://user:***@host/x names no valid host"),
-        ("webhook_url", "http://user:pa#ss@host/x", "http://user:***@host/x holds a '#'"),
+        ("webhook_url", "http://user:pa/ss@host/x", "http://user:***@host/*** names no valid host"),
+        ("webhook_url", "http://user:pa#ss@host/x", "http://user:***@host/*** holds a '#'"),
         ("webhook_url", "http://host/a b", "holds a space or control character"),
         ("webhook_url", "http://host/a\tb", "holds a space or control character"),
         ("webhook_url", " , ", "LIVECAM_WEBHOOK_URL: names no URL"),
-        ("webhook_url", "http://a/x,http://a/x", "http://a/x is named twice"),
+        ("webhook_url", "http://a/x,http://a/x", "http://a/*** is named twice"),
         ("webhook_url", ",".join(f"http://h{n}/" for n in range(17)), "at most 16 URLs, got 17"),
         ("webhook_secret", "short", "LIVECAM_WEBHOOK_SECRET: must be at least 8 characters"),
         ("webhook_secret", "   ", "LIVECAM_WEBHOOK_SECRET: must be a non-empty string"),

@@ -164,3 +164,31 @@ def test_idle_threads_end_and_the_pool_starts_again_on_new_work() -> None:
     finally:
         pool.shutdown()
     assert pool.threads == 0
+
+
+def test_a_thread_the_system_refuses_is_not_counted_and_work_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread start refused (systemd's TasksMax, pids.max) leaves no phantom thread: the work
+    waits for a later start, and with no thread at all its caller is told."""
+    pool = Pool(2, core=2, grow_after=0.0)
+    refuse = threading.Event()
+    refuse.set()
+    start = threading.Thread.start
+
+    def limited(thread: threading.Thread) -> None:
+        if refuse.is_set() and thread.name == "livecam-request":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", limited)
+    try:
+        failed = pool.submit(lambda: "never")
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            failed.result(1)
+        assert pool.threads == 0
+        refuse.clear()  # the system has threads again
+        assert pool.submit(lambda: "ran").result(5) == "ran"
+        assert pool.threads == 1
+    finally:
+        pool.shutdown()

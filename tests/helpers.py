@@ -348,13 +348,18 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        end_process(self.process, 15)
+
+
+def end_process(process: subprocess.Popen, grace: float) -> None:
+    """Stop a process we started: SIGTERM, then SIGKILL if it has not exited within ``grace``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 def response_head(sock: socket.socket) -> bytes:

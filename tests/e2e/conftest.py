@@ -4,7 +4,6 @@ nats-server, and capture processes for bus mode."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, Server
+from helpers import ROOT, Server, end_process
 from livecam.bus import FrameBus
 from nats_server import NatsServer
 
@@ -137,11 +136,5 @@ def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[
 
     yield start
     for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        end_process(process, 10)
         process.stdout.close()

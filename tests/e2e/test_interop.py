@@ -13,7 +13,6 @@ import http.client
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -27,7 +26,17 @@ import numpy as np
 import pytest
 
 from camera_server import MjpegCamera
-from helpers import ROOT, Part, Server, StreamConnection, decode, free_port, read_parts, wait_for
+from helpers import (
+    ROOT,
+    Part,
+    Server,
+    StreamConnection,
+    decode,
+    end_process,
+    free_port,
+    read_parts,
+    wait_for,
+)
 
 VIEW, CONTROL = "interop-view-token-1", "interop-control-token-2"
 HA_SILENCE = 10.0  # Home Assistant's proxy ends a stream that sends nothing for this long
@@ -81,13 +90,7 @@ def running(command: list[str], log: Path, env: dict[str, str] | None = None) ->
         try:
             yield process
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(5)
+            end_process(process, 5)
 
 
 def parts_within(parts: Iterator[Part], seconds: float, wanted) -> Part:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import http.client
 import selectors
 import shutil
-import signal
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from helpers import ROOT, free_port
+from helpers import ROOT, end_process, free_port
 
 DEPLOY = ROOT / "deploy"
 # nginx lives in /usr/sbin, which is not on every user's PATH.
@@ -103,12 +102,7 @@ class Nginx:
 
     def stop(self) -> None:
         """Stop nginx (fast shutdown), killing it if it does not exit."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+        end_process(self.process, 10)
 
 
 def fetch(

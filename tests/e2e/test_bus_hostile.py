@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import ROOT, Server, decode, read_for, read_parts, wait_for
+from helpers import ROOT, Server, decode, end_process, read_for, read_parts, wait_for
 from livecam import wire
 from livecam.bus import FrameBus
 from nats_server import NatsServer
@@ -58,13 +57,7 @@ class Site:
 
     def stop(self) -> None:
         """SIGTERM the capture process, then SIGKILL if it does not exit in time."""
-        if self.capture.poll() is None:
-            self.capture.send_signal(signal.SIGTERM)
-            try:
-                self.capture.wait(10)
-            except subprocess.TimeoutExpired:
-                self.capture.kill()
-                self.capture.wait(5)
+        end_process(self.capture, 10)
 
 
 @pytest.fixture(scope="module")

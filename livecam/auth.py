@@ -166,7 +166,11 @@ def browser_may_control() -> bool:
 
 def _needed(access: str) -> str | None:
     """The token a route's declared access calls for with the tokens set, or None for none."""
-    settings = _settings()
+    return token_needed(_settings(), access)
+
+
+def token_needed(settings: Settings, access: str) -> str | None:
+    """The token a route declaring ``access`` calls for under ``settings``, or None for none."""
     if access == "control" and settings.control_token:
         return "control"
     if access in ("view", "control") and settings.view_token:

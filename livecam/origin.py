@@ -24,6 +24,8 @@ from .errors import json_error
 log = logging.getLogger(__name__)
 
 HOSTS = "livecam.hosts"  # this module's own app.extensions
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+EMBEDDING_VARY = ("Origin", "Referer")  # what a picture's embedding headers depend on
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'self'"
@@ -131,10 +133,22 @@ def check_request() -> Response | None:
     return None
 
 
+def embedding(page: str | None, origin_sent: bool, allowed: tuple[str, ...]) -> dict[str, str]:
+    """The headers saying which pages may embed a picture asked for from ``page`` (None: no page
+    named itself); ``origin_sent``: the request carried an Origin header (fetch())."""
+    if page is not None and page in allowed:
+        headers = {"Cross-Origin-Resource-Policy": "cross-origin"}
+        if origin_sent:
+            headers["Access-Control-Allow-Origin"] = page
+        return headers
+    # Pictures of people's homes are not for other sites' pages to embed.
+    return {"Cross-Origin-Resource-Policy": "same-origin"}
+
+
 def add_headers(response: Response) -> Response:
     """Security headers on every answer; a content policy on pages."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     if response.mimetype == "text/html":
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
@@ -142,14 +156,9 @@ def add_headers(response: Response) -> Response:
         # An <img> sends no Origin: the embedding page is known from its Referer (and Origin
         # for fetch()). Sec-Fetch-Site "same-origin" needs no permission.
         page = _page_origin()
-        if page is not None and page in _settings().allow_origins:
-            response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
-            if request.headers.get("Origin"):
-                response.headers["Access-Control-Allow-Origin"] = page
-        else:
-            # Pictures of people's homes are not for other sites' pages to embed.
-            response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
-        response.vary.update(("Origin", "Referer"))
+        sent = bool(request.headers.get("Origin"))
+        response.headers.update(embedding(page, sent, _settings().allow_origins))
+        response.vary.update(EMBEDDING_VARY)
     return response
 
 

@@ -48,6 +48,7 @@ from functools import partial
 from typing import Any
 
 import gunicorn
+from gunicorn import util
 from gunicorn.config import Config
 from gunicorn.http.parser import Parser
 from gunicorn.http.unreader import Unreader
@@ -55,6 +56,8 @@ from gunicorn.http.wsgi import Response
 from gunicorn.workers import gthread
 
 from .config import MAX_REQUEST_BODY
+from .fastpath import PlainStreams
+from .mjpeg import OPENING, chunk
 from .streams import DETACH
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,10 @@ def missing_internals(
         missing += [f"{label}.{name}" for name in methods if not callable(getattr(cls, name, None))]
         assigned = getattr(getattr(cls, "__init__", None), "__code__", None)
         missing += [f"{label}.{name}" for name in fields if assigned is None or name not in assigned.co_names]
+    if not isinstance(getattr(gunicorn, "SERVER", None), str):
+        missing.append("gunicorn.SERVER")
+    if not callable(getattr(util, "http_date", None)):
+        missing.append("util.http_date")
     if not isinstance(getattr(Config, "is_ssl", None), property):
         missing.append("config.Config.is_ssl")
     if "http2_cleartext" not in Config().settings:
@@ -137,6 +144,13 @@ MAX_LINGER_BYTES = 64 * 1024
 _CONTENT_LENGTH = re.compile(rb"\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*\r?(?:\n|$)", re.IGNORECASE)
 _EXPECT_CONTINUE = re.compile(rb"\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECASE)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+# A plain GET (see fastpath.py): an origin-form target of visible ASCII, HTTP/1.x, header
+# lines of a token, a colon and a value of visible ASCII, spaces and tabs, CRLF throughout,
+# nothing after the head. Anything else goes to gunicorn's parser, whose errors are the rule.
+_PLAIN_GET = re.compile(
+    rb"GET (/[!-~]*) HTTP/1\.([01])\r\n((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*[!-~ \t]*\r\n)*)\r\n"
+)
+_HEADER = re.compile(rb"([^:]+):[ \t]*(.*?)[ \t]*\r\n")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # The request threads. Python runs one thread at a time: for requests that only compute, a few
 # threads answer as fast as many, and many cost a GIL hand-over at every switch, a stack and
@@ -179,6 +193,21 @@ def request_arrived(data: bytes | bytearray) -> bool:
         return True  # absurd: refused (413, or gunicorn's 400) without waiting for a body
     length = int(digits)
     return length > MAX_REQUEST_BODY or len(data) - end.end() >= length
+
+
+def plain_get(data: bytes | bytearray) -> tuple[str, int, dict[str, str]] | None:
+    """The target, HTTP/1 minor version and headers (lower-case names) of ``data`` if it is
+    one plain GET, whole."""
+    match = _PLAIN_GET.fullmatch(data)
+    if match is None:
+        return None
+    headers: dict[str, str] = {}
+    for name, value in _HEADER.findall(match[3]):
+        key = name.decode("ascii").lower()
+        if key in headers:
+            return None  # twice: which one counts is the parser's call
+        headers[key] = value.decode("ascii")
+    return match[1].decode("ascii"), int(match[2]), headers
 
 
 def head_too_large(data: bytes | bytearray) -> bool:
@@ -408,6 +437,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self.arriving: dict[Connection, None] = {}  # in deadline order: all get the same timeout
         self.lingering: dict[Connection, float] = {}
         self.stopping_since: float | None = None
+        self.plain: PlainStreams | None = None  # set with the app, if it is livecam's
         # Reading early is possible only where gthread would read plain HTTP/1 bytes itself.
         self.reads_early = not self.cfg.is_ssl and self.cfg.http2_cleartext not in ("prior-knowledge", "both")
         # Connections gunicorn serves, those the sender took over, and the rest.
@@ -434,6 +464,8 @@ class ThreadWorker(gthread.ThreadWorker):
         if hasattr(self.wsgi, "wsgi_app"):
             # Wrap the Flask app's inner WSGI callable, so the worker still sees the app itself.
             self.wsgi.wsgi_app = _detachable(_honour_connection_close(self.wsgi.wsgi_app))
+            if "livecam" in getattr(self.wsgi, "extensions", {}):
+                self.plain = PlainStreams(self.wsgi)
         # Everything loaded so far lives as long as the worker: out of the collector's sight,
         # a full collection (a camera added or removed leaves an app generation's cyclic URL
         # map behind) scans only what came later: 45 ms stalls of every stream became 12-30.
@@ -537,8 +569,9 @@ class ThreadWorker(gthread.ThreadWorker):
         conn.arrived += data
         if request_arrived(conn.arrived):
             self._forget(conn)
-            conn.data_ready = True
-            self.enqueue_req(conn)
+            if not self._open_plain_stream(conn):
+                conn.data_ready = True
+                self.enqueue_req(conn)
         elif head_too_large(conn.arrived):
             self._refuse(conn, TOO_LARGE)
         else:
@@ -548,6 +581,42 @@ class ThreadWorker(gthread.ThreadWorker):
                 # The client waits for leave to send its body, which this loop waits for.
                 conn.continued = True
                 _send_now(conn.sock, CONTINUE)
+
+    def _open_plain_stream(self, conn: Connection) -> bool:
+        """Hand a plain stream request's connection to the sender from here (see fastpath.py);
+        whether it was taken (False: a request thread and the app answer it)."""
+        if self.plain is None or not self.alive:
+            return False
+        request = plain_get(conn.arrived)
+        if request is None:
+            return False
+        target, minor, headers = request
+        # HTTP/1.1 frames a body of unknown length in chunks; HTTP/1.0 ends it with the connection.
+        chunked = minor == 1
+        opened = self.plain.open(target, headers, chunked)
+        if opened is None:
+            return False
+        self.nr_conns -= 1  # the connection is the sender's from here, or closed
+        # The status line and the server's own headers as gunicorn writes them, then the app's.
+        response = b"HTTP/1.%d 200 OK\r\nServer: %s\r\nDate: %s\r\nConnection: close\r\n%s%s\r\n%s" % (
+            minor,
+            gunicorn.SERVER.encode(),
+            util.http_date().encode(),
+            b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+            opened.headers,
+            chunk(OPENING) if chunked else OPENING,
+        )
+        try:
+            # A new connection's send buffer takes a head this small at once, or it is broken.
+            whole = conn.sock.send(response, socket.MSG_DONTWAIT) == len(response)
+        except OSError:
+            whole = False
+        if whole:
+            opened.start(conn.sock)
+        else:
+            opened.abandon()
+            gthread.TConn.close(conn)
+        return True
 
     def _forget(self, conn: Connection) -> None:
         if self.arriving.pop(conn, False) is None:  # registered only while arriving

@@ -20,6 +20,7 @@ from livecam.worker import (
     expects_continue,
     head_too_large,
     missing_internals,
+    plain_get,
     request_arrived,
 )
 
@@ -40,6 +41,36 @@ from livecam.worker import (
 )
 def test_a_request_has_arrived_when_its_head_and_small_body_have(data: bytes, whole: bool) -> None:
     assert request_arrived(data) is whole
+
+
+def test_a_plain_get_is_read_with_its_target_version_and_headers() -> None:
+    head = b"GET /cameras/1/stream.mjpg?profile=low HTTP/1.1\r\nHost: cam:8000\r\nUser-Agent:  VLC/3 \r\n\r\n"
+    assert plain_get(head) == (
+        "/cameras/1/stream.mjpg?profile=low",
+        1,
+        {"host": "cam:8000", "user-agent": "VLC/3"},
+    )
+    assert plain_get(b"GET / HTTP/1.0\r\n\r\n") == ("/", 0, {})
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+        b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",  # absolute form: its host wins, Flask checks it
+        b"GET / HTTP/1.1\nHost: x\n\n",  # bare line feeds
+        b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nHOST: y\r\n\r\n",  # twice
+        b"GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n\r\n",  # pipelined
+        b"GET /a b HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n",  # not whole
+    ],
+)
+def test_anything_but_one_plain_get_is_left_to_gunicorns_parser(head: bytes) -> None:
+    assert plain_get(head) is None
 
 
 def test_a_head_too_large_is_one_without_its_end_in_the_limit() -> None:

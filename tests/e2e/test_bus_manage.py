@@ -108,7 +108,9 @@ def test_a_camera_added_on_one_host_is_served_on_every_host_kept_changed_and_rem
         # A name changed through the second host, seen on both.
         status, changed = send(second, "PATCH", "/cameras/1", {"name": "Garden"})
         assert (status, changed["name"]) == (200, "Garden"), changed
-        assert everywhere(hosts, "/cameras/1", lambda status, body: status == 200 and body["name"] == "Garden")
+        assert everywhere(
+            hosts, "/cameras/1", lambda status, body: status == 200 and body["name"] == "Garden"
+        )
         # Another key reopens the camera in its capture process: the first host asks, the
         # second host's viewer sees it turned on the same connection.
         status, turned = send(first, "PATCH", "/cameras/1", {"rotate": 90})
@@ -129,7 +131,9 @@ def test_a_camera_added_on_one_host_is_served_on_every_host_kept_changed_and_rem
         capture = start_capture(CAMERAS, state="capture")
         assert next_live(parts, (64, 48, 3), within=15)
         assert everywhere(
-            hosts, "/cameras/1", lambda status, body: status == 200 and (body["name"], body["state"]) == ("Garden", "on")
+            hosts,
+            "/cameras/1",
+            lambda status, body: status == 200 and (body["name"], body["state"]) == ("Garden", "on"),
         )
 
         # Removed through the first host: gone from every worker of both hosts, the viewer's

@@ -57,11 +57,34 @@ def reader(port: int, seconds: float) -> float:
         source.release()
 
 
+def skimmer(port: int, seconds: float, interval: float) -> float:
+    """CPU seconds per frame of livecam's reader taking what arrived every ``interval``
+    seconds, as an unwatched camera's capture thread does."""
+    source = open_http(f"http://127.0.0.1:{port}/cam.mjpg", threading.Event())
+    assert source is not None and source.skims
+    try:
+        frames, started, cpu = 0, time.monotonic(), time.thread_time()
+        checked = started
+        while time.monotonic() - started < seconds:
+            time.sleep(interval)
+            count = source.grab_newest()
+            if not count:
+                raise RuntimeError("the camera hung up")
+            frames += count
+            if time.monotonic() - checked >= 1:
+                checked = time.monotonic()
+                source.jpeg()  # the capture thread's once-a-second size check
+        return (time.thread_time() - cpu) / frames
+    finally:
+        source.release()
+
+
 def main() -> None:
     """Measure and print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--interval", type=float, default=0.1, help="an unwatched camera's read interval")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="livecam-read-bench-") as logs:
         port = free_port()
@@ -69,11 +92,23 @@ def main() -> None:
         camera = Server("camera", argv, f"http://127.0.0.1:{port}/stats", Path(logs) / "camera.log")
         camera.wait_ready()
         try:
-            runs = [(floor(port, args.seconds), reader(port, args.seconds)) for _ in range(args.repeat)]
+            runs = [
+                (
+                    floor(port, args.seconds),
+                    reader(port, args.seconds),
+                    skimmer(port, args.seconds, args.interval),
+                )
+                for _ in range(args.repeat)
+            ]
         finally:
             camera.stop()
     print(f"reading a 640x480 30 fps MJPEG camera, {args.seconds:g} s windows, {args.repeat} runs:")
-    for label, values in (("socket alone", [f for f, _ in runs]), ("livecam's reader", [r for _, r in runs])):
+    rows = (
+        ("socket alone", [f for f, _, _ in runs]),
+        ("livecam's reader", [r for _, r, _ in runs]),
+        (f"skimming /{args.interval:g} s", [k for _, _, k in runs]),
+    )
+    for label, values in rows:
         low, middle = min(values), statistics.median(values)
         print(
             f"  {label:17} {middle * 1e6:6.0f} µs per frame (min {low * 1e6:.0f}), "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import select
 import socket
 import ssl
 import threading
@@ -54,6 +55,7 @@ BUFFER = 256 * 1024  # an MJPEG reader's buffer: whole parts of most cameras, re
 # A frame not whole this long after it was begun is a failure, however the bytes trickle.
 FRAME_TIMEOUT = 10.0
 MAX_HEADER = 16 * 1024  # a part's header block larger than this is not a camera's
+SKIM_SLACK = 16  # bytes after a part that are only its end (CRLF), not yet the next part
 SNAPSHOT_FPS = 2.0  # polling rate of a snapshot camera whose config sets no fps
 SNAPSHOT_TYPES = ("image/jpeg", "image/jpg", "image/pjpeg")
 # A part's declared size, among header lines of the plain "Name: value" shape.
@@ -368,6 +370,7 @@ class MjpegSource(_HttpSource):
         self._view = memoryview(self._buffer)
         self._pos = self._filled = 0  # the bytes read and not yet used: _buffer[_pos:_filled]
         self._readinto: Callable[[memoryview], int] = self._first_read
+        self._direct = False  # read from the socket itself, not through http.client
         self._boundary: bytes | None = None
         self._delimiter: re.Pattern[bytes] | None = None
         self._head: re.Pattern[bytes] | None = None
@@ -390,6 +393,33 @@ class MjpegSource(_HttpSource):
         """Close the connection."""
         self._close(self._response)
 
+    @property
+    def skims(self) -> bool:
+        """Whether ``grab_newest()`` can tell what has arrived: a plain (not TLS, not chunked)
+        stream read straight from its socket."""
+        return self._direct and type(_socket(self._response)) is socket.socket
+
+    def grab_newest(self) -> int:
+        """Grab every frame that has arrived, the newest last; how many (0: the camera hung up).
+
+        A camera nobody watches is read this way a few times a second instead of at every
+        frame: the frames that gathered in the socket meanwhile are taken in one go, each
+        found with one search, and only the newest is kept.
+        """
+        count = 0
+        while self.grab():
+            count += 1
+            if not self._arrived():
+                break
+        return count
+
+    def _arrived(self) -> bool:
+        """Whether more of the stream has arrived than the end of the last part."""
+        if self._filled - self._pos > SKIM_SLACK:
+            return True
+        sock = _socket(self._response)
+        return sock is not None and bool(select.select([sock], [], [], 0)[0])
+
     # -- reading the stream ------------------------------------------------------------
 
     def _first_read(self, into: memoryview) -> int:
@@ -400,6 +430,7 @@ class MjpegSource(_HttpSource):
         response = self._response
         if data and not response.chunked and response.length is None and response.fp is not None:
             self._readinto = response.fp.readinto1
+            self._direct = True
         elif data:
             self._readinto = self._read_copy
         return len(data)

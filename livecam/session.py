@@ -22,7 +22,7 @@ from .config import FULL, CameraConfig, Profile
 from .frames import decode, encode, no_signal_image, stream_size, stream_width, transform
 from .jpeg import jpeg_size
 from .redaction import redact
-from .source_base import Source, SourceError
+from .source_base import Skimming, Source, SourceError
 from .stats import CaptureStats
 from .watcher import MotionWatch
 
@@ -37,6 +37,7 @@ BACKOFF_MIN, BACKOFF_MAX = 0.5, 10.0
 WATCHED_RETRY = 1.5
 PLACEHOLDER_INTERVAL = 1.0
 SIZE_CHECK = 1.0  # how often an unwatched JPEG camera's frame size is looked at
+UNWATCHED_READ = 0.2  # seconds between reads of a camera nobody watches that can be skimmed
 
 Report = Callable[[str, "str | None"], None]  # (state, reason): a state change, unless stopping
 
@@ -206,9 +207,22 @@ class CaptureSession:
         delivered = False
         last_wanted = size_seen = time.monotonic()
         counted = 0  # the source's rejections already added to the camera's
+        # Nobody watching a camera that sends JPEG over plain HTTP, its frames are left to
+        # gather in the socket and taken a few times a second in one go, the newest kept:
+        # waking at every frame cost three times what reading the socket costs. (Not under
+        # an fps cap, which keeps frames by when they come, nor for motion, which looks at them.)
+        plain = not pacer.interval and self._motion is None
+        skimmer = source if isinstance(source, Skimming) and source.skims and plain else None
         try:
             while not stop.is_set():
-                grabbed = source.grab()
+                more = 0  # frames grabbed and passed over before the one in hand
+                if skimmer is not None and not feeds.wanted:
+                    if delivered:  # the first frame, read while opening, says "on" at once
+                        feeds.wait_wanted(UNWATCHED_READ)  # at once when someone comes
+                    taken = skimmer.grab_newest()
+                    grabbed, more = taken > 0, max(0, taken - 1)
+                else:
+                    grabbed = source.grab()
                 counted = self._count_rejections(source, counted)
                 if not grabbed:
                     if stop.is_set():
@@ -218,7 +232,9 @@ class CaptureSession:
                     raise SourceError("source stopped delivering frames")
                 timestamp = time.time()
                 now = time.monotonic()
-                stats.frames += 1
+                stats.frames += 1 + more
+                for _ in range(more):
+                    stats.rate.tick(now)  # the camera's rate, not the rate it was read at
                 if not delivered:
                     delivered = True
                     self._report("on", None)

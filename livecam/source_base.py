@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -135,6 +135,16 @@ class Screening:
         """Hand the frames dropped so far to the error that ends an open, to be counted."""
         if isinstance(error, SourceError):
             error.rejected, error.last_rejection = self.rejected, self.last_rejection
+
+
+@runtime_checkable
+class Skimming(Protocol):
+    """A source that can take every frame that has arrived in one go (an HTTP MJPEG stream)."""
+
+    skims: bool  # whether it can tell what has arrived, as it is read now
+
+    def grab_newest(self) -> int:
+        """Grab every frame that has arrived, the newest last; how many (0: it ended)."""
 
 
 class Source(Protocol):

@@ -40,9 +40,11 @@ class MjpegCamera:
         self.fps = fps
         self.port = port
         self.connections = 0
+        self.sent = 0  # frames written, to every client together
         self._lock = threading.Condition()
         self._sending = threading.Event()
         self._sending.set()
+        self.paused = threading.Event()  # set once a sending loop has seen a stall
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._clients: set[socket.socket] = set()
@@ -95,12 +97,18 @@ class MjpegCamera:
 
     def resume(self) -> None:
         """Send frames again after a stall."""
+        self.paused.clear()
         self._sending.set()
 
     def wait_connections(self, count: int, timeout: float = 10.0) -> bool:
         """Wait until exactly ``count`` clients are connected."""
         with self._lock:
             return self._lock.wait_for(lambda: self.connections == count, timeout)
+
+    def wait_sent(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until at least ``count`` frames have been written in all."""
+        with self._lock:
+            return self._lock.wait_for(lambda: self.sent >= count, timeout)
 
     def frame(self, number: int) -> bytes:
         """The JPEG of frame ``number``."""
@@ -120,6 +128,8 @@ class MjpegCamera:
             next_at = time.monotonic()
             number = 0
             while self._server is not None:
+                if not self._sending.is_set():
+                    self.paused.set()
                 if not self._sending.wait(0.5):
                     continue
                 jpeg = self.frame(number)
@@ -129,6 +139,9 @@ class MjpegCamera:
                 )
                 handler.wfile.flush()
                 number += 1
+                with self._lock:
+                    self.sent = max(self.sent, number)  # one client: its frame count
+                    self._lock.notify_all()
                 next_at += interval
                 delay = next_at - time.monotonic()
                 if delay > 0:

@@ -15,6 +15,7 @@ import pytest
 from camera_server import MjpegCamera
 from helpers import blocked_reading, capture_threads, decode, wait_for
 from hostile_camera import HostileCamera
+from livecam import session
 from livecam.broadcast import BroadcastClosed, Broadcaster, Frame
 from livecam.capture import Camera
 from livecam.session import BACKOFF_MIN
@@ -397,3 +398,37 @@ def test_the_record_follows_a_change_of_resolution_unwatched(
     assert wait_for(lambda: camera.status()["width"] == 160)
     assert wait_for(lambda: camera.status()["width"] == 320, timeout=5)  # nobody watching
     assert camera.status()["height"] == 240
+
+
+def test_an_unwatched_http_camera_is_read_in_batches_at_its_own_rate(
+    make_camera: Callable[..., Camera], mjpeg_camera: MjpegCamera
+) -> None:
+    camera = make_camera(mjpeg_camera.url)
+    camera.start()
+    assert wait_for(lambda: camera.state == "on" and camera.status()["frames"] >= 30)
+    assert wait_for(lambda: camera.status()["fps"] >= 20)  # the camera's 30, not the read rate
+
+
+def test_a_viewer_of_an_unwatched_http_camera_gets_the_newest_frame_not_those_that_gathered(
+    make_camera: Callable[..., Camera], mjpeg_camera: MjpegCamera, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session, "UNWATCHED_READ", 30.0)  # frames gather until someone watches
+    camera = make_camera(mjpeg_camera.url)
+    camera.start()
+    assert wait_for(lambda: camera.state == "on")
+    read = camera.status()["frames"]
+    assert mjpeg_camera.wait_sent(mjpeg_camera.sent + 10)
+    assert camera.status()["frames"] == read  # nothing read while they gathered
+    with camera.broadcaster.watching():
+        frame = camera.broadcaster.wait_next(0, 5)
+        assert frame is not None
+        newest = mjpeg_camera.sent
+        assert newest - 3 <= mjpeg_frame_number(mjpeg_camera, frame.jpeg) < newest
+    assert camera.status()["frames"] >= read + 10  # every one that came is counted
+
+
+def mjpeg_frame_number(camera: MjpegCamera, jpeg: bytes) -> int:
+    """Which of the camera's frames ``jpeg`` is (frames repeat every 60)."""
+    matches = [n for n in range(camera.sent - 60, camera.sent) if camera.frame(n) == jpeg]
+    assert matches, "not one of the camera's recent frames"
+    return matches[-1]

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from camera_server import MjpegCamera
 from helpers import blocked_reading, decode, wait_for
 from hostile_camera import CLAIMED, PASSWORD, USER, HostileCamera
 from livecam import httpcam
@@ -297,6 +298,7 @@ def test_https_camera_with_a_self_signed_certificate(certificate: tuple[Path, Pa
     try:
         # As IP cameras ship: encrypted, its certificate not checked unless asked.
         source = opened(server.url("/good.mjpg"))
+        assert isinstance(source, MjpegSource) and not source.skims  # TLS: the socket cannot tell
         assert all(jpeg in server.frames for jpeg in grab_jpegs(source, 3))
         with pytest.raises(SourceError, match="cannot open https://127.0.0.1:.*CERTIFICATE_VERIFY_FAILED"):
             opened(server.url("/good.mjpg"), tls_verify=True)
@@ -470,7 +472,34 @@ def test_a_chunked_stream_is_read_through_its_chunks(opened) -> None:
     server.start()
     assert ready.wait(5)
     source = opened(f"http://127.0.0.1:{port[0]}/cam.mjpg")
+    assert isinstance(source, MjpegSource) and not source.skims  # http.client takes the chunks apart
     assert grab_jpegs(source, 3) == frames
     assert not source.grab()  # the closing delimiter ends the stream
     assert source.rejected == 0
     server.join(5)
+
+
+def test_the_frames_that_arrived_are_taken_at_once_the_newest_kept(mjpeg_camera: MjpegCamera, opened) -> None:
+    source = opened(mjpeg_camera.url)
+    assert isinstance(source, MjpegSource) and source.skims
+    assert source.grab_newest() == 1  # the first frame (number 0), read while opening
+    assert mjpeg_camera.wait_sent(6)
+    mjpeg_camera.stall()
+    try:
+        assert mjpeg_camera.paused.wait(5)  # nothing more comes
+        sent = mjpeg_camera.sent
+        assert source.grab_newest() == sent - 1 >= 5  # every one that came since, in one go
+        assert source.jpeg() == mjpeg_camera.frame(sent - 1)  # the newest held
+        assert source.rejected == 0
+    finally:
+        mjpeg_camera.resume()
+    assert source.grab_newest() >= 1  # then it blocks for the next one, as grab() does
+
+
+def test_taking_what_arrived_from_a_camera_that_hung_up_says_so(mjpeg_camera: MjpegCamera, opened) -> None:
+    source = opened(mjpeg_camera.url)
+    assert isinstance(source, MjpegSource)
+    assert mjpeg_camera.wait_sent(4)
+    mjpeg_camera.stop()  # its frames are in the socket, then its end
+    assert source.grab_newest() >= 3
+    assert source.grab_newest() == 0

@@ -856,7 +856,7 @@ def targets(
     check("1 viewer: CPU <= 5 %", 1, lambda r: (r.cpu <= 5, f"{r.cpu:.1f} %"))
     if math.isnan(extras.idle_cpu):
         return checks  # livecam's extras were measured with another camera
-    checks.append(("on, nobody watching: CPU <= 2 %", extras.idle_cpu <= 2, f"{extras.idle_cpu:.2f} %"))
+    checks.append(("on, nobody watching: CPU <= 0.3 %", extras.idle_cpu <= 0.3, f"{extras.idle_cpu:.2f} %"))
     checks.append(
         (
             "off: 0 % CPU (<= 1 tick) and no connection to the camera",

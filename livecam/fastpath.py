@@ -113,13 +113,17 @@ class PlainStreams:
         camera = self._registry.get(camera_id) if camera_id is not None else None
         if camera is None or profile not in camera.config.profiles or not camera.is_on:
             return None
+        broadcaster = camera.feeds[profile]
+        sent = camera.profile_sends[profile].sent
         sender = self._registry.sender
         if not sender.reserve():
             return None
-        broadcaster = camera.feeds[profile]
-        sent = camera.profile_sends[profile].sent
         watching = ExitStack()
-        watching.enter_context(broadcaster.watching())
+        try:
+            watching.enter_context(broadcaster.watching())
+        except BaseException:
+            sender.unreserve()
+            raise
 
         def start(sock: socket.socket) -> None:
             # The sender gives the place back, and ends the watching, when it lets go.

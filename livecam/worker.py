@@ -593,7 +593,11 @@ class ThreadWorker(gthread.ThreadWorker):
         target, minor, headers = request
         # HTTP/1.1 frames a body of unknown length in chunks; HTTP/1.0 ends it with the connection.
         chunked = minor == 1
-        opened = self.plain.open(target, headers, chunked)
+        try:
+            opened = self.plain.open(target, headers, chunked)
+        except Exception:  # noqa: BLE001 - never the event loop's end: the app answers instead
+            log.exception("livecam: a plain stream request failed; the app answers it")
+            return False
         if opened is None:
             return False
         self.nr_conns -= 1  # the connection is the sender's from here, or closed
@@ -611,11 +615,14 @@ class ThreadWorker(gthread.ThreadWorker):
             whole = conn.sock.send(response, socket.MSG_DONTWAIT) == len(response)
         except OSError:
             whole = False
-        if whole:
-            opened.start(conn.sock)
-        else:
-            opened.abandon()
-            gthread.TConn.close(conn)
+        try:
+            if whole:
+                opened.start(conn.sock)
+                return True
+        except Exception:  # noqa: BLE001 - as above; the head is out, so the connection ends
+            log.exception("livecam: a plain stream could not be handed to the sender")
+        opened.abandon()
+        gthread.TConn.close(conn)
         return True
 
     def _forget(self, conn: Connection) -> None:

@@ -464,7 +464,9 @@ class ThreadWorker(gthread.ThreadWorker):
         if hasattr(self.wsgi, "wsgi_app"):
             # Wrap the Flask app's inner WSGI callable, so the worker still sees the app itself.
             self.wsgi.wsgi_app = _detachable(_honour_connection_close(self.wsgi.wsgi_app))
-            if "livecam" in getattr(self.wsgi, "extensions", {}):
+            # gunicorn's access log sees only what its own request handling serves: with one
+            # asked for, every request goes that way, so that none is missing from it.
+            if "livecam" in getattr(self.wsgi, "extensions", {}) and not self.cfg.accesslog:
                 self.plain = PlainStreams(self.wsgi)
         # Everything loaded so far lives as long as the worker: out of the collector's sight,
         # a full collection (a camera added or removed leaves an app generation's cyclic URL

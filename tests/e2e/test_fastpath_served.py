@@ -113,3 +113,12 @@ def test_a_protected_stream_still_asks_for_its_token(serve_module: Callable[...,
     sock, reader, status, _ = ask(server, bearer)
     with sock, reader:
         assert status == "HTTP/1.1 200 OK"
+
+
+def test_with_an_access_log_every_stream_request_is_in_it(serve_module: Callable[..., Server]) -> None:
+    server = serve_module({"LIVECAM_CAMERAS": CAMERAS}, "--access-logfile", "-")
+    assert server.send_json("POST", "/cameras/0/start")[0] == 200
+    sock, reader, status, _ = ask(server, plain(server, STREAM + "?profile=full") + b"\r\n")
+    with sock, reader:
+        assert status == "HTTP/1.1 200 OK"
+    assert wait_for(lambda: '"GET /cameras/0/stream.mjpg?profile=full HTTP/1.1" 200' in server.output())

@@ -33,9 +33,11 @@ from .origin import EMBEDDING_VARY, HOSTS, SECURITY_HEADERS, TrustedHosts, embed
 from .sender import Viewer
 
 # Headers whose presence calls for a decision made in Flask: credentials (judged and counted
-# there), a page's origin (which pages may embed the picture), a body, a protocol change.
+# there), a page's origin (which pages may embed the picture), a body, a protocol change, and
+# the scheme a trusted proxy names (gunicorn refuses contradicting ones).
 FOR_FLASK = frozenset(
     ("authorization", "origin", "referer", "content-length", "transfer-encoding", "expect", "upgrade")
+    + ("x-forwarded-proto", "x-forwarded-protocol", "x-forwarded-ssl")
 )
 _PROFILE_QUERY = re.compile(r"profile=([A-Za-z0-9_.-]{1,64})")
 
@@ -97,8 +99,8 @@ class PlainStreams:
             return None
         if any(name.startswith("sec-fetch-") for name in headers):
             return None
-        if settings.proxy_hops and "x-forwarded-host" in headers:
-            return None  # the host to check is the proxy's word, read by ProxyFix in Flask
+        if settings.proxy_hops and any(name.startswith("x-forwarded-") for name in headers):
+            return None  # the host to check is the proxy's word (and port), read in Flask
         host = headers.get("host")
         if not host or not self._hosts.allows(host):
             return None

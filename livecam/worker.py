@@ -146,11 +146,11 @@ _EXPECT_CONTINUE = re.compile(rb"\nexpect[ \t]*:[ \t]*100-continue", re.IGNORECA
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 # A plain GET (see fastpath.py): an origin-form target of visible ASCII, HTTP/1.x, header
 # lines of a token, a colon and a value of visible ASCII, spaces and tabs, CRLF throughout,
-# nothing after the head. Anything else goes to gunicorn's parser, whose errors are the rule.
-_PLAIN_GET = re.compile(
-    rb"GET (/[!-~]*) HTTP/1\.([01])\r\n((?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[ \t]*[!-~ \t]*\r\n)*)\r\n"
-)
-_HEADER = re.compile(rb"([^:]+):[ \t]*(.*?)[ \t]*\r\n")
+# nothing after the head, within gunicorn's own limits. Anything else goes to gunicorn's
+# parser, whose errors are the rule. Each pattern matches a line one way only: a hostile
+# line fails in time linear in its length.
+_REQUEST_LINE = re.compile(rb"GET (/[!-~]*) HTTP/1\.([01])")
+_HEADER_LINE = re.compile(rb"([!#$%&'*+.^`|~0-9A-Za-z-]+):([!-~ \t]*)")  # "_": see plain_get
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # The request threads. Python runs one thread at a time: for requests that only compute, a few
 # threads answer as fast as many, and many cost a GIL hand-over at every switch, a stack and
@@ -195,19 +195,32 @@ def request_arrived(data: bytes | bytearray) -> bool:
     return length > MAX_REQUEST_BODY or len(data) - end.end() >= length
 
 
-def plain_get(data: bytes | bytearray) -> tuple[str, int, dict[str, str]] | None:
+def plain_get(
+    data: bytes | bytearray, max_line: int = 4094, max_fields: int = 100, max_field: int = 8190
+) -> tuple[str, int, dict[str, str]] | None:
     """The target, HTTP/1 minor version and headers (lower-case names) of ``data`` if it is
-    one plain GET, whole."""
-    match = _PLAIN_GET.fullmatch(data)
-    if match is None:
+    one plain GET, whole, within gunicorn's limits (its request line, header count, header
+    line size)."""
+    if not data.startswith(b"GET /") or not data.endswith(b"\r\n\r\n"):
+        return None
+    lines = bytes(data[:-4]).split(b"\r\n")
+    if len(lines[0]) > max_line or len(lines) - 1 > max_fields:
+        return None
+    request = _REQUEST_LINE.fullmatch(lines[0])
+    if request is None:
         return None
     headers: dict[str, str] = {}
-    for name, value in _HEADER.findall(match[3]):
-        key = name.decode("ascii").lower()
+    for line in lines[1:]:
+        # No "_" in a name: gunicorn drops such headers or, from a trusted proxy, reads them
+        # as something else (SCRIPT_NAME).
+        field = _HEADER_LINE.fullmatch(line) if len(line) <= max_field else None
+        if field is None:
+            return None
+        key = field[1].decode("ascii").lower()
         if key in headers:
             return None  # twice: which one counts is the parser's call
-        headers[key] = value.decode("ascii")
-    return match[1].decode("ascii"), int(match[2]), headers
+        headers[key] = field[2].strip(b" \t").decode("ascii")
+    return request[1].decode("ascii"), int(request[2]), headers
 
 
 def head_too_large(data: bytes | bytearray) -> bool:
@@ -589,7 +602,10 @@ class ThreadWorker(gthread.ThreadWorker):
         whether it was taken (False: a request thread and the app answer it)."""
         if self.plain is None or not self.alive:
             return False
-        request = plain_get(conn.arrived)
+        cfg = self.cfg
+        request = plain_get(
+            conn.arrived, cfg.limit_request_line, cfg.limit_request_fields, cfg.limit_request_field_size
+        )
         if request is None:
             return False
         target, minor, headers = request

@@ -76,6 +76,8 @@ def test_an_abandoned_stream_gives_its_place_and_watching_back(app: Flask) -> No
         (STREAM, HOST | {"content-length": "0"}),
         (STREAM, HOST | {"transfer-encoding": "chunked"}),
         (STREAM, HOST | {"upgrade": "h2c"}),
+        (STREAM, HOST | {"x-forwarded-proto": "https"}),  # gunicorn reads it from a trusted proxy
+        (STREAM, HOST | {"x-forwarded-ssl": "off"}),
     ],
 )
 def test_a_request_needing_a_decision_is_left_to_flask(
@@ -99,6 +101,8 @@ def test_tokens_and_a_proxys_host_are_decided_in_flask(
     app = make_app({"cameras": {"0": {"source": "testsrc:160x120@30", "autostart": True}}, **config})
     headers = HOST | {"x-forwarded-host": "127.0.0.1"}
     assert PlainStreams(app).open(STREAM, headers, chunked=True) is None
+    # Behind a proxy, its port joins the host that Flask checks.
+    assert PlainStreams(app).open(STREAM, HOST | {"x-forwarded-port": "1:2"}, chunked=True) is None
 
 
 def test_a_camera_added_at_run_time_is_opened_once_its_routes_are_built(app: Flask) -> None:

@@ -73,6 +73,31 @@ def test_anything_but_one_plain_get_is_left_to_gunicorns_parser(head: bytes) -> 
     assert plain_get(head) is None
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /" + b"a" * 4094 + b" HTTP/1.1\r\n\r\n",  # gunicorn: 414
+        b"GET / HTTP/1.1\r\n" + b"X-H: v\r\n" * 101 + b"\r\n",  # gunicorn: 431, too many
+        b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 8190 + b"\r\n\r\n",  # gunicorn: 431, too long
+        b"GET / HTTP/1.1\r\nHost: x\r\nSCRIPT_NAME: /cameras/0\r\n\r\n",  # read as the prefix
+    ],
+)
+def test_a_head_beyond_gunicorns_limits_is_left_to_its_parser(head: bytes) -> None:
+    assert plain_get(head) is None
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"X: " + b" " * 65400 + b"\x01", b"X: " + b" \t" * 32000 + b"\x7f", b"X" * 65400 + b"\x01: v"],
+)
+def test_a_hostile_header_line_is_refused_in_time_linear_in_its_length(line: bytes) -> None:
+    # A pattern that could match a run of spaces more than one way took 11 s on such a line,
+    # in the worker's event loop; one way only, well under a millisecond.
+    started = time.perf_counter()
+    assert plain_get(b"GET / HTTP/1.1\r\n" + line + b"\r\n\r\n") is None
+    assert time.perf_counter() - started < 1.0
+
+
 def test_a_head_too_large_is_one_without_its_end_in_the_limit() -> None:
     assert head_too_large(b"G" * (MAX_REQUEST_HEAD + 1))
     assert not head_too_large(b"G" * MAX_REQUEST_HEAD)

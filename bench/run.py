@@ -78,6 +78,7 @@ CAMERA_FPS = 30.0  # the default; --fps sets another
 JOINS = 5  # viewers that join a running camera, one by one, for the first-frame time
 JOIN_WATCHERS = 10
 SLOW_NORMALS = 5
+CHURNERS = 10  # viewers that connect, take a first part and leave, again and again
 FPS_GRACE = 0.5  # seconds a frame sent just before a window's end has to arrive
 THREADS_BACK = 15.0  # seconds the server has after a burst to end the threads it started
 # Threads a server may keep after its first viewers: livecam's sender thread, started by the
@@ -166,6 +167,10 @@ class Extras:
     join_ms: list[float] = field(default_factory=list)
     slow_fps: list[float] = field(default_factory=list)
     slow_rss_growth_mb: float = math.nan
+    churn_fps: list[float] = field(default_factory=list)  # the watchers' fps during the churn
+    churn_connections: int = 0
+    churn_cpu: float = math.nan  # the server's CPU % during the churn
+    churn_rss_growth_mb: float = math.nan
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -299,6 +304,36 @@ class Bench:
         normals = readers.viewers[:SLOW_NORMALS]
         fps = self.summarize(normals, start, end).fps
         return fps, (end.server.rss_kb - before.server.rss_kb) / 1024
+
+    async def churn(self, system: System) -> tuple[list[float], int, float, float]:
+        """Viewers that keep coming and going beside a few watching: the watchers' fps, the
+        connections made, the server's CPU % meanwhile and its RSS growth (MB)."""
+        watchers = self.readers(system)
+        made = 0
+
+        async def come_and_go(until: float) -> None:
+            nonlocal made
+            while time.monotonic() < until:
+                viewer = self.readers(system)
+                await viewer.open()
+                await viewer.wait_first_parts(3.0)
+                await viewer.close()
+                made += 1
+
+        try:
+            await watchers.open_many(SLOW_NORMALS)
+            await watchers.wait_first_parts(10.0)
+            await asyncio.sleep(self.warmup)
+            server = system.server.pids()
+            before = Window.take(server, [])
+            start = Window.take(server, [])
+            await asyncio.gather(*(come_and_go(time.monotonic() + self.seconds) for _ in range(CHURNERS)))
+            end = Window.take(server, [])
+        finally:
+            await watchers.close()
+        system.settle()
+        result = self.summarize(watchers.viewers, start, end)
+        return result.fps, made, result.cpu, (end.server.rss_kb - before.server.rss_kb) / 1024
 
 
 def send_window(sent: dict, start: float, end: float) -> tuple[int, int, float]:
@@ -484,6 +519,9 @@ async def run_extras(bench: Bench, system: System, extras: Extras) -> None:
     extras.join_ms = await bench.joins(system)
     progress(f"{system.name}: a slow reader beside {SLOW_NORMALS} normal ones")
     extras.slow_fps, extras.slow_rss_growth_mb = await bench.slow_reader(system)
+    progress(f"{system.name}: {CHURNERS} viewers coming and going beside {SLOW_NORMALS} watching")
+    churned = await bench.churn(system)
+    extras.churn_fps, extras.churn_connections, extras.churn_cpu, extras.churn_rss_growth_mb = churned
 
 
 async def switch_on(system: System) -> None:
@@ -724,6 +762,12 @@ def system_report(name: str, results: list[Result], extras: Extras) -> str:
         lines.append(
             f"slow reader: normal viewers' fps {fps}; server RSS grew {extras.slow_rss_growth_mb:+.1f} MB"
         )
+    if extras.churn_fps:
+        fps = " ".join(f"{value:.1f}" for value in extras.churn_fps)
+        lines.append(
+            f"churn: {extras.churn_connections} connections came and went; watchers' fps {fps}; "
+            f"server CPU {extras.churn_cpu:.1f} %, RSS grew {extras.churn_rss_growth_mb:+.1f} MB"
+        )
     return "\n".join(lines)
 
 
@@ -873,6 +917,12 @@ def targets(
     )
     growth = extras.slow_rss_growth_mb
     checks.append(("slow reader: RSS grows <= 4 MB", growth <= 4, f"{growth:+.1f} MB"))
+    churn_min = min(extras.churn_fps, default=math.nan)
+    checks.append(
+        (f"churn: the watchers keep >= {fps - 0.5:g} fps", churn_min >= fps - 0.5, f"min {churn_min:.2f}")
+    )
+    growth = extras.churn_rss_growth_mb
+    checks.append(("churn: RSS grows <= 4 MB", growth <= 4, f"{growth:+.1f} MB"))
     return checks
 
 

@@ -29,12 +29,13 @@ readers out over N processes, so that hundreds of viewers measure the server, no
 process's core. The server's CPU per part sent to one viewer (``us/f/v``) compares across
 cameras and machines; the viewers connect all at once, so the first-part times are a burst's,
 and the threads and RSS after they left show what the burst left behind. livecam is also measured off and idle
-(on, nobody watching), for a viewer joining a running camera, and with a slow reader beside
-five normal ones. Every server is stopped by PID at the end.
+(on, nobody watching), for a viewer joining a running camera, with a slow reader beside
+five normal ones, and with viewers coming and going beside five watching (churn). Every
+server is stopped by PID at the end.
 
 A viewer count may name a camera size of its own, ``400@320x240``: the counts of each size
 run against a camera of that size (started afresh, every system with it); the first size
-also gives livecam's off, idle, join and slow-reader figures. ``--systems`` picks which
+also gives livecam's off, idle, join, slow-reader and churn figures. ``--systems`` picks which
 systems run (``floor,livecam,seed`` by default, ``bus`` added by ``--bus``). The server
 thread count defaults to the most viewers + 64 (at least livecam's 256): each of the seed's
 viewers holds a thread, and so does each of livecam's streams written by a request's thread.

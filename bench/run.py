@@ -836,7 +836,7 @@ def bus_report(measured: dict[str, tuple[list[Result], Extras]], workers: int) -
     headers += [("nats", 5), ("web each", 11), ("rest", 5), ("one web", 7), ("rest", 5)]
     lines = (
         f"== bus mode ({workers} web workers) / one process "
-        "(targets: CPU <= 1.3x at 200 viewers, p95 <= +3 ms)\n"
+        "(targets: CPU <= 1.2x at 200 viewers, p95 <= +1 ms)\n"
         "CPU in % of one core; bus: capture + nats + web each + rest (gunicorn's master, the\n"
         "supervisor); one process: its web worker + rest (the master)\n"
     )

@@ -257,11 +257,15 @@ class StreamConnection(http.client.HTTPConnection):
 class Server:
     """A gunicorn process serving livecam on a loopback port."""
 
-    def __init__(self, env: dict[str, str], state_dir: Path, *args: str) -> None:
+    def __init__(
+        self, env: dict[str, str], state_dir: Path, *args: str, shortened: dict[str, float] | None = None
+    ) -> None:
+        """``shortened``: livecam constants set to other values in the server (tests/shortened.py),
+        by dotted name: ``{"livecam.sse.KEEPALIVE_INTERVAL": 2.0}``."""
         self.port = free_port()
         self.state_dir = state_dir
         self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
-        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+        command = [sys.executable, *python_m("gunicorn", shortened), "-c", "gunicorn.conf.py", "wsgi:app"]
         command += ["--bind", f"127.0.0.1:{self.port}", *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
         full_env["LIVECAM_STATE_DIR"] = str(state_dir)
@@ -349,6 +353,14 @@ class Server:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
         end_process(self.process, 15)
+
+
+def python_m(module: str, shortened: dict[str, float] | None = None) -> list[str]:
+    """The arguments after ``python`` that run ``module`` as ``-m`` does, with some livecam
+    constants shortened first when ``shortened`` names any (see tests/shortened.py)."""
+    if not shortened:
+        return ["-m", module]
+    return [str(ROOT / "tests" / "shortened.py"), json.dumps(shortened), module]
 
 
 def end_process(process: subprocess.Popen, grace: float) -> None:

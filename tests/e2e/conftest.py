@@ -61,9 +61,11 @@ def gunicorns(state_dir: Path) -> Iterator[Callable[..., Server]]:
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
     servers: list[Server] = []
 
-    def start(env: dict[str, str], *args: str, ready: bool = True) -> Server:
+    def start(
+        env: dict[str, str], *args: str, ready: bool = True, shortened: dict[str, float] | None = None
+    ) -> Server:
         STOPPING.sweep()
-        server = Server(env, state_dir, *args)
+        server = Server(env, state_dir, *args, shortened=shortened)
         servers.append(server)
         if ready:
             server.wait_ready()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, Server, end_process
+from helpers import ROOT, Server, end_process, python_m
 from livecam.bus import FrameBus
 from nats_server import NatsServer
 
@@ -117,9 +117,14 @@ def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[
     processes: list[subprocess.Popen] = []
 
     def start(
-        cameras: str = CAPTURE_CAMERAS, url: str | None = None, state: str = "", **settings: str
+        cameras: str = CAPTURE_CAMERAS,
+        url: str | None = None,
+        state: str = "",
+        shortened: dict[str, float] | None = None,
+        **settings: str,
     ) -> subprocess.Popen:
-        """``settings``: more LIVECAM_* variables, by their lower-case names (bus_creds=...)."""
+        """``settings``: more LIVECAM_* variables, by their lower-case names (bus_creds=...);
+        ``shortened``: livecam constants set to other values in the process (tests/shortened.py)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
         env |= {"LIVECAM_BUS": url or nats_server.url}
         if cameras:  # none: the cameras of a TOML file (config=...)
@@ -127,7 +132,7 @@ def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[
         env |= {f"LIVECAM_{name.upper()}": value for name, value in settings.items()}
         env["LIVECAM_STATE_DIR"] = str(tmp_path / (state or f"capture{len(processes)}"))
         process = subprocess.Popen(
-            [sys.executable, "-m", "livecam.cli", "capture"],
+            [sys.executable, *python_m("livecam.cli", shortened), "capture"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

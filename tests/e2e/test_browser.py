@@ -372,9 +372,11 @@ def test_a_tile_without_new_frames_says_stalled_and_the_page_asks_again(
 ) -> None:
     camera = HostileCamera().start()
     try:
-        # Camera 0 sends one frame, then one that trickles in for longer than livecam waits.
+        # Camera 0 sends one frame, then one that trickles in for longer than livecam waits:
+        # 7 s here rather than livecam's 10 (httpcam.FRAME_TIMEOUT, tests/shortened.py), still
+        # well past the page's 3 s without a new frame.
         cameras = f"0={camera.url('/trickle.mjpg')},1=testsrc:160x120@10"
-        server = serve({"LIVECAM_CAMERAS": cameras})
+        server = serve({"LIVECAM_CAMERAS": cameras}, shortened={"livecam.httpcam.FRAME_TIMEOUT": 7.0})
         for cam_id in (0, 1):
             server.request("POST", f"/cameras/{cam_id}/start")
         assert wait_for(lambda: server.record(0)["state"] == "on")

@@ -213,7 +213,8 @@ def test_a_viewer_that_never_reads_costs_a_bounded_buffer_and_is_reset_when_cut(
     serve: Callable[..., Server], certificate: tuple[Path, Path], tls: bool
 ) -> None:
     # Plain HTTP: the sender writes the stream. TLS straight to gunicorn: the request's thread.
-    env = {"LIVECAM_CAMERAS": "0=testsrc:1280x720@30", "LIVECAM_SEND_TIMEOUT": "3"}
+    # The shortest send timeout: no other viewer here whom a busy machine could get cut off.
+    env = {"LIVECAM_CAMERAS": "0=testsrc:1280x720@30", "LIVECAM_SEND_TIMEOUT": "1"}
     cert, key = certificate
     context = ssl.create_default_context(cafile=str(cert)) if tls else None
     livecam = serve(env, *(["--certfile", str(cert), "--keyfile", str(key)] if tls else []), ready=False)

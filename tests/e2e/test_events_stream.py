@@ -129,7 +129,7 @@ def test_events_in_order_and_a_reconnect_gets_exactly_the_missed_ones(livecam: S
 
 # The next test's server sends its keepalives after this long rather than livecam's 15 s
 # (tests/shortened.py): the same code, waited for in seconds.
-KEEPALIVE = 3.0
+KEEPALIVE = 2.0
 
 
 def test_a_quiet_stream_gets_a_keepalive_comment(serve: Callable[..., Server], tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
+import forked
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,13 +266,21 @@ class Server:
         self.port = free_port()
         self.state_dir = state_dir
         self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
-        command = [sys.executable, *python_m("gunicorn", shortened), "-c", "gunicorn.conf.py", "wsgi:app"]
-        command += ["--bind", f"127.0.0.1:{self.port}", *args]
+        arguments = ["-c", "gunicorn.conf.py", "wsgi:app", "--bind", f"127.0.0.1:{self.port}", *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
         full_env["LIVECAM_STATE_DIR"] = str(state_dir)
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env={**full_env, **env}, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        self.process: subprocess.Popen | forked.Forked
+        if shortened:  # a whole interpreter: the constants are set as livecam is imported
+            self.process = subprocess.Popen(
+                [sys.executable, *python_m("gunicorn", shortened), *arguments],
+                cwd=ROOT,
+                env={**full_env, **env},
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+            )
+        else:
+            log = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
+            self.process = forked.gunicorn(arguments, {**full_env, **env}, ROOT, log)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Wait until the app answers its health check (bounded)."""

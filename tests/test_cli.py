@@ -1,5 +1,5 @@
 """The livecam command, run as a user runs it: a process each run (forked from one that has
-imported livecam already, see forked_cli.py; the first test starts a whole interpreter)."""
+imported livecam already, see forked.py; the first test starts a whole interpreter)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import forked_cli
+import forked
 import pytest
 
 from fake_v4l2 import HD_WEBCAM, VGA_WEBCAM, FakeCamera, FakeDev, capability
@@ -20,7 +20,7 @@ from nats_keys import Key
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the ``livecam`` command as run_cli does, in a forked process."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
-    return forked_cli.run(*args, env={**base, **(env or {})})
+    return forked.livecam(*args, env={**base, **(env or {})})
 
 
 def test_check_config_lists_cameras_with_redacted_sources() -> None:

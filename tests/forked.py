@@ -1,0 +1,111 @@
+"""Start livecam's programs (the ``livecam`` command, gunicorn) as processes forked from a fork
+server that has imported them already.
+
+Each is a new process with its own arguments, environment, working directory, standard output
+and error, signals and exit code, as ``python -m livecam.cli`` or ``python -m gunicorn`` give
+them, without the 0.4 s a new interpreter takes to import livecam, gunicorn and Flask: a
+multiprocessing fork server imports them once and forks a process for each start. The fork
+server is single-threaded and holds nothing of the test process (its threads, its sockets, its
+captured output). Whoever needs a whole interpreter (a constant shortened at import, see
+tests/shortened.py) starts one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(["forked", "livecam.cli", "livecam.worker", "gunicorn.app.wsgiapp"])
+
+
+def _become(argv0: str, args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
+    """In the forked process: the arguments, environment, directory and output of a new one."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for path, fd in ((out, 1), (err, 2)):
+        target = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.dup2(target, fd)
+        os.close(target)
+    sys.argv = [argv0, *args]
+    # multiprocessing ends the process as the interpreter would: an int is the exit code,
+    # anything else is written to stderr with exit code 1, an exception's traceback too.
+
+
+def _livecam(args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
+    from livecam import cli
+
+    _become(cli.__file__, args, env, cwd, out, err)
+    sys.exit(cli.main())
+
+
+def _gunicorn(args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
+    from gunicorn.app.wsgiapp import run
+
+    _become("gunicorn", args, env, cwd, out, err)
+    sys.path.insert(0, cwd)  # as python -m has it
+    run(prog="gunicorn")
+
+
+class Forked:
+    """A forked process, with the part of subprocess.Popen's interface the tests use."""
+
+    def __init__(self, target: Callable[..., None], *args: Any) -> None:
+        # Daemonic: should a test leave one running, the test process's exit ends it rather
+        # than waiting for it.
+        self._process = _CONTEXT.Process(target=target, args=args, daemon=True)
+        self._process.start()
+        self.pid: int = self._process.pid
+        self.args = args
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self._process.exitcode is None:
+            raise subprocess.TimeoutExpired(str(self.args[0]), timeout or 0)
+        return self._process.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        if self._process.exitcode is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def gunicorn(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> Forked:
+    """``python -m gunicorn ARGS`` in ``cwd`` with exactly ``env``, its output appended to ``log``."""
+    return Forked(_gunicorn, args, env, str(cwd), str(log), str(log))
+
+
+def livecam(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``livecam ARGS`` with exactly ``env`` as its environment; killed after ``timeout``."""
+    with tempfile.TemporaryDirectory(prefix="livecam-cli-") as directory:
+        out, err = Path(directory) / "stdout", Path(directory) / "stderr"
+        out.touch()
+        err.touch()
+        process = Forked(_livecam, list(args), env, os.getcwd(), str(out), str(err))
+        try:
+            code = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+            raise
+        return subprocess.CompletedProcess(["livecam", *args], code, out.read_text(), err.read_text())

@@ -19,35 +19,55 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from multiprocessing import reduction
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["forked", "livecam.cli", "livecam.worker", "gunicorn.app.wsgiapp"])
 
 
-def _become(argv0: str, args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
+Output = str | int  # a file the output is appended to, or a descriptor (a pipe's end) it goes to
+
+
+class _Descriptor:
+    """A file descriptor handed to the forked process (multiprocessing sends it along)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _received, (reduction.DupFd(self.fd),)
+
+
+def _received(duplicate: Any) -> int:
+    return duplicate.detach()
+
+
+def _become(argv0: str, args: list[str], env: dict[str, str], cwd: str, out: Output, err: Output) -> None:
     """In the forked process: the arguments, environment, directory and output of a new one."""
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    for path, fd in ((out, 1), (err, 2)):
-        target = os.open(path, os.O_WRONLY | os.O_APPEND)
-        os.dup2(target, fd)
+    targets = []
+    for output, fd in ((out, 1), (err, 2)):
+        targets.append(os.open(output, os.O_WRONLY | os.O_APPEND) if isinstance(output, str) else output)
+        os.dup2(targets[-1], fd)
+    for target in set(targets):
         os.close(target)
     sys.argv = [argv0, *args]
     # multiprocessing ends the process as the interpreter would: an int is the exit code,
     # anything else is written to stderr with exit code 1, an exception's traceback too.
 
 
-def _livecam(args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
+def _livecam(args: list[str], env: dict[str, str], cwd: str, out: Output, err: Output) -> None:
     from livecam import cli
 
     _become(cli.__file__, args, env, cwd, out, err)
     sys.exit(cli.main())
 
 
-def _gunicorn(args: list[str], env: dict[str, str], cwd: str, out: str, err: str) -> None:
+def _gunicorn(args: list[str], env: dict[str, str], cwd: str, out: Output, err: Output) -> None:
     from gunicorn.app.wsgiapp import run
 
     _become("gunicorn", args, env, cwd, out, err)
@@ -65,6 +85,7 @@ class Forked:
         self._process.start()
         self.pid: int = self._process.pid
         self.args = args
+        self.stdout: BinaryIO | None = None
 
     @property
     def returncode(self) -> int | None:
@@ -93,6 +114,25 @@ class Forked:
 def gunicorn(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> Forked:
     """``python -m gunicorn ARGS`` in ``cwd`` with exactly ``env``, its output appended to ``log``."""
     return Forked(_gunicorn, args, env, str(cwd), str(log), str(log))
+
+
+def livecam_process(args: list[str], env: dict[str, str], cwd: Path, output: Path | None = None) -> Forked:
+    """``python -m livecam.cli ARGS`` in ``cwd`` with exactly ``env``; its standard output and
+    error appended to ``output``, or else to one pipe read from ``stdout`` (as Popen's
+    stdout=PIPE, stderr=STDOUT give)."""
+    if output is not None:
+        return Forked(_livecam, args, env, str(cwd), str(output), str(output))
+    read, write = os.pipe()
+    try:
+        pipe = _Descriptor(write)
+        process = Forked(_livecam, args, env, str(cwd), pipe, pipe)
+    except BaseException:
+        os.close(read)
+        raise
+    finally:
+        os.close(write)
+    process.stdout = open(read, "rb")  # noqa: SIM115 - closed by whoever stops the process
+    return process
 
 
 def livecam(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

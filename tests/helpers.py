@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
-import forked
 import numpy as np
+
+import forked
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import forked
 import pytest
 
+import forked
 from fake_v4l2 import HD_WEBCAM, VGA_WEBCAM, FakeCamera, FakeDev, capability
 from helpers import free_port, run_cli
 from livecam.cli import GENERATED_BEGIN, GENERATED_END, devices

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import forked
 from helpers import ROOT, Server, end_process, python_m
 from livecam.bus import FrameBus
 from nats_server import NatsServer
@@ -131,13 +132,17 @@ def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[
             env["LIVECAM_CAMERAS"] = cameras
         env |= {f"LIVECAM_{name.upper()}": value for name, value in settings.items()}
         env["LIVECAM_STATE_DIR"] = str(tmp_path / (state or f"capture{len(processes)}"))
-        process = subprocess.Popen(
-            [sys.executable, *python_m("livecam.cli", shortened), "capture"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        process: subprocess.Popen | forked.Forked
+        if shortened:  # a whole interpreter: the constants are set as livecam is imported
+            process = subprocess.Popen(
+                [sys.executable, *python_m("livecam.cli", shortened), "capture"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        else:
+            process = forked.livecam_process(["capture"], env, ROOT)
         processes.append(process)
         return process
 

@@ -135,13 +135,16 @@ def livecam_process(args: list[str], env: dict[str, str], cwd: Path, output: Pat
     return process
 
 
-def livecam(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``livecam ARGS`` with exactly ``env`` as its environment; killed after ``timeout``."""
+def livecam(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``livecam ARGS`` in ``cwd`` (this one's by default) with exactly ``env`` as its
+    environment; killed after ``timeout``."""
     with tempfile.TemporaryDirectory(prefix="livecam-cli-") as directory:
         out, err = Path(directory) / "stdout", Path(directory) / "stderr"
         out.touch()
         err.touch()
-        process = Forked(_livecam, list(args), env, os.getcwd(), str(out), str(err))
+        process = Forked(_livecam, list(args), env, str(cwd or os.getcwd()), str(out), str(err))
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -4,6 +4,7 @@ nats-server, and capture processes for bus mode."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,40 +20,47 @@ from livecam.bus import FrameBus
 from nats_server import NatsServer
 
 STOP_TIMEOUT = 15.0  # seconds a gunicorn told to stop may take before it is killed
+Process = subprocess.Popen | forked.Forked
 
 
 class Stopping:
-    """gunicorns told to stop (SIGTERM) and not yet waited for: the next test starts while
-    they shut down. Each is waited for, or killed once STOP_TIMEOUT has passed, when the
-    next server starts, and every one by the end of the session."""
+    """gunicorns (and other servers) told to stop (SIGTERM) and not yet waited for: the next
+    test starts while they shut down. Each is waited for, or killed once STOP_TIMEOUT has
+    passed, when the next server starts, and every one by the end of the session."""
 
     def __init__(self) -> None:
-        self._servers: list[tuple[float, Server]] = []
+        self._processes: list[tuple[float, Process, Callable[[], object]]] = []
 
     def add(self, server: Server) -> None:
-        server.terminate()
-        self._servers.append((time.monotonic(), server))
+        self.add_process(server.process, server.log.close)
+
+    def add_process(self, process: Process, then: Callable[[], object] = lambda: None) -> None:
+        """SIGTERM ``process`` now; wait for it later, then call ``then``."""
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        self._processes.append((time.monotonic(), process, then))
 
     def sweep(self, everything: bool = False) -> None:
-        """Reap the servers that have exited; stop (wait, then kill) those past their time, or
-        every one."""
+        """Reap the processes that have exited; stop (wait, then kill) those past their time,
+        or every one."""
         left = []
-        for since, server in self._servers:
-            if server.process.poll() is None and not everything and time.monotonic() - since < STOP_TIMEOUT:
-                left.append((since, server))
+        for since, process, then in self._processes:
+            if process.poll() is None and not everything and time.monotonic() - since < STOP_TIMEOUT:
+                left.append((since, process, then))
                 continue
-            server.stop()
-            server.log.close()
-        self._servers = left
+            end_process(process, STOP_TIMEOUT)
+            then()
+        self._processes = left
 
 
 STOPPING = Stopping()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def stop_every_server() -> Iterator[None]:
-    """Wait for every gunicorn told to stop, at the end of the session."""
-    yield
+def stop_every_server() -> Iterator[Stopping]:
+    """Wait for every process told to stop, at the end of the session (a fixture may hand
+    its own to ``add_process``)."""
+    yield STOPPING
     STOPPING.sweep(everything=True)
 
 

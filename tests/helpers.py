@@ -21,6 +21,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+import forked
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -257,17 +259,29 @@ class StreamConnection(http.client.HTTPConnection):
 class Server:
     """A gunicorn process serving livecam on a loopback port."""
 
-    def __init__(self, env: dict[str, str], state_dir: Path, *args: str) -> None:
+    def __init__(
+        self, env: dict[str, str], state_dir: Path, *args: str, shortened: dict[str, float] | None = None
+    ) -> None:
+        """``shortened``: livecam constants set to other values in the server (tests/shortened.py),
+        by dotted name: ``{"livecam.sse.KEEPALIVE_INTERVAL": 2.0}``."""
         self.port = free_port()
         self.state_dir = state_dir
         self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
-        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-        command += ["--bind", f"127.0.0.1:{self.port}", *args]
+        arguments = ["-c", "gunicorn.conf.py", "wsgi:app", "--bind", f"127.0.0.1:{self.port}", *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
         full_env["LIVECAM_STATE_DIR"] = str(state_dir)
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env={**full_env, **env}, stdout=self.log, stderr=subprocess.STDOUT
-        )
+        self.process: subprocess.Popen | forked.Forked
+        if shortened:  # a whole interpreter: the constants are set as livecam is imported
+            self.process = subprocess.Popen(
+                [sys.executable, *python_m("gunicorn", shortened), *arguments],
+                cwd=ROOT,
+                env={**full_env, **env},
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+            )
+        else:
+            log = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
+            self.process = forked.gunicorn(arguments, {**full_env, **env}, ROOT, log)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Wait until the app answers its health check (bounded)."""
@@ -349,6 +363,14 @@ class Server:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
         end_process(self.process, 15)
+
+
+def python_m(module: str, shortened: dict[str, float] | None = None) -> list[str]:
+    """The arguments after ``python`` that run ``module`` as ``-m`` does, with some livecam
+    constants shortened first when ``shortened`` names any (see tests/shortened.py)."""
+    if not shortened:
+        return ["-m", module]
+    return [str(ROOT / "tests" / "shortened.py"), json.dumps(shortened), module]
 
 
 def end_process(process: subprocess.Popen, grace: float) -> None:

@@ -18,7 +18,6 @@ from hostile_camera import HostileCamera
 from livecam import session
 from livecam.broadcast import BroadcastClosed, Broadcaster, Frame
 from livecam.capture import Camera
-from livecam.session import BACKOFF_MIN
 from livecam.sources import Source, open_source
 
 
@@ -224,7 +223,11 @@ def test_unwatched_passthrough_camera_publishes_nothing(
     assert camera.broadcaster.latest is None  # frames were drained, none prepared for nobody
 
 
-def test_a_source_that_delivered_earns_a_fresh_backoff(make_camera: Callable[..., Camera]) -> None:
+def test_a_source_that_delivered_earns_a_fresh_backoff(
+    make_camera: Callable[..., Camera], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first backoff of 0.1 s rather than 0.5 s: the same doubling, five retries in a second.
+    monkeypatch.setattr(session, "BACKOFF_MIN", 0.1)
     opens: list[float] = []
 
     def dropping(spec, name, stop, **options) -> Source:
@@ -239,8 +242,8 @@ def test_a_source_that_delivered_earns_a_fresh_backoff(make_camera: Callable[...
     camera.start()
     assert wait_for(lambda: len(opens) >= 6, timeout=20)
     gaps = [later - earlier for earlier, later in zip(opens, opens[1:], strict=False)]
-    # Each drop after frames waits the first backoff again (0.5 s), never 1, 2, 4, 8 s.
-    assert max(gaps) < BACKOFF_MIN + 0.7, gaps
+    # Each drop after frames waits the first backoff again (0.1 s), never 0.2, 0.4, 0.8, 1.6 s.
+    assert max(gaps) < session.BACKOFF_MIN + 0.7, gaps
     assert camera.errors >= 5
 
 
@@ -307,8 +310,11 @@ def hostile() -> Iterator[HostileCamera]:
 
 
 def test_a_camera_refusing_the_credentials_is_not_retried_every_second(
-    make_camera: Callable[..., Camera], hostile: HostileCamera
+    make_camera: Callable[..., Camera], hostile: HostileCamera, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # livecam's backoff (from 0.5 s) and retry of a watched camera (1.5 s), both halved.
+    monkeypatch.setattr(session, "BACKOFF_MIN", session.BACKOFF_MIN / 2)
+    monkeypatch.setattr(session, "WATCHED_RETRY", session.WATCHED_RETRY / 2)
     camera = make_camera(hostile.url("/digest.mjpg", "admin", "wrong"))
 
     def opens() -> list[float]:
@@ -317,13 +323,13 @@ def test_a_camera_refusing_the_credentials_is_not_retried_every_second(
         return [when for when, (_, headers) in pairs if "Authorization" not in headers]
 
     camera.start()
-    with camera.broadcaster.watching():  # watched: a lost camera would be retried every 1.5 s
+    with camera.broadcaster.watching():  # watched: a lost camera would be retried every 0.75 s
         assert wait_for(lambda: len(opens()) >= 4, timeout=15)
     assert "401" in camera.error and camera.state == "error"
     times = opens()
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
-    # The backoff doubles (0.5, 1, 2 s...) past the 1.5 s a watched camera gets otherwise.
-    assert gaps[2] > 1.8, gaps
+    # The backoff doubles (0.25, 0.5, 1 s...) past the 0.75 s a watched camera gets otherwise.
+    assert gaps[2] > 1.2 * session.WATCHED_RETRY, gaps
 
 
 @pytest.mark.parametrize(
@@ -365,8 +371,10 @@ def test_switching_off_during_a_stalled_read_returns_at_once(
 
 
 def test_frames_dropped_by_an_open_that_fails_are_counted(
-    make_camera: Callable[..., Camera], hostile: HostileCamera
+    make_camera: Callable[..., Camera], request: pytest.FixtureRequest
 ) -> None:
+    hostile = HostileCamera(fps=120).start()  # 50 garbage parts in under half a second
+    request.addfinalizer(hostile.stop)
     camera = make_camera(hostile.url("/only-garbage.mjpg"))  # the camera never comes "on"
     camera.start()
     assert wait_for(lambda: camera.errors >= 2, timeout=15)

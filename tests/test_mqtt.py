@@ -17,7 +17,7 @@ import jinja2
 import pytest
 
 from helpers import ROOT
-from livecam import cli
+from livecam import cli, mqtt
 from livecam.config import CameraConfig, ConfigError, MotionConfig, MqttBroker, load_settings, parse_source
 from livecam.events import Event
 from livecam.mqtt import ENTITIES, MqttOutput, Topics, command, discovery, node_name
@@ -423,7 +423,10 @@ def test_only_the_capturing_process_publishes(tmp_path: Path) -> None:
     assert mqtt_threads() == []
 
 
-def test_a_broker_that_keeps_failing_is_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_broker_that_keeps_failing_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mqtt, "BACKOFF", (0.25, 30.0))  # livecam's doubling from 1 s, from 0.25 s
     caplog.set_level(logging.INFO, logger="livecam.mqtt")
     attempts = []
     with socket.create_server(("127.0.0.1", 0)) as server:  # accepts, then hangs up: no MQTT
@@ -450,8 +453,8 @@ def test_a_broker_that_keeps_failing_is_logged_once(tmp_path: Path, caplog: pyte
         )
         try:
             thread.join(15)
-            assert len(attempts) == 3  # it retried...
-            assert attempts[2] - attempts[1] > attempts[1] - attempts[0] > 0.5  # ...backing off
+            assert len(attempts) == 3  # it retried, backing off:
+            assert attempts[2] - attempts[1] > attempts[1] - attempts[0] > 0.8 * mqtt.BACKOFF[0]
         finally:
             registry.shutdown()
     lines = [

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
 
+import forked
 from helpers import ROOT, wait_for
 from livecam.appstate import get_registry
 from livecam.config import ConfigError, load_settings
@@ -119,14 +118,7 @@ def test_check_config_names_the_character_to_percent_encode_in_one_line() -> Non
         "PATH": "/usr/bin:/bin",
         "LIVECAM_CAMERAS": f"5=http://user:p#a[s@{SECRET}@127.0.0.1:8091/cam.mjpg",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "livecam.cli", "check-config"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = forked.livecam("check-config", env=env, cwd=ROOT)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "livecam: configuration error: cameras.5.source: http://user:***@127.0.0.1:8091/cam.mjpg: "
@@ -212,14 +204,7 @@ def test_check_config_shows_no_secret() -> None:
         "PATH": "/usr/bin:/bin",
         "LIVECAM_CAMERAS": f"4=http://cam/v.cgi?user=admin&pwd={SECRET},5=rtsp://a:x[{SECRET}]@cam/s",
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "livecam.cli", "check-config"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = forked.livecam("check-config", env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert "pwd=***" in result.stdout and "rtsp://a:***@cam/s" in result.stdout
     assert SECRET not in result.stdout + result.stderr

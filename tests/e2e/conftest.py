@@ -4,6 +4,7 @@ nats-server, and capture processes for bus mode."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,45 +14,53 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, Server, end_process
+import forked
+from helpers import ROOT, Server, end_process, python_m
 from livecam.bus import FrameBus
 from nats_server import NatsServer
 
 STOP_TIMEOUT = 15.0  # seconds a gunicorn told to stop may take before it is killed
+Process = subprocess.Popen | forked.Forked
 
 
 class Stopping:
-    """gunicorns told to stop (SIGTERM) and not yet waited for: the next test starts while
-    they shut down. Each is waited for, or killed once STOP_TIMEOUT has passed, when the
-    next server starts, and every one by the end of the session."""
+    """gunicorns (and other servers) told to stop (SIGTERM) and not yet waited for: the next
+    test starts while they shut down. Each is waited for, or killed once STOP_TIMEOUT has
+    passed, when the next server starts, and every one by the end of the session."""
 
     def __init__(self) -> None:
-        self._servers: list[tuple[float, Server]] = []
+        self._processes: list[tuple[float, Process, Callable[[], object]]] = []
 
     def add(self, server: Server) -> None:
-        server.terminate()
-        self._servers.append((time.monotonic(), server))
+        self.add_process(server.process, server.log.close)
+
+    def add_process(self, process: Process, then: Callable[[], object] = lambda: None) -> None:
+        """SIGTERM ``process`` now; wait for it later, then call ``then``."""
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        self._processes.append((time.monotonic(), process, then))
 
     def sweep(self, everything: bool = False) -> None:
-        """Reap the servers that have exited; stop (wait, then kill) those past their time, or
-        every one."""
+        """Reap the processes that have exited; stop (wait, then kill) those past their time,
+        or every one."""
         left = []
-        for since, server in self._servers:
-            if server.process.poll() is None and not everything and time.monotonic() - since < STOP_TIMEOUT:
-                left.append((since, server))
+        for since, process, then in self._processes:
+            if process.poll() is None and not everything and time.monotonic() - since < STOP_TIMEOUT:
+                left.append((since, process, then))
                 continue
-            server.stop()
-            server.log.close()
-        self._servers = left
+            end_process(process, STOP_TIMEOUT)
+            then()
+        self._processes = left
 
 
 STOPPING = Stopping()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def stop_every_server() -> Iterator[None]:
-    """Wait for every gunicorn told to stop, at the end of the session."""
-    yield
+def stop_every_server() -> Iterator[Stopping]:
+    """Wait for every process told to stop, at the end of the session (a fixture may hand
+    its own to ``add_process``)."""
+    yield STOPPING
     STOPPING.sweep(everything=True)
 
 
@@ -61,9 +70,11 @@ def gunicorns(state_dir: Path) -> Iterator[Callable[..., Server]]:
     (ROOT / "test-artifacts").mkdir(exist_ok=True)
     servers: list[Server] = []
 
-    def start(env: dict[str, str], *args: str, ready: bool = True) -> Server:
+    def start(
+        env: dict[str, str], *args: str, ready: bool = True, shortened: dict[str, float] | None = None
+    ) -> Server:
         STOPPING.sweep()
-        server = Server(env, state_dir, *args)
+        server = Server(env, state_dir, *args, shortened=shortened)
         servers.append(server)
         if ready:
             server.wait_ready()
@@ -115,22 +126,31 @@ def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[
     processes: list[subprocess.Popen] = []
 
     def start(
-        cameras: str = CAPTURE_CAMERAS, url: str | None = None, state: str = "", **settings: str
+        cameras: str = CAPTURE_CAMERAS,
+        url: str | None = None,
+        state: str = "",
+        shortened: dict[str, float] | None = None,
+        **settings: str,
     ) -> subprocess.Popen:
-        """``settings``: more LIVECAM_* variables, by their lower-case names (bus_creds=...)."""
+        """``settings``: more LIVECAM_* variables, by their lower-case names (bus_creds=...);
+        ``shortened``: livecam constants set to other values in the process (tests/shortened.py)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
         env |= {"LIVECAM_BUS": url or nats_server.url}
         if cameras:  # none: the cameras of a TOML file (config=...)
             env["LIVECAM_CAMERAS"] = cameras
         env |= {f"LIVECAM_{name.upper()}": value for name, value in settings.items()}
         env["LIVECAM_STATE_DIR"] = str(tmp_path / (state or f"capture{len(processes)}"))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "livecam.cli", "capture"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        process: subprocess.Popen | forked.Forked
+        if shortened:  # a whole interpreter: the constants are set as livecam is imported
+            process = subprocess.Popen(
+                [sys.executable, *python_m("livecam.cli", shortened), "capture"],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        else:
+            process = forked.livecam_process(["capture"], env, ROOT)
         processes.append(process)
         return process
 

@@ -16,6 +16,7 @@ import nkeys
 import pytest
 
 from helpers import Server, decode, read_parts, wait_for
+from livecam import bus as bus_module
 from livecam.bus import FrameBus
 from nats_keys import Key, Operator
 from nats_server import Inbox, NatsServer
@@ -24,9 +25,15 @@ CAMERAS = "0=testsrc:160x120@20"
 REFUSED = "refused livecam's credentials"
 
 
+# How often a refused bus tries again in these tests: livecam's 0.5 s (bus.RECONNECT_WAIT),
+# shortened so that a test watches several retries in less time.
+RETRY = 0.125
+
+
 @pytest.fixture
-def make_bus() -> Iterator[Callable[..., FrameBus]]:
-    """Buses that are closed, and their threads joined, at teardown."""
+def make_bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FrameBus]]:
+    """Buses that are closed, and their threads joined, at teardown; they retry every RETRY."""
+    monkeypatch.setattr(bus_module, "RECONNECT_WAIT", RETRY)
     buses: list[FrameBus] = []
 
     def factory(url: str, creds: Path | None = None) -> FrameBus:
@@ -75,9 +82,9 @@ def frames_cross(sender: FrameBus, receiver: FrameBus) -> bool:
 
 
 def refused_once(bus: FrameBus, caplog: pytest.LogCaptureFixture) -> None:
-    """``bus`` is refused: it says so once, and stays out over several retries (0.5 s apart)."""
+    """``bus`` is refused: it says so once, and stays out over several retries (RETRY apart)."""
     assert wait_for(lambda: REFUSED in caplog.text)
-    time.sleep(1.6)  # a window to watch, not a wait for something to happen
+    time.sleep(3.2 * RETRY)  # a window to watch, not a wait for something to happen
     assert not bus.connected
     assert not bus.publish(bus.subject("x"), b"lost")
     assert caplog.text.count(REFUSED) == 1

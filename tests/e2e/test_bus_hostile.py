@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+import forked
 from helpers import ROOT, Server, decode, end_process, read_for, read_parts, wait_for
 from livecam import wire
 from livecam.bus import FrameBus
@@ -42,7 +41,7 @@ class Site:
         self.capture = self.start_capture()
         self.web = serve({"LIVECAM_BUS": nats.url, "LIVECAM_CAMERAS": CAMERAS})
 
-    def start_capture(self) -> subprocess.Popen:
+    def start_capture(self) -> forked.Forked:
         """A capture process with the state directory of the one before (its switches kept)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
         env |= {
@@ -50,10 +49,7 @@ class Site:
             "LIVECAM_CAMERAS": CAMERAS,
             "LIVECAM_STATE_DIR": str(self.state_dir),
         }
-        command = [sys.executable, "-m", "livecam.cli", "capture"]
-        return subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
+        return forked.livecam_process(["capture"], env, ROOT, Path(os.devnull))
 
     def stop(self) -> None:
         """SIGTERM the capture process, then SIGKILL if it does not exit in time."""
@@ -73,7 +69,7 @@ def shared_site(
 
 
 @pytest.fixture
-def site(shared_site: Site) -> tuple[Server, subprocess.Popen]:
+def site(shared_site: Site) -> tuple[Server, forked.Forked]:
     """A capture process and a web host of one worker, camera 0 on (a capture process killed
     by an earlier test replaced)."""
     if shared_site.capture.poll() is not None:
@@ -99,7 +95,7 @@ def huge_jpeg() -> bytes:
 
 
 def test_junk_on_the_frame_and_state_subjects_never_reaches_a_viewer(
-    site: tuple[Server, subprocess.Popen], attacker: FrameBus
+    site: tuple[Server, forked.Forked], attacker: FrameBus
 ) -> None:
     web, _ = site
     subjects = attacker.subjects
@@ -144,7 +140,7 @@ def test_junk_on_the_frame_and_state_subjects_never_reaches_a_viewer(
 
 
 def test_junk_requests_to_the_capture_process_are_refused_and_counted(
-    site: tuple[Server, subprocess.Popen], attacker: FrameBus
+    site: tuple[Server, forked.Forked], attacker: FrameBus
 ) -> None:
     web, capture = site
     subjects = attacker.subjects
@@ -164,7 +160,7 @@ def test_junk_requests_to_the_capture_process_are_refused_and_counted(
 
 
 def test_a_record_that_would_size_the_placeholder_absurdly_is_ignored(
-    site: tuple[Server, subprocess.Popen], attacker: FrameBus
+    site: tuple[Server, forked.Forked], attacker: FrameBus
 ) -> None:
     """The capture process gone, a forged record sizes nothing: the placeholder keeps the
     size the real record said, and the web worker's follow thread goes on."""
@@ -185,7 +181,7 @@ def test_a_record_that_would_size_the_placeholder_absurdly_is_ignored(
         conn.close()
 
 
-def test_forged_events_are_never_listed(site: tuple[Server, subprocess.Popen], attacker: FrameBus) -> None:
+def test_forged_events_are_never_listed(site: tuple[Server, forked.Forked], attacker: FrameBus) -> None:
     web, _ = site
     subject = attacker.subjects.event(0)
     event = {"id": 5, "type": "motion.start", "camera": 0, "name": "x", "time": 1.7e9, "box": [0, 0, 1, 1]}
@@ -206,7 +202,7 @@ def test_forged_events_are_never_listed(site: tuple[Server, subprocess.Popen], a
 
 
 def test_a_switch_published_without_a_reply_subject_is_never_acted_on(
-    site: tuple[Server, subprocess.Popen], attacker: FrameBus
+    site: tuple[Server, forked.Forked], attacker: FrameBus
 ) -> None:
     web, capture = site
     before = web.record(0)["bus_rejected"]
@@ -219,7 +215,7 @@ def test_a_switch_published_without_a_reply_subject_is_never_acted_on(
 
 
 def test_a_flood_of_interests_from_made_up_workers_stays_cheap_and_bounded(
-    site: tuple[Server, subprocess.Popen], attacker: FrameBus
+    site: tuple[Server, forked.Forked], attacker: FrameBus
 ) -> None:
     web, _ = site
     subject = attacker.subjects.interest(0)

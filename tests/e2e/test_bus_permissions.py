@@ -358,9 +358,11 @@ def test_capture_with_the_web_roles_key_says_what_is_denied_once(
     site: Site, start_capture: Callable[..., subprocess.Popen]
 ) -> None:
     seed = site.seeds["site1-web"]
-    capture = start_capture(CAMERAS, url=site.url, bus_creds=str(seed))
-    # Its owner question, then a record and a catalog every second: wait until nats-server
-    # has denied it four records.
+    # A record and a catalog every 0.25 s rather than every second (tests/shortened.py).
+    shortened = {"livecam.publisher.STATE_EVERY": 0.25}
+    capture = start_capture(CAMERAS, url=site.url, bus_creds=str(seed), shortened=shortened)
+    # Its owner question, then a record and a catalog each round: wait until nats-server has
+    # denied it four records.
     assert wait_for(lambda: site.messages_from("livecam-capture") >= 9, timeout=20)
     capture.send_signal(signal.SIGTERM)
     assert capture.wait(10) == 0

@@ -54,7 +54,12 @@ def state_of(states: Inbox) -> dict:
 
 
 def test_the_capture_role_publishes_frames_only_while_wanted(start_capture, bus: FrameBus) -> None:
-    capture = start_capture()
+    # An interest kept 2 s rather than 3 (still four of the test's renewals) and a record every
+    # half second rather than every second (tests/shortened.py): the waits for the interest to
+    # expire and for the next records are shorter.
+    capture = start_capture(
+        shortened={"livecam.publisher.INTEREST_TTL": 2.0, "livecam.publisher.STATE_EVERY": 0.5}
+    )
     states, frames = Inbox(), Inbox()
     bus.subscribe(bus.subject("camera", 0, "state"), states)
     bus.subscribe(bus.subject("camera", 0, "frame", "full"), frames)

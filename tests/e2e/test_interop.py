@@ -227,9 +227,10 @@ def test_opencv_reads_a_protected_stream_with_the_token_in_its_url(rig: Rig) -> 
 
 
 @pytest.fixture(scope="module")
-def motion(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def motion(rig: Rig, tmp_path_factory: pytest.TempPathFactory, stop_every_server) -> Iterator[Path]:
     """Debian's Motion watching livecam's camera 0 with the view token as its netcam password,
-    serving its own stream of it on a loopback port; the path of its log."""
+    serving its own stream of it on a loopback port; the path of its log. Told to stop at the
+    end (it takes seconds to), and waited for while the next tests run."""
     work = tmp_path_factory.mktemp("motion")
     log = work / "motion.log"
     (work / "camera1.conf").write_text(
@@ -243,9 +244,14 @@ def motion(rig: Rig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         f"webcontrol_port 0\nstream_port {rig.motion_port}\nstream_localhost on\nstream_maxrate 10\n"
         f"camera {work / 'camera1.conf'}\n"
     )
-    with running([program("motion"), "-n", "-c", str(work / "motion.conf")], work / "output.log"):
+    output = (work / "output.log").open("wb")
+    command = [program("motion"), "-n", "-c", str(work / "motion.conf")]
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+    try:
         assert wait_for(lambda: accepts(rig.motion_port), 15), log.read_text() if log.exists() else ""
         yield log
+    finally:
+        stop_every_server.add_process(process, output.close)
 
 
 def motion_stream(port: int) -> StreamConnection:

@@ -22,6 +22,7 @@ from flask import Flask
 from mosquitto import Mosquitto, Received, Subscriber
 
 from helpers import capture_threads, wait_for
+from livecam import mqtt
 from livecam.appstate import get_registry
 from livecam.catalog import runtime_camera
 from livecam.config import load_settings
@@ -238,7 +239,9 @@ def test_a_broker_restart_is_survived(
     subscribe: Callable[..., Subscriber],
     broker: Mosquitto,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(mqtt, "BACKOFF", (0.25, 30.0))  # livecam's doubling from 1 s, from 0.25 s
     caplog.set_level(logging.INFO, logger="livecam.mqtt")
     registry = livecam("restart", {"0": BENCH, "1": DOOR})
     output = output_of(registry, broker)
@@ -270,8 +273,12 @@ def test_a_broker_restart_is_survived(
 
 
 def test_a_wrong_password_is_one_clear_line_and_livecam_still_serves(
-    make_app: Callable[..., Flask], broker: Mosquitto, caplog: pytest.LogCaptureFixture
+    make_app: Callable[..., Flask],
+    broker: Mosquitto,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(mqtt, "BACKOFF", (0.25, 30.0))  # retried after 0.25 s rather than 1 s
     caplog.set_level(logging.INFO, logger="livecam.mqtt")
     refused = broker.refusals()
     app = make_app(

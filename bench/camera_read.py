@@ -22,7 +22,7 @@ from pathlib import Path
 
 from procs import Server, free_port
 
-from livecam.httpcam import open_http
+from livecam.httpcam import MjpegSource, open_http
 
 BENCH = Path(__file__).resolve().parent
 FPS = 30.0
@@ -61,16 +61,18 @@ def skimmer(port: int, seconds: float, interval: float) -> float:
     """CPU seconds per frame of livecam's reader taking what arrived every ``interval``
     seconds, as an unwatched camera's capture thread does."""
     source = open_http(f"http://127.0.0.1:{port}/cam.mjpg", threading.Event())
-    assert source is not None and source.skims
+    assert isinstance(source, MjpegSource) and source.skims
     try:
         frames, started, cpu = 0, time.monotonic(), time.thread_time()
         checked = started
         while time.monotonic() - started < seconds:
             time.sleep(interval)
-            count = source.grab_newest()
-            if not count:
-                raise RuntimeError("the camera hung up")
-            frames += count
+            while True:
+                if not source.grab():
+                    raise RuntimeError("the camera hung up")
+                frames += 1
+                if not source.arrived():
+                    break
             if time.monotonic() - checked >= 1:
                 checked = time.monotonic()
                 source.jpeg()  # the capture thread's once-a-second size check

@@ -395,26 +395,17 @@ class MjpegSource(_HttpSource):
 
     @property
     def skims(self) -> bool:
-        """Whether ``grab_newest()`` can tell what has arrived: a plain (not TLS, not chunked)
+        """Whether ``arrived()`` can tell what has arrived: a plain (not TLS, not chunked)
         stream read straight from its socket."""
         return self._direct and type(_socket(self._response)) is socket.socket
 
-    def grab_newest(self) -> int:
-        """Grab every frame that has arrived, the newest last; how many (0: the camera hung up).
+    def arrived(self) -> bool:
+        """Whether more of the stream has arrived than the end of the part last grabbed.
 
-        A camera nobody watches is read this way a few times a second instead of at every
-        frame: the frames that gathered in the socket meanwhile are taken in one go, each
-        found with one search, and only the newest is kept.
+        A camera nobody watches is read only when something has, a few times a second: the
+        frames that gathered in the socket meanwhile are then taken one after another
+        without waiting, each found with one search.
         """
-        count = 0
-        while self.grab():
-            count += 1
-            if not self._arrived():
-                break
-        return count
-
-    def _arrived(self) -> bool:
-        """Whether more of the stream has arrived than the end of the last part."""
         if self._filled - self._pos > SKIM_SLACK:
             return True
         sock = _socket(self._response)

@@ -208,21 +208,18 @@ class CaptureSession:
         last_wanted = size_seen = time.monotonic()
         counted = 0  # the source's rejections already added to the camera's
         # Nobody watching a camera that sends JPEG over plain HTTP, its frames are left to
-        # gather in the socket and taken a few times a second in one go, the newest kept:
-        # waking at every frame cost three times what reading the socket costs. (Not under
-        # an fps cap, which keeps frames by when they come, nor for motion, which looks at them.)
+        # gather in the socket and read a few times a second, one after another: waking at
+        # every frame cost three times what reading the socket costs. (Not under an fps cap,
+        # which keeps frames by when they come, nor for motion, which looks at each.)
         plain = not pacer.interval and self._motion is None
         skimmer = source if isinstance(source, Skimming) and source.skims and plain else None
         try:
             while not stop.is_set():
-                more = 0  # frames grabbed and passed over before the one in hand
-                if skimmer is not None and not feeds.wanted:
-                    if delivered:  # the first frame, read while opening, says "on" at once
-                        feeds.wait_wanted(UNWATCHED_READ)  # at once when someone comes
-                    taken = skimmer.grab_newest()
-                    grabbed, more = taken > 0, max(0, taken - 1)
-                else:
-                    grabbed = source.grab()
+                # Only after the first frame, which says "on" at once, and only when nothing
+                # more has arrived.
+                if skimmer is not None and delivered and not feeds.wanted and not skimmer.arrived():
+                    feeds.wait_wanted(UNWATCHED_READ)  # at once when someone comes
+                grabbed = source.grab()
                 counted = self._count_rejections(source, counted)
                 if not grabbed:
                     if stop.is_set():
@@ -232,9 +229,7 @@ class CaptureSession:
                     raise SourceError("source stopped delivering frames")
                 timestamp = time.time()
                 now = time.monotonic()
-                stats.frames += 1 + more
-                for _ in range(more):
-                    stats.rate.tick(now)  # the camera's rate, not the rate it was read at
+                stats.frames += 1
                 if not delivered:
                     delivered = True
                     self._report("on", None)

@@ -139,12 +139,13 @@ class Screening:
 
 @runtime_checkable
 class Skimming(Protocol):
-    """A source that can take every frame that has arrived in one go (an HTTP MJPEG stream)."""
+    """A source that can tell whether more has arrived, so that it is read only then (an
+    HTTP MJPEG stream)."""
 
     skims: bool  # whether it can tell what has arrived, as it is read now
 
-    def grab_newest(self) -> int:
-        """Grab every frame that has arrived, the newest last; how many (0: it ended)."""
+    def arrived(self) -> bool:
+        """Whether more of the stream has arrived than the end of the frame last grabbed."""
 
 
 class Source(Protocol):

@@ -424,6 +424,7 @@ def test_a_viewer_of_an_unwatched_http_camera_gets_the_newest_frame_not_those_th
     camera = make_camera(mjpeg_camera.url)
     camera.start()
     assert wait_for(lambda: camera.state == "on")
+    assert mjpeg_camera.wait_sent(mjpeg_camera.sent + 10)  # caught up by then, and waiting
     read = camera.status()["frames"]
     assert mjpeg_camera.wait_sent(mjpeg_camera.sent + 10)
     assert camera.status()["frames"] == read  # nothing read while they gathered

@@ -464,7 +464,11 @@ class Sender:
             new = [event for source, event in noticed if source is events]
             for subscriber in list(subscribers) if new else ():
                 replayed, subscriber.replayed = subscriber.replayed, None
-                fresh = new if replayed is None else [event for event in new if event.id not in replayed]
+                # The first drain after it joined may hold events noticed before it did: those
+                # replayed, and those it had already (ids only grow: at most its ``since``).
+                fresh = new
+                if replayed is not None:
+                    fresh = [e for e in new if e.id > subscriber.since and e.id not in replayed]
                 self._deliver(subscriber, fresh)
 
     def _deliver(self, subscriber: Subscriber, events: list[Event]) -> None:

@@ -221,9 +221,15 @@ def proc_status(pid: int) -> dict[str, int]:
     return {"threads": int(fields["Threads"]), "rss_kb": int(fields["VmRSS"].split()[0])}
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the ``livecam`` command as a user would, without the developer's LIVECAM_* settings."""
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, interpreter: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``livecam`` command as a user would, without the developer's LIVECAM_* settings:
+    a process forked from one that has imported livecam (tests/forked.py), or with
+    ``interpreter`` a whole new ``python -m livecam.cli``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
+    if not interpreter:
+        return forked.livecam(*args, env={**base, **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "livecam.cli", *args],
         env={**base, **(env or {})},

@@ -272,7 +272,8 @@ class Server:
         by dotted name: ``{"livecam.sse.KEEPALIVE_INTERVAL": 2.0}``."""
         self.port = free_port()
         self.state_dir = state_dir
-        self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
+        log = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
+        self.log = open(log, "w+b")  # noqa: SIM115
         arguments = ["-c", "gunicorn.conf.py", "wsgi:app", "--bind", f"127.0.0.1:{self.port}", *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
         full_env["LIVECAM_STATE_DIR"] = str(state_dir)
@@ -286,7 +287,6 @@ class Server:
                 stderr=subprocess.STDOUT,
             )
         else:
-            log = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
             self.process = forked.gunicorn(arguments, {**full_env, **env}, ROOT, log)
 
     def wait_ready(self, timeout: float = 20.0) -> None:

@@ -298,7 +298,7 @@ class Server:
                 if self.request("GET", "/healthz")[0] == 200:
                     return
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.02)  # not listening yet: a forked server listens within 0.1 s
         raise AssertionError("gunicorn did not become ready:\n" + self.output())
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:

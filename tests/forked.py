@@ -41,6 +41,7 @@ class _Descriptor:
 
 
 def _received(duplicate: Any) -> int:
+    """In the forked process: the descriptor multiprocessing passed."""
     return duplicate.detach()
 
 
@@ -57,10 +58,12 @@ def _become(argv0: str, args: list[str], env: dict[str, str], cwd: str, out: Out
         os.close(target)
     sys.argv = [argv0, *args]
     # multiprocessing ends the process as the interpreter would: an int is the exit code,
-    # anything else is written to stderr with exit code 1, an exception's traceback too.
+    # anything else is written to stderr with exit code 1, an exception's traceback too
+    # (after a line naming the process).
 
 
 def _livecam(args: list[str], env: dict[str, str], cwd: str, out: Output, err: Output) -> None:
+    """In the forked process: ``python -m livecam.cli ARGS``."""
     from livecam import cli
 
     _become(cli.__file__, args, env, cwd, out, err)
@@ -68,6 +71,7 @@ def _livecam(args: list[str], env: dict[str, str], cwd: str, out: Output, err: O
 
 
 def _gunicorn(args: list[str], env: dict[str, str], cwd: str, out: Output, err: Output) -> None:
+    """In the forked process: ``python -m gunicorn ARGS``."""
     from gunicorn.app.wsgiapp import run
 
     _become("gunicorn", args, env, cwd, out, err)
@@ -78,54 +82,61 @@ def _gunicorn(args: list[str], env: dict[str, str], cwd: str, out: Output, err: 
 class Forked:
     """A forked process, with the part of subprocess.Popen's interface the tests use."""
 
-    def __init__(self, target: Callable[..., None], *args: Any) -> None:
-        # Daemonic: should a test leave one running, the test process's exit ends it rather
-        # than waiting for it.
-        self._process = _CONTEXT.Process(target=target, args=args, daemon=True)
+    def __init__(self, command: str, target: Callable[..., None], *args: Any) -> None:
+        # Daemonic: should a test leave one running, the test process's exit ends it (SIGTERM)
+        # rather than waiting for it.
+        self._process = _CONTEXT.Process(target=target, args=args, name=command, daemon=True)
         self._process.start()
         self.pid: int = self._process.pid
-        self.args = args
+        self.args = command
         self.stdout: BinaryIO | None = None
 
     @property
     def returncode(self) -> int | None:
+        """The exit code, or minus the signal that ended it; None while it runs."""
         return self._process.exitcode
 
     def poll(self) -> int | None:
+        """The exit code once it has ended, else None."""
         return self._process.exitcode
 
     def wait(self, timeout: float | None = None) -> int:
+        """The exit code once it ends; subprocess.TimeoutExpired after ``timeout`` seconds."""
         self._process.join(timeout)
         if self._process.exitcode is None:
-            raise subprocess.TimeoutExpired(str(self.args[0]), timeout or 0)
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
         return self._process.exitcode
 
     def send_signal(self, sig: int) -> None:
+        """Send ``sig`` unless it has ended (its PID may be another's by then)."""
         if self._process.exitcode is None:
             os.kill(self.pid, sig)
 
     def terminate(self) -> None:
+        """SIGTERM."""
         self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        """SIGKILL."""
         self.send_signal(signal.SIGKILL)
 
 
 def gunicorn(args: list[str], env: dict[str, str], cwd: Path, log: Path) -> Forked:
     """``python -m gunicorn ARGS`` in ``cwd`` with exactly ``env``, its output appended to ``log``."""
-    return Forked(_gunicorn, args, env, str(cwd), str(log), str(log))
+    return Forked(" ".join(["gunicorn", *args]), _gunicorn, args, env, str(cwd), str(log), str(log))
 
 
 def livecam_process(args: list[str], env: dict[str, str], cwd: Path, output: Path | None = None) -> Forked:
     """``python -m livecam.cli ARGS`` in ``cwd`` with exactly ``env``; its standard output and
     error appended to ``output``, or else to one pipe read from ``stdout`` (as Popen's
     stdout=PIPE, stderr=STDOUT give)."""
+    command = " ".join(["livecam", *args])
     if output is not None:
-        return Forked(_livecam, args, env, str(cwd), str(output), str(output))
+        return Forked(command, _livecam, args, env, str(cwd), str(output), str(output))
     read, write = os.pipe()
     try:
         pipe = _Descriptor(write)
-        process = Forked(_livecam, args, env, str(cwd), pipe, pipe)
+        process = Forked(command, _livecam, args, env, str(cwd), pipe, pipe)
     except BaseException:
         os.close(read)
         raise
@@ -144,7 +155,8 @@ def livecam(
         out, err = Path(directory) / "stdout", Path(directory) / "stderr"
         out.touch()
         err.touch()
-        process = Forked(_livecam, list(args), env, str(cwd or os.getcwd()), str(out), str(err))
+        command = " ".join(["livecam", *args])
+        process = Forked(command, _livecam, list(args), env, str(cwd or os.getcwd()), str(out), str(err))
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -221,9 +221,15 @@ def proc_status(pid: int) -> dict[str, int]:
     return {"threads": int(fields["Threads"]), "rss_kb": int(fields["VmRSS"].split()[0])}
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the ``livecam`` command as a user would, without the developer's LIVECAM_* settings."""
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, interpreter: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``livecam`` command as a user would, without the developer's LIVECAM_* settings:
+    a process forked from one that has imported livecam (tests/forked.py), or with
+    ``interpreter`` a whole new ``python -m livecam.cli``."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
+    if not interpreter:
+        return forked.livecam(*args, env={**base, **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "livecam.cli", *args],
         env={**base, **(env or {})},
@@ -266,7 +272,8 @@ class Server:
         by dotted name: ``{"livecam.sse.KEEPALIVE_INTERVAL": 2.0}``."""
         self.port = free_port()
         self.state_dir = state_dir
-        self.log = open(ROOT / "test-artifacts" / f"gunicorn-{self.port}.log", "w+b")  # noqa: SIM115
+        log = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
+        self.log = open(log, "w+b")  # noqa: SIM115
         arguments = ["-c", "gunicorn.conf.py", "wsgi:app", "--bind", f"127.0.0.1:{self.port}", *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
         full_env["LIVECAM_STATE_DIR"] = str(state_dir)
@@ -280,7 +287,6 @@ class Server:
                 stderr=subprocess.STDOUT,
             )
         else:
-            log = ROOT / "test-artifacts" / f"gunicorn-{self.port}.log"
             self.process = forked.gunicorn(arguments, {**full_env, **env}, ROOT, log)
 
     def wait_ready(self, timeout: float = 20.0) -> None:
@@ -292,7 +298,7 @@ class Server:
                 if self.request("GET", "/healthz")[0] == 200:
                     return
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.02)  # not listening yet: a forked server listens within 0.1 s
         raise AssertionError("gunicorn did not become ready:\n" + self.output())
 
     def request(self, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:

@@ -4,27 +4,21 @@ imported livecam already, see forked.py; the first test starts a whole interpret
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-import forked
 from fake_v4l2 import HD_WEBCAM, VGA_WEBCAM, FakeCamera, FakeDev, capability
 from helpers import free_port, run_cli
 from livecam.cli import GENERATED_BEGIN, GENERATED_END, devices
 from nats_keys import Key
 
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the ``livecam`` command as run_cli does, in a forked process."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
-    return forked.livecam(*args, env={**base, **(env or {})})
+run = run_cli
 
 
 def test_check_config_lists_cameras_with_redacted_sources() -> None:
-    result = run_cli("check-config", env={"LIVECAM_CAMERAS": "0=testsrc,4=rtsp://admin:hunter2@cam/s"})
+    env = {"LIVECAM_CAMERAS": "0=testsrc,4=rtsp://admin:hunter2@cam/s"}
+    result = run("check-config", env=env, interpreter=True)
     assert result.returncode == 0, result.stderr
     assert "configuration OK: 2 camera(s) configured" in result.stdout
     assert "rtsp://admin:***@cam/s" in result.stdout

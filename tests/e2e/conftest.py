@@ -20,7 +20,7 @@ from livecam.bus import FrameBus
 from nats_server import NatsServer
 
 STOP_TIMEOUT = 15.0  # seconds a gunicorn told to stop may take before it is killed
-Process = subprocess.Popen | forked.Forked
+Process = subprocess.Popen | forked.Forked  # a server's or a capture process's
 
 
 class Stopping:
@@ -121,9 +121,9 @@ CAPTURE_CAMERAS = "0=testsrc:160x120@20,1=testsrc:64x48@10"
 
 
 @pytest.fixture
-def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:
+def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[..., Process]]:
     """Start capture processes on the bus; each is stopped (SIGTERM, then SIGKILL) at teardown."""
-    processes: list[subprocess.Popen] = []
+    processes: list[Process] = []
 
     def start(
         cameras: str = CAPTURE_CAMERAS,
@@ -131,7 +131,7 @@ def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[
         state: str = "",
         shortened: dict[str, float] | None = None,
         **settings: str,
-    ) -> subprocess.Popen:
+    ) -> Process:
         """``settings``: more LIVECAM_* variables, by their lower-case names (bus_creds=...);
         ``shortened``: livecam constants set to other values in the process (tests/shortened.py)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECAM_")}
@@ -140,7 +140,7 @@ def start_capture(nats_server: NatsServer, tmp_path: Path) -> Iterator[Callable[
             env["LIVECAM_CAMERAS"] = cameras
         env |= {f"LIVECAM_{name.upper()}": value for name, value in settings.items()}
         env["LIVECAM_STATE_DIR"] = str(tmp_path / (state or f"capture{len(processes)}"))
-        process: subprocess.Popen | forked.Forked
+        process: Process
         if shortened:  # a whole interpreter: the constants are set as livecam is imported
             process = subprocess.Popen(
                 [sys.executable, *python_m("livecam.cli", shortened), "capture"],

@@ -96,7 +96,10 @@ def test_killed_camera_shows_no_signal_then_live_video_on_the_same_connection(
 def test_hung_camera_is_detected_and_recovers(
     serve: Callable[..., Server], mjpeg_camera: MjpegCamera
 ) -> None:
-    livecam = serve({"LIVECAM_CAMERAS": f"1={mjpeg_camera.url}"})
+    # A camera silent for 1.5 s counts as failed here rather than after livecam's 3 s
+    # (source_base.READ_TIMEOUT_MS, tests/shortened.py): the same detection, sooner.
+    shortened = {"livecam.source_base.READ_TIMEOUT_MS": 1500}
+    livecam = serve({"LIVECAM_CAMERAS": f"1={mjpeg_camera.url}"}, shortened=shortened)
     livecam.request("POST", "/cameras/1/start")
     conn, response = livecam.open_stream("/cameras/1/stream.mjpg")
     parts = read_parts(response)

@@ -318,8 +318,10 @@ def _size(label: str, value: Any) -> tuple[int, int]:
 
 
 def _name(label: str, value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 64:
-        raise ConfigError(f"{label}: must be a non-empty string of at most 64 characters")
+    # Printable as the frame bus requires of a record's name (wire.py): a name with a newline or
+    # an escape would forge log lines, and in bus mode its camera could never be shown.
+    if not isinstance(value, str) or not value.strip() or len(value) > 64 or not value.isprintable():
+        raise ConfigError(f"{label}: must be a non-empty string of at most 64 printable characters")
     return value.strip()
 
 
@@ -1044,7 +1046,10 @@ _VALUES: dict[Any, str] = {
     _seconds: "seconds, from 0 to 3600",
     _rotation: ", ".join(f"`{r}`" for r in ROTATIONS),
     _size: "`WIDTHxHEIGHT`, 16x16 to 7680x4320",
-    _name: "text, up to 64 characters",
+    _name: (
+        "text, up to 64 printable characters: no control or format character (newline, tab, escape,"
+        " direction mark), and no space but the plain one"
+    ),
     _origins: "origins",
     _hosts: "host names",
     _bus_url: "a URL",

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import CameraConfig, ConfigError, Settings, SourceSpec, camera_config
+from .config import CameraConfig, ConfigError, Settings, SourceSpec, camera_config, parse_source
 from .state import RUNTIME_FILE, read_runtime, write_atomically
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,14 @@ def check_source(spec: SourceSpec, media_dir: str | None, key: str = "source") -
     if spec.kind == "testsrc" or (spec.kind == "device" and isinstance(spec.target, int)):
         return
     target = str(spec.target)
+    if spec.kind in ("url", "file") and target[:5].lower() == "file:":
+        # A file is named by its path, checked below; a file: URL is refused whatever it names.
+        instead = (
+            f"give the file's path under LIVECAM_MEDIA_DIR ({media_dir})"
+            if media_dir is not None
+            else "files can be played only from LIVECAM_MEDIA_DIR, which is not set"
+        )
+        raise SourceRefused(f"{key}: file: URLs are not read; {instead}")
     if spec.kind == "url":
         scheme = urlsplit(target).scheme.lower()
         if scheme not in URL_SCHEMES:
@@ -66,6 +74,18 @@ def check_source(spec: SourceSpec, media_dir: str | None, key: str = "source") -
         raise SourceRefused(f"{key}: a file must be under LIVECAM_MEDIA_DIR ({media_dir})")
 
 
+def runtime_source(table: dict[str, Any], media_dir: str | None) -> SourceSpec:
+    """The source a run-time camera's table names (an add, a probe), parsed and limited.
+
+    :raise ConfigError: none given, a bad one, or one a run-time camera may not read.
+    """
+    if table.get("source") is None:
+        raise ConfigError("source: required (a device, a camera URL, a media file or testsrc)")
+    spec = parse_source(table["source"], "source")
+    check_source(spec, media_dir, "source")
+    return spec
+
+
 def runtime_camera(cam_id: int, table: dict[str, Any], settings: Settings) -> CameraConfig:
     """A camera table given at run time, checked as the configuration's and its source limited.
 
@@ -74,14 +94,12 @@ def runtime_camera(cam_id: int, table: dict[str, Any], settings: Settings) -> Ca
     """
     if not isinstance(table, dict):
         raise ConfigError("a camera must be a JSON object of the [cameras.ID] table's keys")
-    if "source" not in table:
-        raise ConfigError("source: required (a device, a camera URL, a media file or testsrc)")
+    runtime_source(table, settings.media_dir)
     try:
         config = camera_config(cam_id, table, settings, "camera")
     except ConfigError as exc:
         # The key as the request names it: "rotate", not "camera.rotate".
         raise ConfigError(str(exc).removeprefix("camera.")) from None
-    check_source(config.source, settings.media_dir, "source")
     return config
 
 

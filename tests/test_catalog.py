@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,8 @@ def test_what_an_operator_means_is_allowed(source: str) -> None:
     ("source", "why"),
     [
         ("/etc/shadow", "LIVECAM_MEDIA_DIR, which is not set"),
-        ("file:///etc/shadow", "must be http, https, rtsp or rtsps"),
+        ("file:///etc/shadow", "^source: file: URLs are not read; files can be played only from LIVECAM"),
+        ("file:/etc/shadow", "^source: file: URLs are not read"),
         ("ftp://cam.local/x", "must be http, https, rtsp or rtsps"),
         ("gopher://cam.local/x", "must be http, https, rtsp or rtsps"),
         ("/dev/v4l/../../etc/shadow", "a device must be /dev/videoN or under /dev/v4l/"),
@@ -58,6 +60,11 @@ def test_files_only_under_the_media_directory(tmp_path: Path) -> None:
     for outside in (tmp_path / "secret", media / ".." / "secret", media / "link"):
         with pytest.raises(SourceRefused, match="must be under LIVECAM_MEDIA_DIR"):
             check_source(parse_source(str(outside), "source"), str(media))
+    # A file: URL is refused even naming a file there, saying how to name it instead.
+    for url in (f"file:{media}/clip.mp4", f"FILE://{media}/clip.mp4"):
+        wanted = f"source: file: URLs are not read; give the file's path under LIVECAM_MEDIA_DIR ({media})"
+        with pytest.raises(SourceRefused, match=f"^{re.escape(wanted)}$"):
+            check_source(parse_source(url, "source"), str(media))
 
 
 def test_a_run_time_table_is_checked_as_the_configurations() -> None:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import re
 
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException, InternalServerError
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
+
+from .appstate import get_registry
 
 log = logging.getLogger(__name__)
+
+# A path under a camera's routes, as its Blueprint is registered: /cameras/7, /cameras/7/...
+CAMERA_PATH = re.compile(r"/cameras/(0|[1-9][0-9]{0,5})(?:/|$)")
 
 
 def json_error(status: int, message: str, **headers: str) -> Response:
@@ -21,10 +27,21 @@ def json_error(status: int, message: str, **headers: str) -> Response:
 def _http_error(exc: HTTPException) -> Response:
     """Turn an HTTP exception (404, 405...) into JSON, keeping its headers (Allow...)."""
     response = exc.get_response()
-    body = jsonify(error=exc.description or exc.name)
+    body = jsonify(error=_missing_camera(exc) or exc.description or exc.name)
     response.set_data(body.get_data())
     response.content_type = "application/json"
     return response
+
+
+def _missing_camera(exc: HTTPException) -> str | None:
+    """``no camera ID`` for a path of a camera that does not exist (it has no routes, so no
+    view says it), as a view says it of one removed under it; else None."""
+    if not isinstance(exc, NotFound) or request.url_rule is not None:
+        return None
+    match = CAMERA_PATH.match(request.path)
+    if match is None or get_registry().get(int(match[1])) is not None:
+        return None
+    return f"no camera {match[1]}"
 
 
 def _unexpected(exc: Exception) -> Response:

@@ -107,14 +107,22 @@ def test_changes_are_kept_across_a_restart_without_touching_the_file(tmp_path: P
     ("body", "status", "message"),
     [
         ({"source": "/etc/shadow"}, 400, "LIVECAM_MEDIA_DIR"),
-        ({"source": "file:///etc/shadow"}, 400, "http, https, rtsp or rtsps"),
+        ({"source": "file:///etc/shadow"}, 400, "^source: file: URLs are not read; files can be played only"),
+        ({"source": "gopher://cam/x"}, 400, "^source: a camera URL must be http, https, rtsp or rtsps"),
         ({"source": "/dev/v4l/../../etc/shadow"}, 400, "a device must be"),
         ({"source": SMALL, "rotate": 45}, 400, "^rotate: must be one of"),
         ({"source": SMALL, "colour": "red"}, 400, "^colour: unknown key"),
         ({"name": "no source"}, 400, "^source: required"),
-        ({"source": SMALL, "id": -1}, 400, "^id: expected a whole number"),
-        ({"source": SMALL, "id": "٣"}, 400, "^id: expected a whole number"),
-        ({"source": SMALL, "id": True}, 400, "^id: expected a whole number"),
+        ({"source": None}, 400, "^source: required"),
+        (
+            {"source": SMALL, "id": -1},
+            400,
+            r"^id: expected a JSON number \(a whole number from 0 to 999999\), got -1$",
+        ),
+        ({"source": SMALL, "id": "7"}, 400, r"^id: expected a JSON number .*, got the string '7'$"),
+        ({"source": SMALL, "id": "٣"}, 400, "^id: expected a JSON number .*, got the string '٣'$"),
+        ({"source": SMALL, "id": True}, 400, "^id: expected a JSON number .*, got true$"),
+        ({"source": SMALL, "id": 1.5}, 400, r"^id: expected a JSON number .*, got 1\.5$"),
         ({"source": SMALL, "id": 0}, 409, "camera 0 exists already"),
         ({"source": SMALL, "name": "x" * 65}, 400, "^name: must be"),
         ({"source": SMALL, "name": "a\n[INFO] forged"}, 400, "^name: must be .* printable"),
@@ -154,6 +162,26 @@ def test_a_name_of_any_script_is_kept_and_escaped(managed: Flask) -> None:
     assert "<script>alert(1)</script>" not in page and "摄像头" in page
 
 
+def test_an_unknown_camera_is_a_json_404_naming_it(managed: Flask) -> None:
+    client = managed.test_client()
+    for method, path in [
+        ("DELETE", "/cameras/99"),
+        ("PATCH", "/cameras/99"),
+        ("GET", "/cameras/99"),
+        ("POST", "/cameras/99/toggle"),
+        ("GET", "/cameras/99/snapshot.jpg"),
+    ]:
+        answer = client.open(path, method=method, json={"name": "x"}, headers=CONTROL)
+        assert (answer.status_code, answer.get_json()) == (404, {"error": "no camera 99"}), (method, path)
+    client.post("/cameras", json={"id": 99, "source": SMALL, "autostart": False}, headers=CONTROL)
+    assert client.delete("/cameras/99", headers=CONTROL).status_code == 204
+    gone = client.delete("/cameras/99", headers=CONTROL)  # removed: its routes went with it
+    assert (gone.status_code, gone.get_json()) == (404, {"error": "no camera 99"})
+    # A camera that exists, with no such route: not said to be missing.
+    assert "no camera" not in client.get("/cameras/0/nothing").get_json()["error"]
+    assert "no camera" not in client.get("/cameras/099").get_json()["error"]
+
+
 def test_changes_need_the_control_token(managed: Flask) -> None:
     client = managed.test_client()
     assert client.post("/cameras", json={"source": SMALL}).status_code == 401
@@ -171,6 +199,9 @@ def test_a_probe_says_what_a_source_is_or_why_not(managed: Flask) -> None:
     assert refused.status_code == 200 and not refused.get_json()["ok"]
     assert "refused" in refused.get_json()["error"].lower()
     assert client.post("/cameras/probe", json={"source": "/etc/shadow"}, headers=CONTROL).status_code == 400
+    for body in ({}, {"source": None}):  # as an add says it: the same check
+        answer = client.post("/cameras/probe", json=body, headers=CONTROL)
+        assert answer.status_code == 400 and answer.get_json()["error"].startswith("source: required (")
     assert [c["id"] for c in client.get("/cameras").get_json()] == [0]  # nothing added
 
 

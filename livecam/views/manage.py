@@ -7,6 +7,7 @@ Each answer is built by the app generation that knows the camera's routes (see
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from typing import Any
@@ -16,8 +17,8 @@ from flask import Blueprint, Response, jsonify
 
 from ..access import requires
 from ..appstate import get_registry
-from ..catalog import SourceRefused, check_source
-from ..config import ConfigError, parse_source
+from ..catalog import runtime_source
+from ..config import ConfigError
 from ..errors import json_error
 from ..frames import encode
 from ..source_base import SourceError
@@ -54,7 +55,9 @@ def add() -> Response:
     ):
         cam_id = raw_id
     else:
-        return json_error(400, f"id: expected a whole number from 0 to 999999, got {str(raw_id)[:20]!r}")
+        # A string is refused, not read as a number: say what was sent in JSON's terms.
+        got = f"the string {raw_id[:20]!r}" if isinstance(raw_id, str) else json.dumps(raw_id)[:20]
+        return json_error(400, f"id: expected a JSON number (a whole number from 0 to 999999), got {got}")
     capture = table.pop("capture", None)
     if capture is not None and not (
         isinstance(capture, str) and 0 < len(capture) <= 200 and capture.isprintable()
@@ -84,12 +87,10 @@ def probe() -> Response:
 
     :raise 400: no source, or one a run-time camera may not read.
     """
-    table = json_table()
     settings = get_registry().settings
     try:
-        spec = parse_source(table.get("source"), "source")
-        check_source(spec, settings.media_dir)
-    except (ConfigError, SourceRefused) as exc:
+        spec = runtime_source(json_table(), settings.media_dir)  # checked as an add's
+    except ConfigError as exc:
         return json_error(400, str(exc))
     if not _probing.acquire(blocking=False):
         return json_error(503, "too many probes at once: try again shortly", **{"Retry-After": "2"})

@@ -14,10 +14,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from . import catalog
+from . import catalog, state
 from .auth import check_session_key
 from .config import (
     FULL,
+    CameraConfig,
     ConfigError,
     MotionConfig,
     Profile,
@@ -94,8 +95,9 @@ def check_config(args: argparse.Namespace) -> int:
         print(
             f"changed at run time ({catalog.RUNTIME_FILE}, wins over the file): {added}; removed: {removed}"
         )
+    switches = state.load(state_directory(settings)) or {}
     for camera in catalog.apply(settings, changed).values():
-        start = "autostart" if camera.autostart else "off at start"
+        start = _at_start(camera, switches)
         print(f"{camera.id}\t{camera.name}\t{camera.source.kind}\t{redact(str(camera.source))}\t{start}")
         print("\tprofiles: " + ", ".join(_profile(p) for p in camera.profiles.values()))
         if camera.motion.enabled:
@@ -105,6 +107,14 @@ def check_config(args: argparse.Namespace) -> int:
         elif camera.motion != MotionConfig():
             print("\tnote: motion settings given but not enabled (enabled = true turns it on)")
     return 0
+
+
+def _at_start(camera: CameraConfig, switches: dict[int, bool]) -> str:
+    """Whether the camera is on at start, and why: as the registry restores it, its switch
+    as livecam last left it, else its ``autostart``."""
+    if camera.id in switches:
+        return f"{'on' if switches[camera.id] else 'off'} at start (as last left, {state.FILENAME})"
+    return "on at start (autostart)" if camera.autostart else "off at start"
 
 
 def _motion_doubts(motion: MotionConfig) -> list[str]:

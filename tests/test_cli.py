@@ -151,6 +151,30 @@ def test_check_config_lists_what_changed_at_run_time(tmp_path: Path) -> None:
     assert listed == ["0", "4"]
 
 
+def test_check_config_says_which_cameras_are_on_at_start_as_livecam_will(tmp_path: Path) -> None:
+    # A camera added at run time (on, though its table says no autostart) and configured
+    # ones: the switches kept in cameras.json win over autostart, as at startup.
+    (tmp_path / "runtime-cameras.json").write_text('{"cameras": {"4": {"source": "testsrc"}}, "removed": []}')
+    (tmp_path / "cameras.json").write_text('{"version": 1, "on": {"4": true, "1": false}}')
+    config = tmp_path / "livecam.toml"
+    config.write_text(
+        "[cameras.0]\nsource = 'testsrc'\nautostart = true\n"
+        "[cameras.1]\nsource = 'testsrc'\nautostart = true\n"
+        "[cameras.2]\nsource = 'testsrc'\n"
+    )
+    result = run("check-config", env={"LIVECAM_STATE_DIR": str(tmp_path), "LIVECAM_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr
+    at_start = {
+        line.split("\t")[0]: line.split("\t")[-1] for line in result.stdout.splitlines() if line[:1].isdigit()
+    }
+    assert at_start == {
+        "0": "on at start (autostart)",
+        "1": "off at start (as last left, cameras.json)",
+        "2": "off at start",
+        "4": "on at start (as last left, cameras.json)",
+    }
+
+
 def test_check_config_notes_motion_settings_unlikely_to_be_meant(tmp_path: Path) -> None:
     config = tmp_path / "livecam.toml"
     config.write_text(

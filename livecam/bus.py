@@ -36,6 +36,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from .config import bus_creds_kind
+from .framelink import FrameLink
 from .redaction import redact
 from .wire import Rejections, Subjects
 
@@ -88,6 +89,9 @@ class FrameBus:
         self.dropped: dict[str, int] = {}
         self._answering = 0  # requests being answered (the bus thread's own count)
         self.rejections = Rejections()  # bad messages received, counted and logged by subject
+        self._denials: set[tuple[str, str]] = set()  # (what, subject) NATS denied, said once each
+        # Frames go over a connection of their own, without the event loop (framelink.py).
+        self._frames = FrameLink(url, name, creds, on_error=self._report)
 
     # -- life -----------------------------------------------------------------------
 
@@ -95,6 +99,7 @@ class FrameBus:
         """Start the loop and begin connecting (in the background, for as long as it takes)."""
         self._thread.start()
         self._connecting = asyncio.run_coroutine_threadsafe(self._connect(), self._loop)
+        self._frames.start()
         return self
 
     @property
@@ -114,6 +119,7 @@ class FrameBus:
     def close(self, timeout: float = 2.0) -> None:
         """Flush what is pending (briefly), close the connection and stop the loop."""
         self._closing = True
+        self._frames.close(timeout)
         if self._thread.is_alive():
             future = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
             try:
@@ -153,6 +159,23 @@ class FrameBus:
             self._sending = True
         self._loop.call_soon_threadsafe(self._start_sending)
         return True
+
+    def publish_frame(self, subject: str, payload: bytes, headers: dict[str, str]) -> bool:
+        """Send a frame from the calling thread, now or never: False (and nothing sent) while
+        the frame link is not connected or still busy with the last frame, counted in
+        ``dropped``."""
+        if self._closing:
+            return False
+        sent = self._frames.publish(subject, payload, headers)
+        if not sent and self.connected:
+            with self._outbox_lock:
+                self.dropped[subject] = self.dropped.get(subject, 0) + 1
+        return sent
+
+    def subscribe_frames(self, subject: str, handler: Handler) -> Callable[[], None]:
+        """Call ``handler(payload, headers)`` for each frame on ``subject``, in the frame
+        link's reader thread (quick, never blocking); return a function that ends it."""
+        return self._frames.subscribe(subject, handler)
 
     def send(self, subject: str, payload: bytes) -> bool:
         """Send a message that no newer one replaces (an event), in order, without waiting;
@@ -239,33 +262,8 @@ class FrameBus:
             self._connected.set()
             log.info("frame bus: connected again to %s", shown)
 
-        denials: set[tuple[str, str]] = set()  # (what, subject) NATS denied, said once each
-
         async def error(exc: Exception) -> None:
-            # Refused credentials are said once, not at every retry.
-            if "authorization" in str(exc).lower() and not self._refused:
-                self._refused = True
-                log.error("frame bus: %s refused livecam's credentials (%s); retrying", shown, self._given())
-            # A permission NATS denies this role comes back at each message (the connection
-            # stays): said once per subject, not once per frame. nats-py lowercases the
-            # server's text ('permissions violation for publish to "p.camera.0.frame.full"'),
-            # so the prefix gets its case back.
-            denied = re.search(r'permissions violation for (publish|subscription) to "([^"]+)"', str(exc))
-            if denied and denied.groups() not in denials and len(denials) < 100:
-                denials.add(denied.groups())
-                what, subject = denied.groups()
-                if subject.startswith(f"{self.prefix.lower()}."):
-                    subject = self.prefix + subject[len(self.prefix) :].replace("._inbox.", "._INBOX.", 1)
-                log.error(
-                    "frame bus: %s denies %s (%s) permission to %s to %s: check the role's permissions"
-                    " (deploy/nats/livecam.conf)",
-                    shown,
-                    self._name,
-                    self._given(),
-                    "subscribe" if what == "subscription" else "publish",
-                    subject,
-                )
-            log.debug("frame bus: %s", exc)
+            self._report(str(exc))
 
         client = nats.NATS()
         self._client = client
@@ -303,6 +301,35 @@ class FrameBus:
         if path:
             return f"LIVECAM_BUS_CREDS {path}"
         return "those in LIVECAM_BUS" if "@" in self.url else "none given"
+
+    def _report(self, text: str) -> None:
+        """What NATS said went wrong, on either connection: refused credentials once until let
+        in again, each denied permission once, the rest at debug level."""
+        if "authorization" in text.lower() and not self._refused:
+            self._refused = True
+            log.error(
+                "frame bus: %s refused livecam's credentials (%s); retrying", redact(self.url), self._given()
+            )
+        # A permission NATS denies this role comes back at each message (the connection
+        # stays): said once per subject, not once per frame. nats-py lowercases the
+        # server's text ('permissions violation for publish to "p.camera.0.frame.full"'),
+        # as the frame link does, so the prefix gets its case back.
+        denied = re.search(r'permissions violation for (publish|subscription) to "([^"]+)"', text.lower())
+        if denied and denied.groups() not in self._denials and len(self._denials) < 100:
+            self._denials.add(denied.groups())
+            what, subject = denied.groups()
+            if subject.startswith(f"{self.prefix.lower()}."):
+                subject = self.prefix + subject[len(self.prefix) :].replace("._inbox.", "._INBOX.", 1)
+            log.error(
+                "frame bus: %s denies %s (%s) permission to %s to %s: check the role's permissions"
+                " (deploy/nats/livecam.conf)",
+                redact(self.url),
+                self._name,
+                self._given(),
+                "subscribe" if what == "subscription" else "publish",
+                subject,
+            )
+        log.debug("frame bus: %s", text)
 
     def _start_sending(self) -> None:
         self._loop.create_task(self._send_outbox())

@@ -649,7 +649,7 @@ def _user_seed(text: bytes) -> bool:
     return nkeys.crc16(bytearray(raw[:-2])) == int.from_bytes(raw[-2:], "little")
 
 
-def _line_after(data: bytes, marker: bytes) -> bytes | None:
+def creds_line(data: bytes, marker: bytes) -> bytes | None:
     """The line after the first one holding ``marker``, as nats-py reads it: up to the next
     newline, less one character (so a Windows line end leaves a "\\r" that spoils it)."""
     lines = data.split(b"\n")
@@ -671,7 +671,7 @@ def bus_creds_kind(path: str, label: str = "LIVECAM_BUS_CREDS") -> str:
     if len(data) > CREDS_LIMIT:
         raise ConfigError(f"{label}: {path} is larger than NATS credentials ever are (64 KB)")
     if CREDS_JWT in data:
-        jwt, seed = _line_after(data, CREDS_JWT), _line_after(data, CREDS_SEED)
+        jwt, seed = creds_line(data, CREDS_JWT), creds_line(data, CREDS_SEED)
         if jwt is None or seed is None or not JWT_RE.fullmatch(jwt) or not _user_seed(seed):
             raise ConfigError(
                 f"{label}: {path} is not a valid NATS .creds file (a user JWT and a user nkey seed, "

@@ -299,7 +299,7 @@ class CameraPublisher:
                 return
             sent[0] = frame.seq
             headers = wire.frame_headers(frame.seq, frame.timestamp, frame.placeholder)
-            self._bus.publish(subject, frame.jpeg, headers)
+            self._bus.publish_frame(subject, frame.jpeg, headers)
 
         return send
 

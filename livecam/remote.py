@@ -336,8 +336,8 @@ class RemoteCamera:
         old.close()
 
     def _on_frame(self, profile: str, frame: wire.FrameMessage) -> None:
-        """A frame of ``profile`` from the capture process (in the bus thread): this worker's
-        viewers of it get it."""
+        """A frame of ``profile`` from the capture process (in the frame link's reader thread,
+        or the follow thread for the latest): this worker's viewers of it get it."""
         feeds = self._feeds
         if profile not in feeds:
             return  # a profile the camera no longer has
@@ -354,7 +354,7 @@ class RemoteCamera:
         subject = self._subjects.frame(self.id, profile)
         decode = partial(wire.decode_frame, max_bytes=self._max_frame)
         handler = wire.checked(decode, partial(self._on_frame, profile), self._bus.rejections, subject)
-        return self._bus.subscribe(subject, handler)
+        return self._bus.subscribe_frames(subject, handler)
 
     def _fetch_latest(self, profile: str) -> None:
         """Ask for a profile's current frame, so that a new viewer sees one at once."""

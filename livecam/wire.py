@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .events import Event
-from .jpeg import MAX_SIDE, jpeg_check, jpeg_size
+from .jpeg import MAX_SIDE, jpeg_check
 from .record import PROFILE_FIELDS, RECORD_FIELDS, STATES
 
 log = logging.getLogger(__name__)
@@ -308,9 +308,9 @@ def decode_frame(payload: bytes, headers: Mapping[str, str], max_bytes: int) -> 
         raise BadMessage(f"frame: {problem}")
     if start:
         raise BadMessage("frame: bytes before the picture (a capture process sends the picture alone)")
+    # The check found a frame header of a size from 1x1 to MAX_SIDE square, or it would have
+    # said why (a picture with no size, or an absurd one, is refused there).
     payload = payload[:end]  # what follows the end marker is not the picture's, as from a camera
-    if jpeg_size(payload) is None:
-        raise BadMessage(f"frame: no picture size from 1x1 to {MAX_SIDE}x{MAX_SIDE}")
     placeholder = headers.get("ph", "0")
     if placeholder not in ("0", "1"):
         raise BadMessage(f"frame header ph: expected 0 or 1, got {_shown(placeholder)}")

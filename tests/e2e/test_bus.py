@@ -29,7 +29,7 @@ def make_bus() -> Iterator[Callable[[str], FrameBus]]:
     yield factory
     for bus in buses:
         bus.close()
-    assert not [t for t in threading.enumerate() if t.name == "livecam-bus"]
+    assert not [t for t in threading.enumerate() if t.name in ("livecam-bus", "livecam-frames")]
 
 
 def test_frames_cross_the_bus_with_their_headers(nats_server: NatsServer, make_bus) -> None:

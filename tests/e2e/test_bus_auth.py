@@ -43,7 +43,7 @@ def make_bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., FrameBus
     yield factory
     for bus in buses:
         bus.close()
-    assert not [t for t in threading.enumerate() if t.name == "livecam-bus"]
+    assert not [t for t in threading.enumerate() if t.name in ("livecam-bus", "livecam-frames")]
 
 
 @pytest.fixture
@@ -74,11 +74,15 @@ def write(path: Path, text: str) -> Path:
 
 
 def frames_cross(sender: FrameBus, receiver: FrameBus) -> bool:
-    inbox = Inbox()
-    subject = receiver.subject("camera", 0, "frame", "full")
-    receiver.subscribe(subject, inbox)
+    """A message crosses on the bus's connection, and a frame on its frame link: both let in."""
+    messages, frames = Inbox(), Inbox()
+    state, frame = receiver.subject("camera", 0, "state"), receiver.subject("camera", 0, "frame", "full")
+    receiver.subscribe(state, messages)
+    receiver.subscribe_frames(frame, frames)
     # A subscription takes effect with the server's next round trip: publish until one lands.
-    return wait_for(lambda: sender.publish(subject, b"\xff\xd8jpeg") and inbox.wait(1, 0.1))
+    return wait_for(lambda: sender.publish(state, b"{}") and messages.wait(1, 0.1)) and wait_for(
+        lambda: sender.publish_frame(frame, b"\xff\xd8jpeg", {"seq": "1"}) and frames.wait(1, 0.1)
+    )
 
 
 def refused_once(bus: FrameBus, caplog: pytest.LogCaptureFixture) -> None:
@@ -87,6 +91,7 @@ def refused_once(bus: FrameBus, caplog: pytest.LogCaptureFixture) -> None:
     time.sleep(3.2 * RETRY)  # a window to watch, not a wait for something to happen
     assert not bus.connected
     assert not bus.publish(bus.subject("x"), b"lost")
+    assert not bus.publish_frame(bus.subject("x"), b"lost", {})
     assert caplog.text.count(REFUSED) == 1
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
-from collections.abc import Callable
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from helpers import Part, Server, decode, read_each_for, read_parts, wait_for
+from helpers import Part, Server, decode, free_port, read_each_for, read_parts, wait_for
+from livecam.wire import Subjects
 from nats_server import NatsServer
 
 CAMERAS = "0=testsrc:160x120@20,1=testsrc:64x48@10"
@@ -18,6 +22,22 @@ CAMERAS = "0=testsrc:160x120@20,1=testsrc:64x48@10"
 def web(serve: Callable[..., Server], url: str) -> Server:
     """A gunicorn of two workers serving the cameras from the frame bus."""
     return serve({"LIVECAM_BUS": url, "LIVECAM_CAMERAS": CAMERAS}, "--workers", "2")
+
+
+@pytest.fixture
+def monitored_nats() -> Iterator[tuple[NatsServer, Callable[[str], int]]]:
+    """A nats-server, and how many web workers it holds a subscription to a subject for."""
+    monitor = free_port()
+    server = NatsServer(None, "-m", str(monitor)).start()
+
+    def subscribers(subject: str) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/connz?subs=1", timeout=5) as answer:
+            connections = json.load(answer)["connections"]
+        web = (c for c in connections if c.get("name") == "livecam-web")
+        return sum(subject in c.get("subscriptions_list", []) for c in web)
+
+    yield server, subscribers
+    server.stop()
 
 
 def is_placeholder(part: Part) -> bool:
@@ -148,23 +168,31 @@ def test_preview_viewers_on_two_hosts_get_the_preview_encoded_once_per_frame(
 
 def test_motion_seen_by_the_capture_process_is_listed_by_every_web_worker(
     serve: Callable[..., Server],
-    start_capture: Callable[..., subprocess.Popen],
-    nats_server: NatsServer,
+    monitored_nats: tuple[NatsServer, Callable[[str], int]],
+    start_capture: Callable[..., subprocess.Popen],  # set up after, so stopped before, the server
     tmp_path: Path,
 ) -> None:
+    nats, subscribers = monitored_nats
     config = tmp_path / "capture.toml"
     config.write_text(
         "[cameras.0]\nsource = 'testsrc:320x240@20'\nautostart = true\n"
         "[cameras.0.motion]\nenabled = true\narea = 0.002\nduration = 0.2\nignore = [[0, 0, 1, 0.6]]\n"
     )
-    livecam = serve({"LIVECAM_BUS": nats_server.url, "LIVECAM_CAMERAS": "0=testsrc"}, "--workers", "2")
-    start_capture("", config=str(config))
+    livecam = serve({"LIVECAM_BUS": nats.url, "LIVECAM_CAMERAS": "0=testsrc"}, "--workers", "2")
+    # A web worker keeps the events sent while it follows the bus, and the camera switches on
+    # as the capture process starts: so both workers follow first (one answering /healthz
+    # says nothing of the other, nor of its subscriptions).
+    assert wait_for(lambda: subscribers(Subjects("livecam").event(0)) == 2, timeout=20)
+    start_capture("", url=nats.url, config=str(config))
+    seen: list[dict] = []
 
-    def motion() -> list[dict]:
-        return [e for e in livecam.request("GET", "/cameras/0/events")[1] if e["type"] == "motion.start"]
+    def motion() -> bool:
+        answer = livecam.request("GET", "/cameras/0/events")[1]
+        seen[:] = [e for e in answer if e["type"] == "motion.start"]
+        return bool(seen)
 
-    assert wait_for(lambda: motion(), timeout=20)  # whichever worker answers has it
-    event = motion()[0]
+    assert wait_for(motion, timeout=20)  # whichever worker answers has it
+    event = seen[0]
     assert event["camera"] == 0 and event["box"][1] >= 0.6 and event["snapshot"]
     status, picture = livecam.request("GET", event["snapshot"])
     assert status == 200 and decode(picture).shape == (240, 320, 3)

@@ -22,6 +22,7 @@ import base64
 import itertools
 import json
 import logging
+import os
 import select
 import socket
 import ssl
@@ -64,10 +65,15 @@ class FrameLink:
         self._subs: dict[int, tuple[str, Handler]] = {}
         self._sids = itertools.count(1)
         self._closing = threading.Event()
+        # A byte here wakes the reader thread's poll: a message half written (to be finished as
+        # soon as the socket takes more), or the link closing. The reader thread's, from start
+        # to its end (-1 outside); written to under _lock.
+        self._wake_r = self._wake_w = -1
         self._thread = threading.Thread(target=self._run, name="livecam-frames", daemon=True)
 
     def start(self) -> FrameLink:
         """Connect in the background, for as long as it takes."""
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread.start()
         return self
 
@@ -75,10 +81,11 @@ class FrameLink:
         """End the connection and the reader thread."""
         self._closing.set()
         with self._lock:
+            self._wake()
             sock, self._sock = self._sock, None
         _shut(sock)
         if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._thread.join(timeout)  # still connecting, it ends when that attempt does
 
     @property
     def connected(self) -> bool:
@@ -114,7 +121,17 @@ class FrameLink:
                 return False
             if sent < total:
                 self._pending = b"".join(message)[sent:]  # finished by the reader thread
+                self._wake()
         return True
+
+    def _wake(self) -> None:
+        """Wake the reader thread (under _lock; a byte already waiting does as well)."""
+        if self._wake_w < 0:
+            return  # not started, or ended
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:  # full: it wakes anyway
+            pass
 
     def subscribe(self, subject: str, handler: Handler) -> Callable[[], None]:
         """Call ``handler(payload, headers)`` in the reader thread for each message on
@@ -153,6 +170,16 @@ class FrameLink:
     # -- the reader thread ----------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._connect_and_read()
+        finally:
+            with self._lock:
+                ends, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+            for end in ends:
+                os.close(end)
+
+    def _connect_and_read(self) -> None:
+        """Connect, read until the connection ends, again, until closed."""
         refused = was_connected = False
         while not self._closing.is_set():
             try:
@@ -260,12 +287,15 @@ class FrameLink:
         """Read messages until the connection ends: frames to their handlers, pings answered."""
         reader = self._reader
         poller = select.poll()  # not select(): a worker's descriptors go past 1024
+        poller.register(self._wake_r, select.POLLIN)
         pinged_at, pings_out = time.monotonic(), 0
         while not self._closing.is_set():
             if not reader.buffered and not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                 poller.register(sock, select.POLLIN | (select.POLLOUT if self._pending else 0))
                 wait = max(0.0, pinged_at + PING_EVERY - time.monotonic())
                 events = dict(poller.poll(wait * 1000))
+                if self._wake_r in events:
+                    _drain(self._wake_r)
                 if events.get(sock.fileno(), 0) & select.POLLOUT:
                     self._finish_pending(sock)
                 if not events.get(sock.fileno(), 0) & (select.POLLIN | select.POLLERR | select.POLLHUP):
@@ -416,6 +446,15 @@ def _ssl_send(sock: ssl.SSLSocket, message: list[bytes]) -> int:
         return sock.send(b"".join(message))
     except ssl.SSLWantWriteError:
         return 0
+
+
+def _drain(pipe: int) -> None:
+    """Empty the wake-up pipe."""
+    try:
+        while os.read(pipe, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _shut(sock: socket.socket | ssl.SSLSocket | None) -> None:

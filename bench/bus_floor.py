@@ -113,14 +113,16 @@ def livecam_subscriber(port: int, seconds: float) -> None:
 CLIENTS = {"raw": (raw_publisher, raw_subscriber), "livecam": (livecam_publisher, livecam_subscriber)}
 
 
-def measure(args: argparse.Namespace) -> dict[str, float]:
-    """Run the hop for the window; CPU of each process in percent of one core."""
-    width, height = (int(value) for value in args.size.split("x"))
-    frames = pictures(width, height, args.quality)[:30]
+def hop(
+    subscribers: int, size: str, quality: int, fps: float, seconds: float, client: str = "raw"
+) -> dict[str, float]:
+    """Run the hop for a window of ``seconds``; CPU of each process in percent of one core."""
+    width, height = (int(value) for value in size.split("x"))
+    frames = pictures(width, height, quality)[:30]
     port = free_port()
     server = subprocess.Popen([str(NATS), "-a", "127.0.0.1", "-p", str(port)], stderr=subprocess.DEVNULL)
-    publish, subscribe = CLIENTS[args.client]
-    total = SETTLE + args.seconds + 1.0
+    publish, subscribe = CLIENTS[client]
+    total = SETTLE + seconds + 1.0
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -132,27 +134,27 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
                     raise RuntimeError("nats-server did not start") from None
                 time.sleep(0.05)
         context = multiprocessing.get_context("spawn")
-        subscribers = [
+        readers = [
             context.Process(target=subscribe, args=(port, total + 1.0), name=f"subscriber{n}")
-            for n in range(1, args.subscribers + 1)
+            for n in range(1, subscribers + 1)
         ]
-        for process in subscribers:
+        for process in readers:
             process.start()
         time.sleep(0.5)  # subscribed before the first frame
-        publisher = context.Process(target=publish, args=(port, frames, args.fps, total), name="publisher")
+        publisher = context.Process(target=publish, args=(port, frames, fps, total), name="publisher")
         publisher.start()
         named = {"nats-server": server.pid, "publisher": publisher.pid}
-        named |= {process.name: process.pid for process in subscribers}
+        named |= {process.name: process.pid for process in readers}
         time.sleep(SETTLE)
         before = ticks(list(named.values()))
-        time.sleep(args.seconds)
+        time.sleep(seconds)
         after = ticks(list(named.values()))
-        for process in [publisher, *subscribers]:
+        for process in [publisher, *readers]:
             process.join(total + 5)
             if process.is_alive():
                 process.kill()
         return {
-            name: (after.get(pid, 0) - before.get(pid, 0)) / CLOCK_TICK / args.seconds * 100
+            name: (after.get(pid, 0) - before.get(pid, 0)) / CLOCK_TICK / seconds * 100
             for name, pid in named.items()
         }
     finally:
@@ -170,7 +172,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--client", choices=sorted(CLIENTS), default="raw")
     args = parser.parse_args()
-    cpu = measure(args)
+    cpu = hop(args.subscribers, args.size, args.quality, args.fps, args.seconds, args.client)
     size = len(pictures(*(int(v) for v in args.size.split("x")), args.quality)[0])
     print(
         f"frame bus hop, {args.client} clients: {args.size} q{args.quality} (~{size // 1000} KB)"

@@ -41,6 +41,9 @@ RECONNECT_WAIT = 0.5  # seconds between attempts to reach NATS
 PING_EVERY = 5.0  # seconds between the link's pings; two unanswered ones end the connection
 MAX_PINGS_OUT = 2
 MAX_LINE = 4096  # a protocol line (MSG, INFO, -ERR) longer than this is a broken connection
+MAX_PAYLOAD = 64 << 20  # the most a NATS server's max_payload can be (its max_pending)
+DEFAULT_PAYLOAD = 1 << 20  # NATS's max_payload when a server's INFO does not say
+MAX_AFTER = 64 * 1024  # protocol lines waiting behind a message under way; past that the link is stuck
 READ_SIZE = 256 * 1024
 
 Handler = Callable[[bytes, dict[str, str]], None]  # (payload, headers), run in the reader thread
@@ -59,9 +62,12 @@ class FrameLink:
         self._on_error = on_error or (lambda text: log.debug("frame link: %s", text))
         self._lock = threading.Lock()  # guards _sock, _pending, _subs and writes to the socket
         self._sock: socket.socket | ssl.SSLSocket | None = None
-        self._pending = b""  # the rest of a message the socket took only in part
+        # What is owed to the socket: the rest of a message it took only in part. Over TLS the
+        # whole message, once OpenSSL has begun it: it must be given the very same bytes again.
+        self._pending = b""
+        self._after = bytearray()  # protocol lines (PING, PONG, SUB, UNSUB) to send after _pending
         self._reader = _Reader()  # the connection's, made anew at each
-        self._max_payload = 1 << 20  # the server's limit, from its INFO
+        self._max_payload = DEFAULT_PAYLOAD  # the server's limit, from its INFO
         self._subs: dict[int, tuple[str, Handler]] = {}
         self._sids = itertools.count(1)
         self._closing = threading.Event()
@@ -109,19 +115,23 @@ class FrameLink:
                 return False  # not connected, or the last one is still going
             message = [line, head, payload, b"\r\n"] if head else [line, payload, b"\r\n"]
             try:
-                sent = (
-                    sock.sendmsg(message) if not isinstance(sock, ssl.SSLSocket) else _ssl_send(sock, message)
-                )
+                if isinstance(sock, ssl.SSLSocket):
+                    # OpenSSL may have taken part of a write it asks to retry: the message is
+                    # then under way, to be finished with the same bytes, never dropped.
+                    self._pending = _try_send(sock, b"".join(message))
+                else:
+                    sent = sock.sendmsg(message)
+                    if sent == 0:
+                        return False
+                    if sent < sum(len(part) for part in message):
+                        self._pending = b"".join(message)[sent:]
             except BlockingIOError:
-                sent = 0
-            except OSError:
-                return False  # lost: the reader thread reconnects
-            total = sum(len(part) for part in message)
-            if sent == 0:
                 return False
-            if sent < total:
-                self._pending = b"".join(message)[sent:]  # finished by the reader thread
-                self._wake()
+            except OSError:
+                _drop(sock)  # the reader thread sees it at once and reconnects
+                return False
+            if self._pending:
+                self._wake()  # finished by the reader thread as soon as the socket takes more
         return True
 
     def _wake(self) -> None:
@@ -149,23 +159,25 @@ class FrameLink:
         return cancel
 
     def _write_control(self, data: bytes) -> None:
-        """Send a short protocol line (under _lock); a lost connection restores subscriptions
-        itself, so a failure here is left to the reader thread."""
+        """Send a short protocol line (under _lock) without waiting: after the message under
+        way, if any, whole (a line cut or lost would tear the stream). A lost connection
+        restores subscriptions itself, so a failure here is left to the reader thread."""
         sock = self._sock
         if sock is None:
             return
-        data = self._pending + data
-        self._pending = b""
+        if self._pending:
+            self._after += data
+            if len(self._after) > MAX_AFTER:
+                _drop(sock)  # nothing has gone out for long: the server is gone
+            return
         try:
-            sock.settimeout(CONNECT_TIMEOUT)  # a few bytes: waiting briefly is fine here
-            sock.sendall(data)
+            self._pending = _try_send(sock, data)
         except OSError:
             log.debug("frame link: write failed", exc_info=True)
-        finally:
-            try:
-                sock.setblocking(False)
-            except OSError:
-                pass
+            _drop(sock)
+            return
+        if self._pending:
+            self._wake()
 
     # -- the reader thread ----------------------------------------------------------------
 
@@ -184,7 +196,7 @@ class FrameLink:
         while not self._closing.is_set():
             try:
                 sock = self._connect()
-            except (OSError, ValueError, ProtocolError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever a peer sends, the link goes on trying
                 if "authorization" in str(exc).lower():
                     if not refused:
                         self._on_error(str(exc))
@@ -205,7 +217,7 @@ class FrameLink:
                 with self._lock:
                     if self._sock is sock:
                         self._sock = None
-                    self._pending = b""
+                    self._pending, self._after = b"", bytearray()
                 _shut(sock)
             self._closing.wait(RECONNECT_WAIT)
 
@@ -217,7 +229,7 @@ class FrameLink:
         try:
             reader = _Reader()
             info = _info(reader.line(sock))
-            self._max_payload = int(info.get("max_payload") or self._max_payload)
+            self._max_payload = _max_payload(info)
             reader.limit = self._max_payload + MAX_LINE
             if parts.scheme == "tls" or info.get("tls_required"):
                 context = ssl.create_default_context()
@@ -324,16 +336,15 @@ class FrameLink:
                             log.exception("frame link: handler for %s failed", entry[0])
 
     def _finish_pending(self, sock: socket.socket | ssl.SSLSocket) -> None:
+        """Send on what the socket owes, then the protocol lines waiting behind it."""
         with self._lock:
-            if not self._pending or self._sock is not sock:
+            if self._sock is not sock:
                 return
-            try:
-                sent = sock.send(self._pending)
-            except BlockingIOError:
-                return
-            except ssl.SSLWantWriteError:
-                return
-            self._pending = self._pending[sent:]
+            if self._pending:
+                self._pending = _try_send(sock, self._pending)
+            if not self._pending and self._after:
+                data, self._after = bytes(self._after), bytearray()
+                self._pending = _try_send(sock, data)
 
 
 class ProtocolError(Exception):
@@ -345,12 +356,13 @@ class _Reader:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self.limit = 64 << 20  # the largest message taken: the server's max_payload, once known
+        self.limit = MAX_PAYLOAD + MAX_LINE  # the largest message taken: the server's max_payload, once known
+        self._wanted = 0  # the bytes the message at the buffer's start needs, its payload part-read
 
     @property
     def buffered(self) -> bool:
-        """Whether a whole line may already be waiting in the buffer."""
-        return b"\r\n" in self._buffer
+        """Whether a whole line, or a whole message, may already be waiting in the buffer."""
+        return len(self._buffer) >= self._wanted and b"\r\n" in self._buffer
 
     def line(self, sock: socket.socket | ssl.SSLSocket) -> bytes:
         """The next line, waiting for it (the connection's start, a blocking socket)."""
@@ -391,10 +403,14 @@ class _Reader:
                     raise ProtocolError(f"a malformed message line: {line[:80]!r}")
                 if len(buffer) < end + 2 + total + 2:
                     if not self._take(sock):
-                        return  # the rest comes later
+                        self._wanted = end + 2 + total + 2  # poll for the rest, rather than spin
+                        return
                     buffer = self._buffer
                     continue
+                self._wanted = 0
                 start = end + 2
+                if buffer[start + total : start + total + 2] != b"\r\n":
+                    raise ProtocolError(f"a message longer than its size: {line[:80]!r}")
                 payload = bytes(buffer[start + head : start + total])
                 headers = _parse_headers(buffer[start : start + head]) if head else {}
                 del buffer[: start + total + 2]
@@ -430,7 +446,10 @@ def _parse_headers(block: bytes | bytearray) -> dict[str, str]:
 def _info(line: bytes) -> dict:
     if not line.startswith(b"INFO "):
         raise ProtocolError("not a NATS server")
-    info = json.loads(line[5:])
+    try:
+        info = json.loads(line[5:])
+    except RecursionError:  # nested past Python's limit: no server's INFO is
+        raise ProtocolError("not a NATS server") from None
     if not isinstance(info, dict):
         raise ProtocolError("not a NATS server")
     return info
@@ -441,11 +460,34 @@ def _error_text(line: bytes) -> str:
     return line[4:].decode(errors="replace").strip().strip("'").lower()
 
 
-def _ssl_send(sock: ssl.SSLSocket, message: list[bytes]) -> int:
+def _max_payload(info: dict) -> int:
+    """The server's max_payload: NATS's default if its INFO does not say, never past NATS's own
+    bound (the reader holds a whole message)."""
+    value = info.get("max_payload")
+    if value is None:
+        return DEFAULT_PAYLOAD
+    if type(value) is not int or not 0 < value <= MAX_PAYLOAD:
+        raise ProtocolError(f"a max_payload no NATS server has: {str(value)[:40]}")
+    return value
+
+
+def _try_send(sock: socket.socket | ssl.SSLSocket, data: bytes) -> bytes:
+    """Write what the socket takes now; what is left. Over TLS that is all or nothing: a write
+    OpenSSL asks to retry must be retried with the same bytes, or the stream is torn."""
     try:
-        return sock.send(b"".join(message))
-    except ssl.SSLWantWriteError:
-        return 0
+        sent = sock.send(data)
+    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        return data
+    return data[sent:]
+
+
+def _drop(sock: socket.socket | ssl.SSLSocket) -> None:
+    """End a connection that cannot go on (a write lost or stuck): the reader thread's poll
+    sees it and reconnects; it closes the socket."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _drain(pipe: int) -> None:

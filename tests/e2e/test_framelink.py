@@ -192,6 +192,11 @@ INFO = b'INFO {"server_id":"x","max_payload":1048576}\r\n'
         INFO + b"PONG\r\nMSG site1 1 999999999999\r\n",  # more than the server's own limit
         INFO + b"PONG\r\n" + b"x" * 100_000,  # a line without end
         INFO + b"-ERR 'Authorization Violation'\r\n",
+        INFO + b"PONG\r\nMSG site1 1 3\r\nABCDEFGH\r\n",  # a message longer than its size
+        b'INFO {"max_payload":[1]}\r\nPONG\r\n',  # limits no NATS server has
+        b'INFO {"max_payload":Infinity}\r\nPONG\r\n',
+        b'INFO {"max_payload":1e12}\r\nPONG\r\nMSG site1 1 900000000000\r\n',  # to be held whole
+        b'INFO {"a":' + b"[" * 2000 + b"]" * 2000 + b"}\r\n",  # nested past Python's limit
     ],
 )
 def test_a_peer_that_is_no_nats_server_is_left_and_tried_again(make_link, say: bytes) -> None:
@@ -206,3 +211,109 @@ def test_a_peer_that_is_no_nats_server_is_left_and_tried_again(make_link, say: b
         assert all("authorization" in error for error in errors)
     finally:
         server.close()
+
+
+class SilentServer(FakeServer):
+    """A peer that lets the link in, starts a message, and says nothing more; it records
+    what the link sends it."""
+
+    def __init__(self) -> None:
+        self.heard = bytearray()
+        super().__init__(b"")
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                try:
+                    conn.sendall(INFO)
+                    conn.settimeout(5)
+                    while b"PING\r\n" not in conn.recv(65536):
+                        pass
+                    conn.sendall(b"PONG\r\nMSG site1 1 100\r\nabc")  # 97 bytes never come
+                    while data := conn.recv(65536):
+                        self.heard += data
+                except OSError:
+                    pass
+
+
+def test_a_peer_silent_in_the_middle_of_a_message_is_pinged_and_left(
+    make_link, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(framelink, "PING_EVERY", 0.3)
+    server = SilentServer()
+    try:
+        link = make_link(server.url)
+        handled = Inbox()
+        link.subscribe("site1", handled)
+        # Waiting for the rest of the message, the link still pings, and leaves a silent peer.
+        assert wait_for(lambda: b"PING" in server.heard and server.connections >= 2, 10)
+        assert not handled.messages
+    finally:
+        server.close()
+
+
+def stutter(server: NatsServer, times: int, stopped: float) -> None:
+    """Freeze and thaw ``server`` ``times`` times, each freeze ``stopped`` seconds."""
+    assert server.process is not None
+    for _ in range(times):
+        os.kill(server.process.pid, signal.SIGSTOP)
+        threading.Event().wait(stopped)  # the freeze itself is what is tested
+        os.kill(server.process.pid, signal.SIGCONT)
+        threading.Event().wait(0.5)
+
+
+def publish_through(sender: FrameLink, freeze: Callable[[], None]) -> list[bytes]:
+    """Frames of one size published at 30 a second while ``freeze`` runs, each numbered."""
+    stop, frames = threading.Event(), []
+
+    def capture() -> None:
+        while not stop.wait(1 / 30):
+            frame = len(frames).to_bytes(4, "big") + os.urandom(500_000)
+            if sender.publish(SUBJECT, frame):
+                frames.append(frame)
+
+    thread = threading.Thread(target=capture)
+    thread.start()
+    try:
+        freeze()
+    finally:
+        stop.set()
+        thread.join()
+    return frames
+
+
+def test_a_server_frozen_past_the_pings_gets_no_torn_stream(
+    nats_server: NatsServer, make_link, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A ping falls due while the server is frozen: sent behind the frame under way, whole, even
+    # past the time a connection is given to be let in.
+    monkeypatch.setattr(framelink, "PING_EVERY", 1.5)
+    monkeypatch.setattr(framelink, "CONNECT_TIMEOUT", 0.5)
+    sender, receiver = make_link(nats_server.url), make_link(nats_server.url)
+    inbox = subscribed(sender, receiver)
+    frames = publish_through(sender, lambda: stutter(nats_server, 1, 2.5))
+    assert wait_for(lambda: inbox.wait(len(frames) + 1, 0.1), 10)
+    assert [payload for payload, _ in inbox.messages[1:]] == frames
+    assert "lost" not in caplog.text  # the server never found the stream broken
+
+
+def test_over_tls_a_stuttering_server_gets_every_frame_whole(
+    make_link, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = certificate
+    server = NatsServer(None, "--tls", "--tlscert", str(cert), "--tlskey", str(key)).start()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        sender, receiver = make_link(server.url), make_link(server.url)
+        inbox = subscribed(sender, receiver)
+        # A write OpenSSL must retry, retried with another frame's bytes, splices two frames.
+        frames = publish_through(sender, lambda: stutter(server, 3, 1.5))
+        assert wait_for(lambda: inbox.wait(len(frames) + 1, 0.1), 10)
+        assert [payload for payload, _ in inbox.messages[1:]] == frames
+    finally:
+        server.stop()

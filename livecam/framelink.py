@@ -45,6 +45,7 @@ MAX_PAYLOAD = 64 << 20  # the most a NATS server's max_payload can be (its max_p
 DEFAULT_PAYLOAD = 1 << 20  # NATS's max_payload when a server's INFO does not say
 MAX_AFTER = 64 * 1024  # protocol lines waiting behind a message under way; past that the link is stuck
 READ_SIZE = 256 * 1024
+LOSS_SAID_EVERY = 60.0  # seconds: a lost connection is warned of at most this often
 
 Handler = Callable[[bytes, dict[str, str]], None]  # (payload, headers), run in the reader thread
 Errors = Callable[[str], None]  # a -ERR's text from the server, for the bus to report
@@ -62,6 +63,7 @@ class FrameLink:
         self._on_error = on_error or (lambda text: log.debug("frame link: %s", text))
         self._lock = threading.Lock()  # guards _sock, _pending, _subs and writes to the socket
         self._sock: socket.socket | ssl.SSLSocket | None = None
+        self._connecting: socket.socket | None = None  # the connection being made, if any
         # What is owed to the socket: the rest of a message it took only in part. Over TLS the
         # whole message, once OpenSSL has begun it: it must be given the very same bytes again.
         self._pending = b""
@@ -89,7 +91,10 @@ class FrameLink:
         with self._lock:
             self._wake()
             sock, self._sock = self._sock, None
+            connecting = self._connecting
         _shut(sock)
+        if connecting is not None:
+            _drop(connecting)  # a connection being made ends now, not at its timeout
         if self._thread.is_alive():
             self._thread.join(timeout)  # still connecting, it ends when that attempt does
 
@@ -192,7 +197,8 @@ class FrameLink:
 
     def _connect_and_read(self) -> None:
         """Connect, read until the connection ends, again, until closed."""
-        refused = was_connected = False
+        refused = said_lost = False
+        lost_said_at = -LOSS_SAID_EVERY
         while not self._closing.is_set():
             try:
                 sock = self._connect()
@@ -205,14 +211,19 @@ class FrameLink:
                 self._closing.wait(RECONNECT_WAIT)
                 continue
             refused = False
-            if was_connected:
+            if said_lost:
                 log.info("frame bus: frames connected again to %s", self._shown)
-            was_connected = True
+                said_lost = False
             try:
                 self._read(sock)
-            except (OSError, ValueError, ProtocolError) as exc:
-                if not self._closing.is_set():
+            except Exception as exc:  # noqa: BLE001 - whatever ends a connection, the link reconnects
+                # Said at most once a minute: a peer that breaks every connection at once
+                # would otherwise fill the log.
+                if not self._closing.is_set() and time.monotonic() - lost_said_at >= LOSS_SAID_EVERY:
                     log.warning("frame bus: lost %s for frames (%s), reconnecting", self._shown, exc)
+                    lost_said_at, said_lost = time.monotonic(), True
+                else:
+                    log.debug("frame link: lost %s: %s", self._shown, exc)
             finally:
                 with self._lock:
                     if self._sock is sock:
@@ -224,8 +235,14 @@ class FrameLink:
     def _connect(self) -> socket.socket | ssl.SSLSocket:
         """Reach the server, be let in, subscribe again; the socket, non-blocking."""
         parts = urlsplit(self._url)
+        deadline = time.monotonic() + 2 * CONNECT_TIMEOUT
         raw = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), CONNECT_TIMEOUT)
         sock: socket.socket | ssl.SSLSocket = raw
+        with self._lock:
+            self._connecting = raw  # for close() to interrupt
+        if self._closing.is_set():
+            _shut(raw)
+            raise ProtocolError("closing")
         try:
             reader = _Reader()
             info = _info(reader.line(sock))
@@ -252,6 +269,8 @@ class FrameLink:
                     break
                 if line.startswith(b"-ERR"):
                     raise ProtocolError(_error_text(line))
+                if time.monotonic() > deadline:  # lines, but never the answer
+                    raise ProtocolError("no answer to CONNECT")
             with self._lock:
                 subs = list(self._subs.items())
                 self._sock = sock
@@ -265,6 +284,9 @@ class FrameLink:
         except BaseException:
             _shut(sock)
             raise
+        finally:
+            with self._lock:
+                self._connecting = None
 
     def _auth(self, parts, info: dict) -> dict[str, str]:  # noqa: ANN001 - a urlsplit result
         """The CONNECT fields that let this link in: as the FrameBus's connection is let in."""

@@ -169,12 +169,16 @@ class FakeServer:
             self.connections += 1
             with conn:
                 try:
-                    conn.sendall(self.say)
-                    conn.settimeout(2)
-                    while conn.recv(65536):
-                        pass
+                    self.talk(conn)
                 except OSError:
                     pass
+
+    def talk(self, conn: socket.socket) -> None:
+        """Say its piece, then read until the link leaves."""
+        conn.sendall(self.say)
+        conn.settimeout(2)
+        while conn.recv(65536):
+            pass
 
     def close(self) -> None:
         self.listener.close()
@@ -221,24 +225,15 @@ class SilentServer(FakeServer):
         self.heard = bytearray()
         super().__init__(b"")
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                try:
-                    conn.sendall(INFO)
-                    conn.settimeout(5)
-                    while b"PING\r\n" not in conn.recv(65536):
-                        pass
-                    conn.sendall(b"PONG\r\nMSG site1 1 100\r\nabc")  # 97 bytes never come
-                    while data := conn.recv(65536):
-                        self.heard += data
-                except OSError:
-                    pass
+    def talk(self, conn: socket.socket) -> None:
+        """Let the link in, begin a message, then only listen."""
+        conn.sendall(INFO)
+        conn.settimeout(5)
+        while b"PING\r\n" not in conn.recv(65536):
+            pass
+        conn.sendall(b"PONG\r\nMSG site1 1 100\r\nabc")  # 97 bytes never come
+        while data := conn.recv(65536):
+            self.heard += data
 
 
 def test_a_peer_silent_in_the_middle_of_a_message_is_pinged_and_left(

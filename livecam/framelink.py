@@ -12,8 +12,8 @@ connection. The link authenticates as the bus does (the URL's user and password 
 .creds file or an nkey seed, TLS for ``tls://`` or when the server asks), answers the
 server's pings, pings it in turn, and reconnects for as long as it lives, subscriptions
 restored. Publishing never blocks: a frame the socket cannot take now is not sent (the bus
-counts it as dropped),
-and a frame half written is finished by the reader thread before any other is sent.
+counts it as dropped), and a frame half written is finished by the reader thread, whole,
+before anything else is written.
 """
 
 from __future__ import annotations
@@ -187,6 +187,7 @@ class FrameLink:
     # -- the reader thread ----------------------------------------------------------------
 
     def _run(self) -> None:
+        """The reader thread: the link's connections, one after another; its pipe closed at the end."""
         try:
             self._connect_and_read()
         finally:

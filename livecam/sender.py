@@ -52,6 +52,10 @@ MAX_SEND_BUFFER = 2 * 1024 * 1024
 # (events.MAX_EVENTS), so even a client resuming from the oldest kept event is not cut off.
 EVENTS_SEND_BUFFER = 64 * 1024
 MAX_BACKLOG = 256 * 1024
+# Bytes a subscriber sends after its request are read and dropped, a few KiB a turn, up to
+# this many in all: a client that keeps talking is not listened to for ever.
+UNHEARD_READ = 4096
+MAX_UNHEARD = 64 * 1024
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, for 0 s: close() resets the connection
 
 Sent = Callable[[int, float | None, int], None]  # (part size, latency or None, viewers)
@@ -149,7 +153,8 @@ class Client:
         self.done = threading.Event()
         self.pending: memoryview | None = None  # the unsent rest of the write under way
         self.last_write = time.monotonic()
-        self.reading = True  # selected for readable until the client says anything, or EOF
+        # Selected for readable until the client says anything (a subscriber: past MAX_UNHEARD).
+        self.reading = True
         self.events = 0  # what the selector watches this socket for now
 
     def flush(self, now: float) -> bool | None:
@@ -228,6 +233,7 @@ class Subscriber(Client):
         # The ids of the kept events it was given when taken in: some of them may still be
         # on their way to the sender as noticed events, and must not be sent twice.
         self.replayed: set[int] | None = None
+        self.unheard = 0  # bytes it sent after its request, read and dropped
 
     @property
     def backlog(self) -> int:
@@ -342,8 +348,16 @@ class Sender:
                     self._waker = Waker()
                     self._selector = selectors.DefaultSelector()
                     self._selector.register(self._waker, selectors.EVENT_READ, self._waker.drain)
-                    self._thread = threading.Thread(target=self._run, name="livecam-sender", daemon=True)
-                    self._thread.start()
+                    thread = threading.Thread(target=self._run, name="livecam-sender", daemon=True)
+                    try:
+                        thread.start()
+                    finally:
+                        # Known once it runs (or failed to start): a thread not yet started
+                        # reads as one that ended, and a request asking ``alive`` meanwhile,
+                        # without the lock, would think the loop dead and have its stream
+                        # written by a thread, which notices a closed subscriber only when a
+                        # keepalive fails to go out.
+                        self._thread = thread
         if refused:
             _let_go(client, clean=False)
         elif not woken:
@@ -609,24 +623,47 @@ class Sender:
     def _readable(self, client: Client) -> None:
         """A client's socket is readable: it reset, half-closed, or sent bytes.
 
-        The bytes are not the sender's: they stay for gunicorn, which closes the connection
-        with the stream (``Connection: close``). A half-closed viewer may still be reading,
-        as with the thread-per-viewer path: only a failed write ends its stream. A subscriber
-        that closed its side is let go at once: an EventSource closes the whole connection,
-        and its place is better free now than at the next keepalive's failed write.
+        A viewer's bytes are not the sender's: they stay for gunicorn, which closes the
+        connection with the stream (``Connection: close``). A half-closed viewer may still be
+        reading, as with the thread-per-viewer path: only a failed write ends its stream. A
+        subscriber that closed its side is let go at once: an EventSource closes the whole
+        connection, and its place is better free now than at the next keepalive's failed write.
         """
-        try:
-            peeked = client.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        if isinstance(client, Subscriber):
+            self._hear(client)
+            return
+        try:  # only whether it reset matters: bytes or an end of input leave the stream as it is
+            client.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
         except OSError:
             self._release(client)  # reset: the client is gone
             return
-        if not peeked and isinstance(client, Subscriber):
-            self._release(client)
-            return
         client.reading = False  # nothing more to learn from reading: stop being woken by it
         self._watch(client)
+
+    def _hear(self, subscriber: Subscriber) -> None:
+        """A subscriber's socket is readable: let it go if it closed or reset; drop what it sent.
+
+        Its socket is the sender's alone and its request answered, so bytes it sends are for
+        nobody: read and dropped, they leave readability free to tell when it closes. One that
+        keeps sending past MAX_UNHEARD is no longer read (it would wake the loop for nothing):
+        its close is noticed by a failed write then, as a viewer's is.
+        """
+        try:
+            said = subscriber.sock.recv(UNHEARD_READ, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._release(subscriber)  # reset: the client is gone
+            return
+        if not said:
+            self._release(subscriber)  # closed its side
+            return
+        subscriber.unheard += len(said)
+        if subscriber.unheard > MAX_UNHEARD:
+            subscriber.reading = False
+            self._watch(subscriber)
 
     def _sweep(self) -> None:
         """Heartbeats for idle clients, and an end for stuck or long-closing ones."""

@@ -21,7 +21,7 @@ from livecam import sse
 from livecam.broadcast import Broadcaster
 from livecam.cursor import Cursor
 from livecam.events import Event, EventLog
-from livecam.sender import MAX_BACKLOG, Sender, Subscriber, Viewer, send_buffer_for
+from livecam.sender import MAX_BACKLOG, MAX_UNHEARD, Sender, Subscriber, Viewer, send_buffer_for
 
 OPENING = b"--frame\r\n"
 
@@ -434,6 +434,62 @@ def test_a_subscriber_that_closes_its_side_is_let_go_at_once(sender: Sender) -> 
     assert subscriber.done.wait(2)  # no event, no keepalive needed to notice it
     assert sender.census() == (0, 0)
     client.close()
+
+
+def test_a_subscriber_that_sent_bytes_is_still_let_go_when_it_closes(sender: Sender) -> None:
+    log = EventLog()
+    client, subscriber = subscribe(sender, log)
+    reader = client.makefile("rb")
+    messages = read_messages(reader)
+    client.sendall(b"GET /next HTTP/1.1\r\n\r\n")  # pipelined behind the stream request: for nobody
+    event = add(log, 0)
+    assert ids(messages, 1) == [event.id] and sender.census() == (0, 1)  # the stream goes on
+    reader.close()
+    client.close()
+    assert subscriber.done.wait(2)  # noticed as it closed, not at a keepalive 15 s on
+    assert sender.census() == (0, 0)
+
+
+def test_a_subscriber_that_keeps_talking_is_no_longer_read_and_still_gets_its_events(sender: Sender) -> None:
+    log = EventLog()
+    client, subscriber = subscribe(sender, log)
+    reader = client.makefile("rb")
+    messages = read_messages(reader)
+    client.sendall(b"x" * (MAX_UNHEARD + 1))
+    assert wait_for(lambda: not subscriber.reading)  # what it says no longer wakes the loop
+    event = add(log, 0)
+    assert ids(messages, 1) == [event.id] and not subscriber.done.is_set()
+    reader.close()
+    client.close()
+
+
+def ask_alive(sender: Sender, asking: threading.Event, stop: threading.Event, dead: list[bool]) -> None:
+    """Ask whether ``sender`` is alive until ``stop``, noting in ``dead`` if it once was not."""
+    asking.set()
+    while not stop.is_set() and not dead:
+        if not sender.alive:
+            dead.append(True)
+
+
+def test_the_sender_counts_as_alive_while_its_loop_starts(sender: Sender) -> None:
+    # A request thread asks ``alive`` (without the lock) while another's hand-over starts the
+    # loop: a loop not yet running must not read as one that died, or that request's stream
+    # is written by a thread of its own, which notices a closed subscriber only at a keepalive.
+    for _ in range(20):  # the window is short: look at many starts
+        starting = Sender(send_timeout=1.0)
+        server, client = socket.socketpair()
+        sender.sockets += [server, client]
+        asking, stop = threading.Event(), threading.Event()
+        dead: list[bool] = []
+        watcher = threading.Thread(target=ask_alive, args=(starting, asking, stop, dead))
+        watcher.start()
+        asking.wait(10)
+        assert starting.reserve(subscriber=True)
+        starting.add(Subscriber(server, EventLog(), 0, frame_all, False, ended=lambda: None))
+        stop.set()
+        watcher.join(10)
+        starting.stop()
+        assert not dead, "the sender read as not alive while its loop started"
 
 
 def test_the_filter_and_the_last_subscriber_leaving_stops_the_listening(sender: Sender) -> None:

@@ -181,6 +181,9 @@ def main() -> None:
     for name, percent in cpu.items():
         print(f"  {name:12} {percent:5.2f} % of a core  {percent / 100 / args.fps * 1e6:6.0f} us per frame")
     print(f"  {'all':12} {sum(cpu.values()):5.2f} %")
+    # CPU time comes in clock ticks: one tick over the window is the finest step a figure takes.
+    step = 100 / CLOCK_TICK / args.seconds
+    print(f"  (each figure in steps of {step:.2f} %: a window of {args.seconds:g} s; longer is finer)")
 
 
 if __name__ == "__main__":

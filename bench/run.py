@@ -174,6 +174,7 @@ class Extras:
     churn_cpu: float = math.nan  # the server's CPU % during the churn
     churn_rss_growth_mb: float = math.nan
     hop: dict[str, float] = field(default_factory=dict)  # bus mode: the hop alone (bus_floor.py)
+    hop_size: str = ""  # the camera size it was measured at (the first one's)
 
 
 # -- measuring ------------------------------------------------------------------------------
@@ -855,11 +856,13 @@ def bus_verdicts(measured: dict[str, tuple[list[Result], Extras]], workers: int)
     costs (nats-server and bare clients that only pass frames on: what no design of livecam's
     processes can go below)."""
     lines = []
-    alone = measured["bus"][1].hop
+    extras = measured["bus"][1]
+    alone = extras.hop
     if alone:
         each = ", ".join(f"{name} {fmt(cpu)}" for name, cpu in alone.items())
         lines.append(
-            f"the hop alone (bench/bus_floor.py, bare clients): {each}: {fmt(sum(alone.values()))} %"
+            f"the hop alone (bench/bus_floor.py, bare clients, camera {extras.hop_size}): {each}:"
+            f" {fmt(sum(alone.values()))} %"
         )
     single = by_run(measured["livecam"][0])
     for result in measured["bus"][0]:
@@ -869,7 +872,8 @@ def bus_verdicts(measured: dict[str, tuple[list[Result], Extras]], workers: int)
         budget = 0.2 * one.cpu  # what 1.2x one process leaves for everything bus mode adds
         added = result.cpu - one.cpu
         met = added <= budget
-        why = f"; the hop alone, with bare clients, takes {fmt(sum(alone.values()))} %" if alone else ""
+        hop_here = alone and result.size == extras.hop_size
+        why = f"; the hop alone, with bare clients, takes {fmt(sum(alone.values()))} %" if hop_here else ""
         times = ratio(result.cpu, one.cpu)
         lines.append(
             f"{'met' if met else 'NOT MET':>7}  CPU <= 1.2x one process ({result.size}): {times}x,"

@@ -90,6 +90,7 @@ class FrameBus:
         self._answering = 0  # requests being answered (the bus thread's own count)
         self.rejections = Rejections()  # bad messages received, counted and logged by subject
         self._denials: set[tuple[str, str]] = set()  # (what, subject) NATS denied, said once each
+        self._too_large: set[str] = set()  # subjects whose frames were too large for NATS, said once
         # Frames go over a connection of their own, without the event loop (framelink.py).
         self._frames = FrameLink(url, name, creds, on_error=self._report)
 
@@ -146,7 +147,8 @@ class FrameBus:
         """Send a message without waiting; False (and nothing sent) while NATS is out of reach.
 
         What waits to be sent is bounded: one message per subject, the newest. While NATS is
-        slow a newer frame (or record) replaces the one still waiting, counted in ``dropped``.
+        slow a newer record replaces the one still waiting, counted in ``dropped``. Frames go
+        by ``publish_frame``.
         """
         if not self.connected or self._closing:
             return False
@@ -170,6 +172,20 @@ class FrameBus:
         if not sent and self.connected:
             with self._outbox_lock:
                 self.dropped[subject] = self.dropped.get(subject, 0) + 1
+                said = subject in self._too_large
+                too_large = len(payload) > self._frames.max_payload and not said
+                if too_large:
+                    self._too_large.add(subject)
+            if too_large:  # said once per subject: at 30 fps every frame would be
+                log.error(
+                    "frame bus: a frame of %d bytes on %s is larger than %s takes (its max_payload,"
+                    " %d bytes): raise it in nats-server's configuration, or lower the camera's size"
+                    " or quality",
+                    len(payload),
+                    subject,
+                    redact(self.url),
+                    self._frames.max_payload,
+                )
         return sent
 
     def subscribe_frames(self, subject: str, handler: Handler) -> Callable[[], None]:

@@ -99,6 +99,11 @@ class FrameLink:
             self._thread.join(timeout)  # still connecting, it ends when that attempt does
 
     @property
+    def max_payload(self) -> int:
+        """The largest message the server takes (its INFO's max_payload), in bytes."""
+        return self._max_payload
+
+    @property
     def connected(self) -> bool:
         """Whether the link is connected now."""
         return self._sock is not None

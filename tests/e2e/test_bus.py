@@ -197,3 +197,18 @@ def test_while_nats_is_frozen_only_the_newest_message_per_subject_waits(make_bus
 async def _task_count() -> int:
     """Tasks in the bus thread's loop, this one left out."""
     return len(asyncio.all_tasks()) - 1
+
+
+def test_a_frame_larger_than_nats_takes_is_said_once_and_counted(
+    nats_server: NatsServer, make_bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    capture = make_bus(nats_server.url)
+    assert capture.wait_connected(5)
+    subject = capture.subject("camera", 3, "frame", "full")
+    assert wait_for(lambda: capture.publish_frame(subject, b"small", {}))  # the frame link is up
+    before = capture.dropped_on(capture.subject("camera", 3))  # any while the link came up
+    for _ in range(3):
+        assert not capture.publish_frame(subject, b"x" * (2 << 20), {})  # nats-server's default: 1 MB
+    assert capture.dropped_on(capture.subject("camera", 3)) == before + 3
+    assert caplog.text.count("is larger than") == 1
+    assert "max_payload, 1048576 bytes" in caplog.text

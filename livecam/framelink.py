@@ -203,20 +203,19 @@ class FrameLink:
 
     def _connect_and_read(self) -> None:
         """Connect, read until the connection ends, again, until closed."""
-        refused = said_lost = False
+        said_lost = False
         lost_said_at = -LOSS_SAID_EVERY
         while not self._closing.is_set():
             try:
                 sock = self._connect()
             except Exception as exc:  # noqa: BLE001 - whatever a peer sends, the link goes on trying
                 if "authorization" in str(exc).lower():
-                    if not refused:
-                        self._on_error(str(exc))
-                    refused = True
+                    # Each refusal: the bus says one once, for both of its connections, and
+                    # again after its other connection was let in (this one may not be).
+                    self._on_error(str(exc))
                 log.debug("frame link: cannot connect to %s: %s", self._shown, exc)
                 self._closing.wait(RECONNECT_WAIT)
                 continue
-            refused = False
             if said_lost:
                 log.info("frame bus: frames connected again to %s", self._shown)
                 said_lost = False
